@@ -1,0 +1,34 @@
+//! The no-I/O heart of tokengate: what a token says, how it is checked, and the
+//! in-memory record of what has been revoked.
+//!
+//! A request is authenticated in two steps, both here and both without I/O:
+//!
+//! 1. [`Verifier::verify`] checks the compact JWS (size, header, pinned algorithm per
+//!    `kid`, signature, then `exp`/`nbf`/`iss`/`aud`/`typ`) and yields [`Claims`].
+//! 2. [`RevocationIndex::check`] looks the token's `jti`, `sid` and `sub` up in lock-free
+//!    maps (~100 ns) and refuses the token if any of them was revoked.
+//!
+//! Modules:
+//! - [`time`]: [`Timestamp`] and [`Clock`]; every validity decision takes `now`.
+//! - [`claims`]: [`Claims`] and [`Role`].
+//! - [`keys`]: signing and verifying keys (EdDSA, ES256, RS256, HS256) and their JWKS form.
+//! - [`verify`]: [`Verifier`] and [`VerifyError`].
+//! - [`revocation`]: the four kinds of [`Revocation`].
+//! - [`index`]: [`RevocationIndex`], bounded by live tokens and purged incrementally.
+//!
+//! Durable storage and the cluster bus live in `tokengate-store`; the HTTP extractor in
+//! `tokengate-axum`.
+
+pub mod claims;
+pub mod index;
+pub mod keys;
+pub mod revocation;
+pub mod time;
+pub mod verify;
+
+pub use claims::{Claims, Role};
+pub use index::RevocationIndex;
+pub use keys::{Algorithm, Jwk, Jwks, KeyError, SigningKey, VerifyingKey};
+pub use revocation::{Revocation, RevocationKind};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use verify::{Verifier, VerifierConfig, VerifyError, MAX_TOKEN_BYTES};

@@ -1,0 +1,26 @@
+//! Durable state for tokengate.
+//!
+//! The per-request path never touches a store: it checks the in-memory
+//! [`RevocationIndex`](tokengate_core::RevocationIndex). A store is where a revocation is made
+//! durable *before* it is acknowledged, and from which the index is rebuilt at start and
+//! after every reconnect.
+//!
+//! - [`Store`] is the one trait; [`SqliteStore`] is the single-node default
+//!   (WAL, `synchronous = FULL`, so a commit is on disk when it returns).
+//! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
+//! - [`testsuite`] is the behaviour every implementation must pass; each backend's tests
+//!   run it.
+
+pub mod error;
+pub mod model;
+mod sqlite;
+mod store;
+#[doc(hidden)]
+pub mod testsuite;
+
+pub use error::{Result, StoreError};
+pub use model::{
+    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
+};
+pub use sqlite::SqliteStore;
+pub use store::Store;
