@@ -1,0 +1,324 @@
+//! The command line: `serve` and the admin commands, which work on the same data as a
+//! running server (it picks their revocations up within a second, see `server::TAIL_EVERY`).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokengate_core::{Clock, Revocation, Role, SystemClock, Timestamp};
+use tokengate_store::Store;
+use uuid::Uuid;
+
+use crate::config::{Config, Overrides};
+use crate::keyring;
+use crate::password::{check_strength, Passwords};
+use crate::routes::auth::{create_user, normalize_email};
+
+/// tokengate: JWT sessions whose sign-out really signs out.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes (they beat `TOKENGATE_*` and the config file).
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory for the SQLite database [env: TOKENGATE_DATA_DIR] [default: ./data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file [env: TOKENGATE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// sqlite://PATH or postgres://... [env: TOKENGATE_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for a cluster [env: TOKENGATE_REDIS_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [env: TOKENGATE_LISTEN] [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Revoke a user's sessions, one session, or one token, effective at once.
+    Revoke(RevokeArgs),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Import revoked token ids.
+    #[command(subcommand)]
+    Revocations(RevocationsCommand),
+}
+
+/// `tokengate user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from stdin (or prompted for on a terminal).
+    Create {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Disable a user: sign-in is refused and every session is revoked.
+    Disable {
+        /// Email address.
+        email: String,
+    },
+}
+
+/// `tokengate revoke --user E | --session ID | --jti JTI`
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RevokeArgs {
+    /// Every session of this user (by email).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    /// One session, by id.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<Uuid>,
+    /// One access token, by its jti.
+    #[arg(long, value_name = "JTI")]
+    pub jti: Option<Uuid>,
+}
+
+/// `tokengate keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key current; tokens signed by the old one verify until they expire.
+    Rotate,
+    /// List the signing keys.
+    List,
+}
+
+/// `tokengate revocations ...`
+#[derive(Debug, Subcommand)]
+pub enum RevocationsCommand {
+    /// Import lines `JTI EXP_UNIX` (another system's denylist); all or nothing.
+    Import {
+        /// The file to read (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+impl Cli {
+    /// The configuration, with this command line's flags on top.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let listen = match &self.command {
+            Command::Serve { listen } => *listen,
+            _ => None,
+        };
+        Config::load(
+            self.global.config.as_deref(),
+            &Overrides {
+                listen,
+                data_dir: self.global.data_dir.clone(),
+                database_url: self.global.database_url.clone(),
+                redis_url: self.global.redis_url.clone(),
+            },
+        )
+    }
+}
+
+/// Run an admin command against the store and print what it did.
+pub async fn run_admin(
+    command: Command,
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match command {
+        Command::Serve { .. } => anyhow::bail!("serve is not an admin command"),
+        Command::User(UserCommand::Create { email, admin }) => {
+            let email = normalize_email(&email)?;
+            let password = read_password()?;
+            check_strength(&password, &email)?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = create_user(
+                store.as_ref(),
+                &Passwords::new()?,
+                email,
+                password,
+                role,
+                now,
+            )
+            .await?;
+            println!(
+                "created user {} <{}> role={}",
+                user.id,
+                user.email,
+                user.role.as_str()
+            );
+        }
+        Command::User(UserCommand::Disable { email }) => {
+            let user = user_by_email(store.as_ref(), &email).await?;
+            store.set_disabled(user.id, true).await?;
+            let revoked = store.end_user_sessions(user.id, None, now).await?;
+            println!(
+                "disabled {}; revoked {} session(s)",
+                user.email,
+                revoked.len()
+            );
+        }
+        Command::Revoke(args) => revoke(store.as_ref(), config, args, now).await?,
+        Command::Keys(KeysCommand::Rotate) => {
+            let kid = keyring::rotate(store.as_ref(), config, now).await?;
+            println!("new signing key {kid}; previous keys verify until their tokens expire");
+        }
+        Command::Keys(KeysCommand::List) => {
+            let keys = store.signing_keys().await?;
+            println!(
+                "{:<24} {:<6} {:<12} {:<12} state",
+                "kid", "alg", "created", "verify_until"
+            );
+            let newest = keys.last().map(|k| k.kid.clone());
+            for key in keys {
+                let state = if Some(&key.kid) == newest.as_ref() {
+                    "current"
+                } else if key.verify_until.is_some_and(|t| t < now) {
+                    "retired"
+                } else {
+                    "verifying"
+                };
+                let until = key
+                    .verify_until
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
+                println!(
+                    "{:<24} {:<6} {:<12} {:<12} {state}",
+                    key.kid, key.alg, key.created_at, until
+                );
+            }
+        }
+        Command::Revocations(RevocationsCommand::Import { file }) => {
+            let revocations = read_import(&file)?;
+            store.record_revocations(&revocations, now).await?;
+            println!("imported {} revocation(s)", revocations.len());
+        }
+    }
+    Ok(())
+}
+
+async fn revoke(
+    store: &dyn Store,
+    config: &Config,
+    args: RevokeArgs,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    if let Some(email) = args.user {
+        let user = user_by_email(store, &email).await?;
+        let revoked = store.end_user_sessions(user.id, None, now).await?;
+        println!("revoked {} session(s) of {}", revoked.len(), user.email);
+    } else if let Some(sid) = args.session {
+        match store.end_session(sid, now).await? {
+            Some(_) => println!("revoked session {sid}"),
+            None => anyhow::bail!("no session {sid}"),
+        }
+    } else if let Some(jti) = args.jti {
+        // The token's own exp is unknown here; none issued before now outlives this.
+        let exp = now.plus(config.access_ttl + config.leeway);
+        store
+            .record_revocations(&[Revocation::Token { jti, exp }], now)
+            .await?;
+        println!("revoked token {jti}");
+    }
+    Ok(())
+}
+
+async fn user_by_email(store: &dyn Store, email: &str) -> anyhow::Result<tokengate_store::User> {
+    let email = normalize_email(email)?;
+    store
+        .user_by_email(&email)
+        .await?
+        .with_context(|| format!("no user with email {email}"))
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    Ok(password)
+}
+
+/// Parse an import file: one `JTI EXP_UNIX` per line; blank lines and `#` comments are
+/// skipped. The first bad line fails the whole import, naming its number.
+pub fn parse_import_lines(text: &str) -> anyhow::Result<Vec<Revocation>> {
+    let mut revocations = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| anyhow::anyhow!("line {}: {why}; nothing was imported", i + 1);
+        let mut fields = line.split_whitespace();
+        let (Some(jti), Some(exp), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad("expected `JTI EXP_UNIX`"));
+        };
+        let jti: Uuid = jti.parse().map_err(|_| bad("JTI is not a UUID"))?;
+        let exp: i64 = exp
+            .parse()
+            .ok()
+            .filter(|e| *e > 0)
+            .ok_or_else(|| bad("EXP_UNIX is not a positive integer"))?;
+        revocations.push(Revocation::Token {
+            jti,
+            exp: Timestamp::from_secs(exp),
+        });
+    }
+    Ok(revocations)
+}
+
+fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<Revocation>> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    parse_import_lines(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn import_lines_parse_and_skip_comments() {
+        let text = "# denylist\n\n3b241101-e2bb-4255-8caf-4136c566a962 1700000000\n";
+        let revs = parse_import_lines(text).unwrap();
+        assert_eq!(revs.len(), 1);
+        assert_eq!(revs[0].exp(), Timestamp::from_secs(1_700_000_000));
+    }
+
+    #[test]
+    fn first_bad_import_line_is_named() {
+        let text =
+            "3b241101-e2bb-4255-8caf-4136c566a962 1700000000\nnot-a-uuid 1700000000\nalso bad\n";
+        let err = parse_import_lines(text).unwrap_err().to_string();
+        assert!(err.starts_with("line 2:"), "{err}");
+        let err = parse_import_lines("3b241101-e2bb-4255-8caf-4136c566a962 soon")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 1:"), "{err}");
+    }
+}

@@ -1,0 +1,312 @@
+//! The one place configuration is read: defaults, then the TOML file, then
+//! `TOKENGATE_<KEY>` environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+use tokengate_axum::StalenessPolicy;
+use tokengate_core::Algorithm;
+
+/// Every configuration key, with its default. Each is also read from `TOKENGATE_<KEY>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database (and nothing else secret-bearing) lives.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `<data_dir>/tokengate.db`) or `postgres://...`.
+    pub database_url: Option<String>,
+    /// Redis for a cluster's revocation push; none on a single node.
+    pub redis_url: Option<String>,
+    /// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
+    pub signing_alg: Algorithm,
+    /// The HS256 secret (at least 32 bytes); only with `signing_alg = "HS256"`.
+    pub hs256_secret: Option<String>,
+    /// Access token lifetime.
+    #[serde(with = "duration")]
+    pub access_ttl: Duration,
+    /// Refresh token (and so session) lifetime.
+    #[serde(with = "duration")]
+    pub refresh_ttl: Duration,
+    /// How long after its first use a refresh token may be used again (a client that lost
+    /// the response); 0 = never, every reuse is treated as theft.
+    #[serde(with = "duration")]
+    pub refresh_grace: Duration,
+    /// `iss` of the tokens.
+    pub issuer: String,
+    /// `aud` of the tokens.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+    /// How long the revocation index may go unconfirmed before the node counts as stale.
+    #[serde(with = "duration")]
+    pub max_staleness: Duration,
+    /// What a stale node does: `fail_closed` (503) or `fail_open`.
+    pub staleness_policy: StalenessPolicy,
+    /// Whether `POST /v1/auth/signup` is open to anyone.
+    pub allow_signup: bool,
+    /// Log format: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            signing_alg: Algorithm::EdDSA,
+            hs256_secret: None,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::ZERO,
+            issuer: "tokengate".to_owned(),
+            audience: "tokengate".to_owned(),
+            leeway: Duration::from_secs(30),
+            max_staleness: Duration::from_secs(5),
+            staleness_policy: StalenessPolicy::FailClosed,
+            allow_signup: true,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The keys that may come from the environment (`TOKENGATE_` + key in capitals).
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "redis_url",
+    "signing_alg",
+    "hs256_secret",
+    "access_ttl",
+    "refresh_ttl",
+    "refresh_grace",
+    "issuer",
+    "audience",
+    "leeway",
+    "max_staleness",
+    "staleness_policy",
+    "allow_signup",
+    "log_format",
+];
+
+/// Values given as command-line flags; they beat the environment and the file.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--redis-url`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+}
+
+impl Config {
+    /// Read the configuration: defaults < `file` (or `TOKENGATE_CONFIG`) < environment < flags.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let from_env = std::env::var_os("TOKENGATE_CONFIG").map(PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
+            if !path.is_file() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("TOKENGATE_").only(KEYS))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.signing_alg == Algorithm::HS256 {
+            match &self.hs256_secret {
+                Some(secret) if secret.len() >= 32 => {}
+                Some(_) => anyhow::bail!("hs256_secret must be at least 32 bytes"),
+                None => {
+                    anyhow::bail!("signing_alg = \"HS256\" needs hs256_secret (at least 32 bytes)")
+                }
+            }
+        }
+        if self.access_ttl.is_zero() || self.refresh_ttl.is_zero() {
+            anyhow::bail!("access_ttl and refresh_ttl must be positive");
+        }
+        if self.max_staleness.is_zero() {
+            anyhow::bail!("max_staleness must be positive");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tokengate.db").display()),
+        }
+    }
+}
+
+/// Durations written as `90s`, `15m`, `12h`, `30d`, or whole seconds.
+pub mod duration {
+    use super::*;
+
+    /// Parse `90s`, `15m`, `12h`, `30d` or `900`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => text.split_at(i),
+            None => (text, "s"),
+        };
+        let value: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: write e.g. 90s, 15m, 12h, 30d"))?;
+        let scale = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "invalid duration unit in {text:?}: use s, m, h or d"
+                ))
+            }
+        };
+        value
+            .checked_mul(scale)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {text:?} is too large"))
+    }
+
+    /// Serialize as whole seconds.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    /// Deserialize from whole seconds or a `15m`-style string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(secs) => Ok(Duration::from_secs(secs)),
+            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Load with `toml` as the config file and `env` set, inside a figment Jail (which
+    /// serialises tests that touch the process environment).
+    fn load(toml: Option<&str>, env: &[(&str, &str)], flags: Overrides) -> Result<Config, String> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            let file = match toml {
+                Some(text) => {
+                    jail.create_file("tokengate.toml", text)?;
+                    Some(PathBuf::from("tokengate.toml"))
+                }
+                None => None,
+            };
+            out = Some(Config::load(file.as_deref(), &flags).map_err(|e| e.to_string()));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(duration::parse("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration::parse("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(duration::parse("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(
+            duration::parse("30d").unwrap(),
+            Duration::from_secs(2_592_000)
+        );
+        assert_eq!(duration::parse("42").unwrap(), Duration::from_secs(42));
+        assert!(duration::parse("15 minutes").is_err());
+        assert!(duration::parse("m").is_err());
+        assert!(duration::parse("").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(None, &[], Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.leeway, Duration::from_secs(30));
+        assert_eq!(c.max_staleness, Duration::from_secs(5));
+        assert_eq!(c.signing_alg, Algorithm::EdDSA);
+        assert_eq!(c.staleness_policy, StalenessPolicy::FailClosed);
+        assert_eq!(c.database_url(), "sqlite://./data/tokengate.db");
+    }
+
+    #[test]
+    fn flags_beat_env_and_env_beats_file() {
+        let file = "access_ttl = \"10m\"\nlisten = \"127.0.0.1:1000\"\nissuer = \"file\"\n";
+        let env = [
+            ("TOKENGATE_LISTEN", "127.0.0.1:2000"),
+            ("TOKENGATE_ISSUER", "env"),
+        ];
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3000".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let c = load(Some(file), &env, flags).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.issuer, "env");
+        assert_eq!(c.access_ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unknown_keys_and_short_hs256_secrets_are_refused() {
+        assert!(load(Some("acces_ttl = \"10m\""), &[], Overrides::default()).is_err());
+        assert!(load(
+            Some("signing_alg = \"HS256\"\nhs256_secret = \"short\""),
+            &[],
+            Overrides::default()
+        )
+        .is_err());
+        assert!(load(Some("signing_alg = \"HS256\""), &[], Overrides::default()).is_err());
+        let ok = "signing_alg = \"HS256\"\nhs256_secret = \"0123456789abcdef0123456789abcdef\"";
+        assert!(load(Some(ok), &[], Overrides::default()).is_ok());
+    }
+}

@@ -1,0 +1,84 @@
+//! The `tokengate` server: configuration, command line, HTTP routes and the background
+//! tasks that keep a node's revocation index current.
+//!
+//! - [`config`]: the one place configuration is read (defaults < file < env < flags).
+//! - [`cli`]: `serve` and the admin commands.
+//! - [`server`]: start-up (keys, then the live revocation set, then the listener) and the
+//!   background tasks (tail the revocation record, purge, flush activity, reload keys).
+//! - [`routes`]: the HTTP API of `API.md`.
+//! - [`state`]: what handlers share, token minting, applying revocations.
+//! - [`keyring`], [`password`], [`error`].
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keyring;
+pub mod password;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokengate_core::SystemClock;
+
+use crate::config::{Config, LogFormat};
+use crate::server::{open_store, Node};
+
+/// Start logging. Lines never carry tokens, passwords, hashes or keys: handlers log ids only.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// `tokengate serve`: open the store, load the index, listen until SIGTERM or Ctrl-C, then
+/// finish in-flight requests and flush.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let listen = config.listen;
+    let node = Node::start(config, Arc::new(SystemClock), store).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("tokengate listening on http://{addr}");
+    let app =
+        routes::router(node.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

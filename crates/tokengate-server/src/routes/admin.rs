@@ -1,0 +1,106 @@
+//! `/v1/admin/*`: cut a user off, and bulk-import another system's denylist.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use tokengate_axum::Admin;
+use tokengate_core::{Revocation, Timestamp};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, Json};
+use crate::state::AppState;
+
+/// Most entries one bulk import takes.
+pub const MAX_IMPORT: usize = 100_000;
+
+async fn existing_user(state: &AppState, raw_id: &str) -> ApiResult<Uuid> {
+    let not_found = || ApiError::NotFound("no such user".into());
+    let id: Uuid = raw_id.parse().map_err(|_| not_found())?;
+    state.store.user_by_id(id).await?.ok_or_else(not_found)?;
+    Ok(id)
+}
+
+/// `POST /v1/admin/users/{id}/revoke`: end every session of the user.
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user_id = existing_user(&state, &id).await?;
+    let revocations = state
+        .store
+        .end_user_sessions(user_id, None, state.now())
+        .await?;
+    state.apply(&revocations);
+    tracing::info!(admin = %admin.user_id(), %user_id, sessions = revocations.len(), "admin revoked user's sessions");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/users/{id}/disable`: block sign-in and refresh, then end every session.
+pub async fn disable_user(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user_id = existing_user(&state, &id).await?;
+    // Disable first so that no refresh can mint a token between the two writes.
+    state.store.set_disabled(user_id, true).await?;
+    let revocations = state
+        .store
+        .end_user_sessions(user_id, None, state.now())
+        .await?;
+    state.apply(&revocations);
+    tracing::info!(admin = %admin.user_id(), %user_id, sessions = revocations.len(), "admin disabled user");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Parse one bulk-import entry `{"jti": UUID, "exp": UNIX_SECONDS}`.
+fn import_entry(position: usize, value: &serde_json::Value) -> Result<Revocation, ApiError> {
+    let bad =
+        |why: &str| ApiError::BadRequest(format!("entry {position}: {why}; nothing was imported"));
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("expected an object {\"jti\", \"exp\"}"))?;
+    let jti = object
+        .get("jti")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("missing string field `jti`"))?;
+    let jti: Uuid = jti.parse().map_err(|_| bad("`jti` is not a UUID"))?;
+    let exp = object
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|exp| *exp > 0)
+        .ok_or_else(|| bad("`exp` must be a positive integer (Unix seconds)"))?;
+    Ok(Revocation::Token {
+        jti,
+        exp: Timestamp::from_secs(exp),
+    })
+}
+
+/// Validate a whole import before anything is recorded.
+pub fn parse_import(entries: &[serde_json::Value]) -> ApiResult<Vec<Revocation>> {
+    if entries.len() > MAX_IMPORT {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IMPORT} entries per import; got {}",
+            entries.len()
+        )));
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, v)| import_entry(i, v))
+        .collect()
+}
+
+/// `POST /v1/admin/revocations`: `[{"jti","exp"}]`, all or nothing.
+pub async fn import(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(entries): Json<Vec<serde_json::Value>>,
+) -> ApiResult<StatusCode> {
+    let revocations = parse_import(&entries)?;
+    let now = state.now();
+    state.store.record_revocations(&revocations, now).await?;
+    state.apply(&revocations);
+    tracing::info!(admin = %admin.user_id(), count = revocations.len(), "revocations imported");
+    Ok(StatusCode::NO_CONTENT)
+}
