@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod interop;
 pub mod sessions;
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/.well-known/jwks.json", get(interop::jwks))
+        .route("/v1/verify", get(interop::verify))
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/signin", post(auth::signin))
         .route("/v1/auth/me", get(auth::me))
