@@ -70,7 +70,7 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| secs_i64(d))
+            .map(secs_i64)
             .unwrap_or(0);
         Timestamp(secs)
     }
