@@ -1,0 +1,519 @@
+//! The cluster's push channel for revocations, on Redis.
+//!
+//! Every node keeps the full live revocation index in memory; Redis only carries
+//! revocations between nodes and keeps a copy from which a node can catch up. Nothing here
+//! is on the per-request path.
+//!
+//! Layout, under a `namespace` (such as `tokengate`):
+//!
+//! - `{ns}:revocations`: a sorted set, member = the revocation's JSON (the same serde
+//!   form as everywhere else), score = its `exp` in seconds. It has no TTL on purpose: a
+//!   `volatile-*` eviction policy only evicts keys with a TTL, so it cannot touch it, and an
+//!   `allkeys-*` policy is refused at [`RedisBus::connect`].
+//! - `{ns}:revocations:events`: the pub/sub channel. Each message is one JSON object,
+//!   `{"type":"revocation","revocation":{..}}` or `{"type":"heartbeat","node_id":".."}`.
+//!   Anything else is logged and skipped, so a newer node can add message types.
+//!
+//! [`RedisBus::publish`] writes the set and the channel in one `MULTI`: a subscriber that
+//! reloads from the set after [`BusEvent::Connected`] cannot miss a revocation that was
+//! published before its subscription started.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::{Client, RedisError, RedisResult};
+use serde::{Deserialize, Serialize};
+use tokengate_core::{Revocation, Timestamp};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, StoreError};
+
+/// Bound on one command (or `MULTI` pipeline) and its reply. Loading a large live set is
+/// the slowest command; the default of the `redis` crate (500 ms) is too tight for it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one TCP connect + handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on a whole operation, reconnect attempts included, so that a caller (a sign-out
+/// handler) never hangs on a Redis that does not answer.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect attempts the connection manager makes inside one operation. Few, because a
+/// caller waits for them; the next operation tries again anyway.
+const MANAGER_RETRIES: usize = 2;
+/// First and largest wait between the subscriber's reconnect attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the subscriber pings its connection, and how long it waits for the answer. A
+/// connection that dies without a FIN or RST (a partition, a frozen host) delivers nothing
+/// and reports no error; only a ping notices.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Events buffered for a slow receiver. When full the subscriber waits; Redis then buffers
+/// on its side, and past its `client-output-buffer-limit` drops the connection, which is
+/// reported as [`BusEvent::Lost`] rather than losing messages silently.
+const EVENT_BUFFER: usize = 1024;
+
+/// What travels on the channel.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireMessage {
+    Revocation { revocation: Revocation },
+    Heartbeat { node_id: String },
+}
+
+/// A connection to the cluster's Redis: the durable copy of the revocations (a sorted
+/// set) and the channel that pushes each one to every node.
+///
+/// Cheap to clone; clones share one self-healing connection for commands. Each
+/// [`subscribe`](RedisBus::subscribe) opens its own pub/sub connection.
+#[derive(Clone)]
+pub struct RedisBus {
+    client: Client,
+    conn: ConnectionManager,
+    names: Arc<Names>,
+}
+
+struct Names {
+    namespace: String,
+    revocations: String,
+    channel: String,
+}
+
+impl fmt::Debug for RedisBus {
+    // Not derived: the client holds the URL, whose password must never be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("namespace", &self.names.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a subscription reports, in the order it happened.
+///
+/// The first event is `Connected`; after that `Lost` and `Connected` alternate, with
+/// messages only in between a `Connected` and the next `Lost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The subscription is (re)established; everything published from now on will arrive.
+    /// The receiver must catch up from the durable store before trusting its index again.
+    Connected,
+    /// A revocation pushed by some node (possibly this one).
+    Revocation(Revocation),
+    /// A heartbeat from `node_id`.
+    Heartbeat {
+        /// The node that sent it.
+        node_id: String,
+    },
+    /// The subscription broke; messages may be lost until the next `Connected`.
+    Lost,
+}
+
+/// Keeps a subscription's background task alive; dropping it stops the task and closes
+/// its pub/sub connection (the receiver then yields `None`).
+#[derive(Debug)]
+pub struct BusSubscription {
+    task: JoinHandle<()>,
+}
+
+impl Drop for BusSubscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RedisBus {
+    /// Connect to the Redis at `url`, with every key and channel under `namespace`.
+    ///
+    /// Refuses (with [`StoreError::Unavailable`]) a Redis whose `maxmemory-policy` is
+    /// `allkeys-*`, or whose policy cannot be read: such a Redis could evict revocations,
+    /// and an evicted revocation is a revocation forgotten.
+    pub async fn connect(url: &str, namespace: &str) -> Result<RedisBus> {
+        // The URL is not in the message: it may hold a password.
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(MANAGER_RETRIES)
+            .set_min_delay(MIN_BACKOFF)
+            .set_max_delay(MAX_BACKOFF);
+        let mut conn = match tokio::time::timeout(
+            OPERATION_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(unavailable("connect", &e)),
+            Err(_) => return Err(timed_out("connect")),
+        };
+        let policy = match tokio::time::timeout(OPERATION_TIMEOUT, eviction_policy(&mut conn)).await
+        {
+            Ok(policy) => policy?,
+            Err(_) => return Err(timed_out("reading maxmemory-policy")),
+        };
+        if policy.starts_with("allkeys-") {
+            return Err(StoreError::Unavailable(format!(
+                "refusing redis with maxmemory-policy {policy}: it may evict revocations; \
+                 set maxmemory-policy to noeviction (or a volatile-* policy)"
+            )));
+        }
+        Ok(RedisBus {
+            client,
+            conn,
+            names: Arc::new(Names {
+                namespace: namespace.to_owned(),
+                revocations: format!("{namespace}:revocations"),
+                channel: format!("{namespace}:revocations:events"),
+            }),
+        })
+    }
+
+    /// Record `revocations` in the sorted set and publish each on the channel, all in one
+    /// `MULTI`. Returns once Redis has executed it; any failure is
+    /// [`StoreError::Unavailable`].
+    pub async fn publish(&self, revocations: &[Revocation]) -> Result<()> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for revocation in revocations {
+            let member = encode(revocation)?;
+            let message = encode(&WireMessage::Revocation {
+                revocation: *revocation,
+            })?;
+            pipe.cmd("ZADD")
+                .arg(&self.names.revocations)
+                .arg(revocation.exp().as_secs())
+                .arg(member)
+                .ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&self.names.channel)
+                .arg(message)
+                .ignore();
+        }
+        let pipe = &pipe;
+        // Replaying the whole MULTI after a lost reply is harmless: ZADD of the same member
+        // is idempotent, and applying a revocation twice changes nothing.
+        self.run("publish", move |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Publish a heartbeat from `node_id` on the channel. Each node sends one every second;
+    /// any message received proves the channel works end to end.
+    pub async fn heartbeat(&self, node_id: &str) -> Result<()> {
+        let message = encode(&WireMessage::Heartbeat {
+            node_id: node_id.to_owned(),
+        })?;
+        let cmd = redis::cmd("PUBLISH")
+            .arg(&self.names.channel)
+            .arg(message)
+            .to_owned();
+        let cmd = &cmd;
+        self.run("heartbeat", move |mut conn| async move {
+            cmd.query_async::<i64>(&mut conn).await
+        })
+        .await
+        .map(|_receivers| ())
+    }
+
+    /// The revocations in the sorted set that still matter: `exp >= now - leeway`.
+    ///
+    /// A member that does not decode is logged and skipped rather than failing the load:
+    /// one bad entry must not keep every node from ever catching up.
+    pub async fn load_live(&self, now: Timestamp, leeway: Duration) -> Result<Vec<Revocation>> {
+        // One ZRANGEBYSCORE, not pages: Redis answers it atomically, whereas paging by offset
+        // could skip entries when a concurrent purge shifts them. Its size is bounded by
+        // the live tokens.
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.names.revocations)
+            .arg(now.minus(leeway).as_secs())
+            .arg("+inf")
+            .to_owned();
+        let cmd = &cmd;
+        let members: Vec<Vec<u8>> = self
+            .run("load_live", move |mut conn| async move {
+                cmd.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(
+                |member| match serde_json::from_slice::<Revocation>(member) {
+                    Ok(revocation) => Some(revocation),
+                    Err(e) => {
+                        tracing::warn!(
+                            key = %self.names.revocations,
+                            len = member.len(),
+                            error = %e,
+                            "skipping a malformed revocation in redis"
+                        );
+                        None
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Remove the revocations with `exp < before` from the sorted set; returns how many.
+    pub async fn purge(&self, before: Timestamp) -> Result<u64> {
+        let cmd = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(&self.names.revocations)
+            .arg("-inf")
+            // "(" makes the bound exclusive: an entry expiring exactly at `before` stays.
+            .arg(format!("({}", before.as_secs()))
+            .to_owned();
+        let cmd = &cmd;
+        self.run("purge", move |mut conn| async move {
+            cmd.query_async::<u64>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Subscribe to the channel. A background task holds a pub/sub connection, reconnects
+    /// with capped backoff (100 ms doubling to 2 s) for as long as the returned
+    /// [`BusSubscription`] lives, and reports [`BusEvent`]s in order on the receiver.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime (it spawns the task).
+    pub fn subscribe(&self) -> (BusSubscription, mpsc::Receiver<BusEvent>) {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let task = tokio::spawn(subscriber(
+            self.client.clone(),
+            self.names.channel.clone(),
+            tx,
+        ));
+        (BusSubscription { task }, rx)
+    }
+
+    /// Run `op` on the shared connection, bounded in time. A connection error is retried
+    /// once: the manager replaces a broken connection only after a command fails on it,
+    /// so the first command after a Redis restart fails although Redis is back.
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let first = match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if is_connection_error(&e) => e,
+            Ok(Err(e)) => return Err(unavailable(what, &e)),
+            Err(_) => return Err(timed_out(what)),
+        };
+        tracing::debug!(error = %first, "redis {what} failed on a broken connection; retrying once");
+        match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(unavailable(what, &e)),
+            Err(_) => Err(timed_out(what)),
+        }
+    }
+}
+
+/// The server's `maxmemory-policy`: from `INFO memory` (allowed where `CONFIG` is renamed
+/// or disabled, as on most managed Redis), else from `CONFIG GET`.
+async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String> {
+    let info: RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(conn).await;
+    if let Ok(info) = &info {
+        let found = info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("maxmemory_policy:"));
+        if let Some(policy) = found {
+            return Ok(policy.trim().to_owned());
+        }
+    }
+    let config: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match config {
+        // The reply is [name, value] (a map on RESP3, which converts the same way).
+        Ok(pair) if pair.len() == 2 => Ok(pair[1].clone()),
+        Ok(_) => Err(StoreError::Unavailable(
+            "cannot read redis maxmemory-policy (not in INFO memory nor CONFIG GET); refusing \
+             because an allkeys-* policy could evict revocations"
+                .to_owned(),
+        )),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot read redis maxmemory-policy ({e}); refusing because an allkeys-* policy \
+             could evict revocations"
+        ))),
+    }
+}
+
+/// Why a subscription stopped.
+enum Stop {
+    /// The connection broke; reconnect.
+    Broken(String),
+    /// Nobody listens any more; end the task.
+    ReceiverGone,
+}
+
+/// The subscription task: connect, report, pump messages, and on any break report `Lost`
+/// and start over, until the receiver is dropped or the task aborted.
+async fn subscriber(client: Client, channel: String, tx: mpsc::Sender<BusEvent>) {
+    let mut backoff = MIN_BACKOFF;
+    // Log the first failed attempt of an outage as a warning and the retries quietly: the
+    // `Lost` event already tells the owner, and a 2 s retry loop would flood the log.
+    let mut failures: u64 = 0;
+    loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, open_subscription(&client, &channel)).await
+        {
+            Ok(Ok((sink, stream))) => {
+                if failures > 0 {
+                    tracing::info!(attempts = failures + 1, "redis subscription re-established");
+                }
+                backoff = MIN_BACKOFF;
+                failures = 0;
+                // Sent only after SUBSCRIBE is confirmed: from here on every message arrives.
+                if tx.send(BusEvent::Connected).await.is_err() {
+                    return;
+                }
+                match pump(sink, stream, &tx).await {
+                    Stop::ReceiverGone => return,
+                    Stop::Broken(reason) => {
+                        tracing::warn!(%reason, "redis subscription lost; reconnecting");
+                        if tx.send(BusEvent::Lost).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => log_failure(&mut failures, &e.to_string()),
+            Err(_) => log_failure(&mut failures, "timed out"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn log_failure(failures: &mut u64, error: &str) {
+    *failures += 1;
+    if *failures == 1 {
+        tracing::warn!(%error, "cannot subscribe to redis; retrying with backoff");
+    } else {
+        tracing::debug!(%error, attempt = *failures, "cannot subscribe to redis");
+    }
+}
+
+async fn open_subscription(
+    client: &Client,
+    channel: &str,
+) -> RedisResult<(PubSubSink, PubSubStream)> {
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    sink.subscribe(channel).await?;
+    Ok((sink, stream))
+}
+
+/// Forward the messages of one subscription until it breaks or nobody listens.
+async fn pump(sink: PubSubSink, mut stream: PubSubStream, tx: &mpsc::Sender<BusEvent>) -> Stop {
+    // Polled alongside the stream in this task, not spawned: it ends with the subscription.
+    let mut keepalive = Box::pin(keepalive(sink));
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return Stop::Broken("connection closed".to_owned());
+                };
+                if let Some(event) = decode(message.get_payload_bytes()) {
+                    if tx.send(event).await.is_err() {
+                        return Stop::ReceiverGone;
+                    }
+                }
+            }
+            reason = &mut keepalive => return Stop::Broken(reason),
+            () = tx.closed() => return Stop::ReceiverGone,
+        }
+    }
+}
+
+/// Ping the subscription connection every [`PING_INTERVAL`]; returns why it stopped
+/// answering, and never returns while it answers.
+async fn keepalive(mut sink: PubSubSink) -> String {
+    loop {
+        tokio::time::sleep(PING_INTERVAL).await;
+        match tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("ping failed: {e}"),
+            Err(_) => return format!("no answer to ping within {PING_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Decode one channel message; anything malformed is logged and skipped, since the channel
+/// is open to any Redis client and a bad message must not stop the others.
+fn decode(payload: &[u8]) -> Option<BusEvent> {
+    match serde_json::from_slice::<WireMessage>(payload) {
+        Ok(WireMessage::Revocation { revocation }) => Some(BusEvent::Revocation(revocation)),
+        Ok(WireMessage::Heartbeat { node_id }) => Some(BusEvent::Heartbeat { node_id }),
+        Err(e) => {
+            // The length, not the payload: it is foreign input of any size.
+            tracing::warn!(len = payload.len(), error = %e, "skipping a malformed bus message");
+            None
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+/// Whether `e` means the connection (not the command) failed, so a retry on a fresh one
+/// may succeed.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+fn unavailable(what: &str, e: &RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis {what}: {e}"))
+}
+
+fn timed_out(what: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "redis {what}: no answer within {OPERATION_TIMEOUT:?}"
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn wire_messages_round_trip_and_garbage_is_skipped() {
+        let revocation = Revocation::Token {
+            jti: Uuid::new_v4(),
+            exp: Timestamp::from_secs(1_700_000_000),
+        };
+        let json = encode(&WireMessage::Revocation { revocation }).unwrap();
+        assert_eq!(
+            decode(json.as_bytes()),
+            Some(BusEvent::Revocation(revocation))
+        );
+        let json = encode(&WireMessage::Heartbeat {
+            node_id: "a".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode(json.as_bytes()),
+            Some(BusEvent::Heartbeat {
+                node_id: "a".into()
+            })
+        );
+        assert_eq!(decode(b"not json"), None);
+        assert_eq!(decode(&[0xff, 0xfe]), None);
+        assert_eq!(decode(br#"{"type":"revocation"}"#), None);
+        assert_eq!(decode(br#"{"type":"future_kind","x":1}"#), None);
+    }
+}
