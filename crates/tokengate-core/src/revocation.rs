@@ -116,9 +116,8 @@ impl Revocation {
     /// The `issued_before` cutoff of the `User` and `IssuedBefore` kinds.
     pub fn issued_before(&self) -> Option<Timestamp> {
         match *self {
-            Revocation::User { issued_before, .. } | Revocation::IssuedBefore { issued_before, .. } => {
-                Some(issued_before)
-            }
+            Revocation::User { issued_before, .. }
+            | Revocation::IssuedBefore { issued_before, .. } => Some(issued_before),
             _ => None,
         }
     }
@@ -131,12 +130,20 @@ impl Revocation {
         issued_before: Option<Timestamp>,
         exp: Timestamp,
     ) -> Result<Self, String> {
-        let cutoff = || issued_before.ok_or_else(|| format!("{} revocation without cutoff", kind.as_str()));
+        let cutoff =
+            || issued_before.ok_or_else(|| format!("{} revocation without cutoff", kind.as_str()));
         Ok(match kind {
             RevocationKind::Token => Revocation::Token { jti: id, exp },
             RevocationKind::Session => Revocation::Session { sid: id, exp },
-            RevocationKind::User => Revocation::User { sub: id, issued_before: cutoff()?, exp },
-            RevocationKind::IssuedBefore => Revocation::IssuedBefore { issued_before: cutoff()?, exp },
+            RevocationKind::User => Revocation::User {
+                sub: id,
+                issued_before: cutoff()?,
+                exp,
+            },
+            RevocationKind::IssuedBefore => Revocation::IssuedBefore {
+                issued_before: cutoff()?,
+                exp,
+            },
         })
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod model;
+pub mod redis_bus;
 mod sqlite;
 mod store;
 #[doc(hidden)]
@@ -22,5 +23,6 @@ pub use error::{Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
 };
+pub use redis_bus::{BusEvent, BusSubscription, RedisBus};
 pub use sqlite::SqliteStore;
 pub use store::Store;

@@ -99,7 +99,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Make `key` the signing key: every key that had no `verify_until` gets
     /// `verify_until = old_keys_verify_until`, then `key` is added; one transaction.
-    async fn rotate_signing_key(&self, key: StoredKey, old_keys_verify_until: Timestamp) -> Result<()>;
+    async fn rotate_signing_key(
+        &self,
+        key: StoredKey,
+        old_keys_verify_until: Timestamp,
+    ) -> Result<()>;
 
     /// Add `key` only if the store has no signing key yet (first start; safe when several
     /// nodes start at once). Returns every key afterwards.

@@ -1,0 +1,508 @@
+//! The shared store behaviours against [`SqliteStore`] (on a file and in memory), plus what
+//! only SQLite has: a file's mode, reopening it, two processes on one file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, SqliteConnection};
+use tempfile::TempDir;
+use tokengate_core::{Revocation, Role, Timestamp};
+use tokengate_store::{
+    NewSession, NewUser, RefreshOutcome, RefreshRotation, SqliteStore, Store, StoreError,
+};
+use uuid::Uuid;
+
+/// A fresh database file in its own temporary directory, which lives as long as the store.
+async fn fresh() -> (SqliteStore, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("tokengate.db"))
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+mod file {
+    tokengate_store::store_testsuite!(super::fresh());
+}
+
+mod in_memory {
+    tokengate_store::store_testsuite!(async {
+        tokengate_store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap()
+    });
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_secs(1_700_000_000 + secs)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn token_revocations(n: usize, exp: Timestamp) -> Vec<Revocation> {
+    (0..n)
+        .map(|_| Revocation::Token {
+            jti: Uuid::new_v4(),
+            exp,
+        })
+        .collect()
+}
+
+/// A second, raw connection to the file: what a broken or foreign writer could do.
+async fn raw(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn database_file_and_its_wal_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("data").join("tokengate.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .record_revocations(&token_revocations(1, at(100)), at(0))
+        .await
+        .unwrap();
+
+    assert_eq!(mode(&path), 0o600);
+    let wal = path.with_file_name("tokengate.db-wal");
+    assert!(wal.exists(), "WAL journal in use");
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite gives the WAL the database file's mode"
+    );
+    assert_eq!(
+        mode(path.parent().unwrap()),
+        0o700,
+        "a created data directory is private"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_world_readable_file_is_restricted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokengate.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    SqliteStore::open(&path).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokengate.db");
+    let rev = Revocation::User {
+        sub: Uuid::new_v4(),
+        issued_before: at(10),
+        exp: at(1_000),
+    };
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.record_revocations(&[rev], at(10)).await.unwrap();
+        store
+            .create_user(NewUser {
+                id: Uuid::new_v4(),
+                email: "alice@example.com".into(),
+                password_hash: "h".into(),
+                role: Role::User,
+                created_at: at(0),
+            })
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let live = store
+        .load_live_revocations(at(500), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(live.revocations, vec![rev]);
+    assert_eq!(live.cursor, 1);
+    assert!(store
+        .user_by_email("alice@example.com")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// The server and the admin CLI each open the file; the server tails what the CLI records.
+#[tokio::test]
+async fn two_handles_on_one_file_see_each_others_writes() {
+    let (server, dir) = fresh().await;
+    let cli = SqliteStore::open(&dir.path().join("tokengate.db"))
+        .await
+        .unwrap();
+
+    let cursor = server
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap()
+        .cursor;
+    let revs = token_revocations(3, at(100));
+    cli.record_revocations(&revs, at(1)).await.unwrap();
+    let tail = server.revocations_after(cursor, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|(_, r)| *r).collect::<Vec<_>>(), revs);
+
+    let more = token_revocations(1, at(100));
+    server.record_revocations(&more, at(2)).await.unwrap();
+    let tail = cli.revocations_after(tail[2].0, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|(_, r)| *r).collect::<Vec<_>>(), more);
+}
+
+/// Writers from two handles interleave without `SQLITE_BUSY` (busy timeout plus
+/// `BEGIN IMMEDIATE`), and a refresh token raced from both is rotated exactly once.
+#[tokio::test]
+async fn concurrent_writers_on_one_file_queue_up() {
+    let (a, dir) = fresh().await;
+    let b = SqliteStore::open(&dir.path().join("tokengate.db"))
+        .await
+        .unwrap();
+
+    let write = |store: SqliteStore| async move {
+        for i in 0..50 {
+            store
+                .record_revocations(&token_revocations(20, at(100 + i)), at(0))
+                .await
+                .unwrap();
+        }
+    };
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(write(a.clone())),
+        tokio::spawn(write(b.clone()))
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(a.revocations_after(0, u32::MAX).await.unwrap().len(), 2_000);
+
+    let user = a
+        .create_user(NewUser {
+            id: Uuid::new_v4(),
+            email: "alice@example.com".into(),
+            password_hash: "h".into(),
+            role: Role::User,
+            created_at: at(0),
+        })
+        .await
+        .unwrap();
+    let sid = Uuid::new_v4();
+    a.create_session(NewSession {
+        id: sid,
+        user_id: user.id,
+        created_at: at(0),
+        user_agent: None,
+        ip: None,
+        access_exp: at(900),
+        refresh_hash: [1; 32],
+        refresh_exp: at(86_400),
+    })
+    .await
+    .unwrap();
+    let rotation = |new: u8| RefreshRotation {
+        presented_hash: [1; 32],
+        new_hash: [new; 32],
+        new_refresh_exp: at(90_000),
+        new_access_exp: at(1_000),
+        now: at(100),
+        grace: Duration::ZERO,
+    };
+    let (x, y) = tokio::join!(a.rotate_refresh(rotation(2)), b.rotate_refresh(rotation(3)));
+    let outcomes = [x.unwrap(), y.unwrap()];
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, RefreshOutcome::Rotated { .. }))
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, RefreshOutcome::Reused { .. }))
+        .count();
+    assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+}
+
+/// A batch that fails part-way (a trigger refuses its last row, several insert
+/// statements in) leaves nothing behind.
+#[tokio::test]
+async fn a_failing_batch_records_nothing() {
+    let (store, dir) = fresh().await;
+    let mut conn = raw(&dir.path().join("tokengate.db")).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON revocations WHEN NEW.exp = 4242
+         BEGIN SELECT RAISE(ABORT, 'poisoned revocation'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut batch = token_revocations(9_999, at(100));
+    batch.push(Revocation::Token {
+        jti: Uuid::new_v4(),
+        exp: Timestamp::from_secs(4242),
+    });
+    let err = store.record_revocations(&batch, at(0)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(ref m) if m.contains("poisoned")),
+        "{err:?}"
+    );
+    assert!(store
+        .revocations_after(0, u32::MAX)
+        .await
+        .unwrap()
+        .is_empty());
+
+    batch.pop();
+    store.record_revocations(&batch, at(0)).await.unwrap();
+    assert_eq!(
+        store.revocations_after(0, u32::MAX).await.unwrap().len(),
+        9_999
+    );
+}
+
+/// A row that does not decode is reported as `Corrupt`, not a panic or an outage.
+#[tokio::test]
+async fn undecodable_rows_are_corrupt() {
+    let (store, dir) = fresh().await;
+    let mut conn = raw(&dir.path().join("tokengate.db")).await;
+    // The schema's CHECKs refuse such rows; a foreign writer could still switch them off.
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', x'0102', NULL, 9999999999, 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    sqlx::query("DELETE FROM revocations")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', zeroblob(16), NULL, 9999999999, 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.revocations_after(0, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    let err = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    // A token revocation with a stray cutoff must not shift cutoffs onto other rows.
+    sqlx::query("DELETE FROM revocations")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', zeroblob(16), 5, 9999999999, 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES (?, 'x@example.com', 'h', 'root', 0, 0)")
+        .bind(id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.user_by_id(id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_session_for_an_unknown_user_is_a_conflict() {
+    let (store, _dir) = fresh().await;
+    let err = store
+        .create_session(NewSession {
+            id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            created_at: at(0),
+            user_agent: None,
+            ip: None,
+            access_exp: at(900),
+            refresh_hash: [7; 32],
+            refresh_exp: at(86_400),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_understands_sqlite_urls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("via-url.db");
+    SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    SqliteStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    SqliteStore::connect("sqlite://:memory:")
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+
+    for bad in [
+        "postgres://localhost/db",
+        "sqlite://",
+        &format!("sqlite://{}?mode=ro", path.display()),
+    ] {
+        assert!(
+            matches!(
+                SqliteStore::connect(bad).await,
+                Err(StoreError::Unavailable(_))
+            ),
+            "{bad} must be refused"
+        );
+    }
+}
+
+/// Two in-memory stores are separate databases.
+#[tokio::test]
+async fn in_memory_stores_are_private() {
+    let a = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let b = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    a.record_revocations(&token_revocations(1, at(100)), at(0))
+        .await
+        .unwrap();
+    assert!(b.revocations_after(0, 10).await.unwrap().is_empty());
+}
+
+/// Every kind, in the proportions nothing in particular: a mixed batch of `n`.
+fn mixed_revocations(n: usize) -> Vec<Revocation> {
+    (0..n)
+        .map(|i| {
+            let exp = at(1_000 + i64::try_from(i % 7).unwrap());
+            match i % 4 {
+                0 => Revocation::Token {
+                    jti: Uuid::new_v4(),
+                    exp,
+                },
+                1 => Revocation::Session {
+                    sid: Uuid::new_v4(),
+                    exp,
+                },
+                2 => Revocation::User {
+                    sub: Uuid::new_v4(),
+                    issued_before: at(-5),
+                    exp,
+                },
+                _ => Revocation::IssuedBefore {
+                    issued_before: at(-7),
+                    exp,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Loading pages through long stretches of purged and of expired records.
+#[tokio::test]
+async fn load_pages_across_purged_and_expired_stretches() {
+    let (store, _dir) = fresh().await;
+    let early = mixed_revocations(5);
+    store.record_revocations(&early, at(0)).await.unwrap();
+    store
+        .record_revocations(&token_revocations(40_000, at(-100)), at(0))
+        .await
+        .unwrap();
+    let middle = mixed_revocations(5);
+    store.record_revocations(&middle, at(0)).await.unwrap();
+    store
+        .record_revocations(&token_revocations(40_000, at(-100)), at(0))
+        .await
+        .unwrap();
+    let late = mixed_revocations(5);
+    store.record_revocations(&late, at(0)).await.unwrap();
+    let want: Vec<Revocation> = early.iter().chain(&middle).chain(&late).copied().collect();
+
+    let live = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        live.revocations, want,
+        "expired stretches are paged through"
+    );
+    assert_eq!(live.cursor, 80_015);
+
+    while store.purge_expired(at(0), 10_000).await.unwrap() > 0 {}
+    let live = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(live.revocations, want, "purged stretches are skipped");
+    assert_eq!(live.cursor, 80_015);
+}
+
+#[tokio::test]
+async fn a_batch_of_100_000_revocations_records_and_loads() {
+    let (store, _dir) = fresh().await;
+    let batch = mixed_revocations(100_000);
+    let started = Instant::now();
+    store.record_revocations(&batch, at(0)).await.unwrap();
+    let recorded = started.elapsed();
+    let started = Instant::now();
+    let live = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap();
+    let loaded = started.elapsed();
+    println!("100 000 revocations: recorded in {recorded:?}, loaded in {loaded:?}");
+    assert_eq!(live.revocations.len(), 100_000);
+    assert_eq!(live.revocations, batch);
+    assert_eq!(live.cursor, 100_000);
+}
+
+/// Start-up cost with a million live revocations. Meaningful in release builds only:
+/// `cargo test --release -p tokengate-store --test sqlite -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "timing; run in release"]
+async fn a_million_revocations_load_quickly() {
+    let (store, _dir) = fresh().await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        store
+            .record_revocations(&token_revocations(100_000, at(1_000)), at(0))
+            .await
+            .unwrap();
+    }
+    let recorded = started.elapsed();
+    let started = Instant::now();
+    let live = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap();
+    let loaded = started.elapsed();
+    println!("1 000 000 revocations: recorded in {recorded:?}, loaded in {loaded:?}");
+    assert_eq!(live.revocations.len(), 1_000_000);
+}
