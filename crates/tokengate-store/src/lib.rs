@@ -21,7 +21,8 @@ pub mod testsuite;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
+    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
+    Session, StoredKey, User,
 };
 pub use redis_bus::{BusEvent, BusSubscription, RedisBus};
 pub use sqlite::SqliteStore;

@@ -80,12 +80,33 @@ pub struct NewSession {
     pub user_agent: Option<String>,
     /// The client's IP address.
     pub ip: Option<String>,
+    /// The password hash the sign-in was checked against; the session is only created if
+    /// it is still the user's (see [`Store::create_session`](crate::Store::create_session)).
+    pub password_hash: String,
     /// `exp` of the first access token.
     pub access_exp: Timestamp,
     /// SHA-256 of the first refresh token; the token itself is never stored.
     pub refresh_hash: [u8; 32],
     /// When the first refresh token expires.
     pub refresh_exp: Timestamp,
+}
+
+/// A refresh token as stored, with its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshTokenInfo {
+    /// The session the token belongs to.
+    pub session: Session,
+    /// When the token expires.
+    pub exp: Timestamp,
+    /// When it was used (rotated), if it was.
+    pub used_at: Option<Timestamp>,
+}
+
+impl RefreshTokenInfo {
+    /// Whether the token would be accepted by a refresh at `now` (ignoring any grace).
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.used_at.is_none() && self.exp >= now && self.session.ended_at.is_none()
+    }
 }
 
 /// The replacement tokens of a refresh, handed to [`Store::rotate_refresh`](crate::Store::rotate_refresh).

@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::model::{
-    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
+    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
+    Session, StoredKey, User,
 };
 use crate::store::Store;
 
@@ -436,6 +437,35 @@ async fn end_session_in(
     Ok(rev)
 }
 
+/// End every live session of a user except `keep`; the caller owns the transaction.
+async fn end_user_sessions_in(
+    conn: &mut SqliteConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: Timestamp,
+) -> Result<Vec<Revocation>> {
+    // `id IS NOT NULL` holds for every row, so `keep = None` spares nothing.
+    let rows = sqlx::query(
+        "SELECT id, access_exp FROM sessions
+         WHERE user_id = ? AND ended_at IS NULL AND (refresh_exp >= ? OR access_exp >= ?) AND id IS NOT ?
+         ORDER BY created_at, rowid",
+    )
+    .bind(user_id)
+    .bind(now.as_secs())
+    .bind(now.as_secs())
+    .bind(keep)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let mut revocations = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let sid = uuid_at(row, 0, "session id")?;
+        let access_exp = ts_at(row, 1)?;
+        revocations.push(end_session_in(conn, sid, access_exp, now).await?);
+    }
+    Ok(revocations)
+}
+
 async fn all_keys_in(conn: &mut SqliteConnection) -> Result<Vec<StoredKey>> {
     // rowid breaks ties between keys made in the same second: insertion order.
     let rows = sqlx::query(concat!(
@@ -519,28 +549,67 @@ impl Store for SqliteStore {
         user_in(&mut conn, id).await
     }
 
-    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str) -> Result<bool> {
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>> {
+        let mut tx = self.begin_immediate().await?;
         let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let revocations = end_user_sessions_in(&mut tx, user_id, keep, now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(revocations))
     }
 
-    async fn set_disabled(&self, user_id: Uuid, disabled: bool) -> Result<bool> {
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>> {
+        let mut tx = self.begin_immediate().await?;
         let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
             .bind(i64::from(disabled))
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let revocations = if disabled {
+            end_user_sessions_in(&mut tx, user_id, None, now).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(revocations))
     }
 
-    async fn create_session(&self, new: NewSession) -> Result<()> {
+    async fn create_session(&self, new: NewSession) -> Result<bool> {
         let mut tx = self.begin_immediate().await?;
+        // Checked inside the write transaction: a password change or disable that
+        // committed after the caller's password check makes this sign-in fail.
+        let current = sqlx::query_scalar::<_, String>(
+            "SELECT password_hash FROM users WHERE id = ? AND disabled = 0",
+        )
+        .bind(new.user_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if current.as_deref() != Some(new.password_hash.as_str()) {
+            return Ok(false);
+        }
         sqlx::query(concat!(
             "INSERT INTO sessions (",
             session_columns!(),
@@ -567,12 +636,36 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Session>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         session_in(&mut conn, id).await
+    }
+
+    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshTokenInfo>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let row = sqlx::query("SELECT session_id, exp, used_at FROM refresh_tokens WHERE hash = ?")
+            .bind(hash.as_slice())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sid = uuid_at(&row, 0, "session id")?;
+        let exp = ts_at(&row, 1)?;
+        let used_at = opt_ts_at(&row, 2)?;
+        let session = session_in(&mut conn, sid).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("refresh token of missing session {sid}"))
+        })?;
+        Ok(Some(RefreshTokenInfo {
+            session,
+            exp,
+            used_at,
+        }))
     }
 
     async fn live_sessions(&self, user_id: Uuid, now: Timestamp) -> Result<Vec<Session>> {
@@ -633,25 +726,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Revocation>> {
         let mut tx = self.begin_immediate().await?;
-        // `id IS NOT NULL` holds for every row, so `keep = None` spares nothing.
-        let rows = sqlx::query(
-            "SELECT id, access_exp FROM sessions
-             WHERE user_id = ? AND ended_at IS NULL AND (refresh_exp >= ? OR access_exp >= ?) AND id IS NOT ?
-             ORDER BY created_at, rowid",
-        )
-        .bind(user_id)
-        .bind(now.as_secs())
-        .bind(now.as_secs())
-        .bind(keep)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let mut revocations = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let sid = uuid_at(row, 0, "session id")?;
-            let access_exp = ts_at(row, 1)?;
-            revocations.push(end_session_in(&mut tx, sid, access_exp, now).await?);
-        }
+        let revocations = end_user_sessions_in(&mut tx, user_id, keep, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(revocations)
     }

@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
+    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
+    Session, StoredKey, User,
 };
 
 /// Durable state of tokengate: users, sessions, refresh tokens, signing keys and the
@@ -30,19 +31,40 @@ pub trait Store: Send + Sync + 'static {
     /// The user with this id, if any.
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>>;
 
-    /// Replace a user's password hash. Returns whether the user exists.
-    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str) -> Result<bool>;
+    /// Replace a user's password hash and end every live session except `keep`, in one
+    /// transaction (so no session outlives the old password, and a failure changes
+    /// nothing). Returns the revocations recorded, or `None` when there is no such user.
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>>;
 
-    /// Disable or re-enable a user. Returns whether the user exists.
-    async fn set_disabled(&self, user_id: Uuid, disabled: bool) -> Result<bool>;
+    /// Disable or re-enable a user. Disabling also ends every live session in the same
+    /// transaction and returns their revocations. `None` when there is no such user.
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>>;
 
     // ---- sessions and refresh tokens ----
 
-    /// Record a new session and its first refresh token.
-    async fn create_session(&self, new: NewSession) -> Result<()>;
+    /// Record a new session and its first refresh token — only if the user is still
+    /// enabled and `new.password_hash` is still the user's password hash, checked in the
+    /// same transaction. Returns `false` (nothing created) otherwise: a sign-in whose
+    /// password check raced a password change or a disable must not leave a session.
+    async fn create_session(&self, new: NewSession) -> Result<bool>;
 
     /// The session with this id, live or ended.
     async fn session(&self, id: Uuid) -> Result<Option<Session>>;
+
+    /// The refresh token with this SHA-256 hash and its session (for RFC 7009 revocation
+    /// and RFC 7662 introspection); `None` when unknown.
+    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshTokenInfo>>;
 
     /// The user's sessions that are live at `now`, oldest first.
     async fn live_sessions(&self, user_id: Uuid, now: Timestamp) -> Result<Vec<Session>>;

@@ -62,7 +62,8 @@ macro_rules! store_testsuite {
             first_user_becomes_admin_and_later_users_do_not,
             duplicate_email_is_a_conflict,
             user_lookup_by_email_and_id,
-            password_hash_and_disabled_flag_are_updated,
+            password_change_and_disable_end_sessions_atomically,
+            refresh_token_lookup_reports_its_session_and_state,
             session_round_trip,
             live_sessions_exclude_ended_and_expired,
             end_session_records_a_session_revocation_once,
@@ -86,6 +87,9 @@ macro_rules! store_testsuite {
             #[tokio::test]
             async fn $name() {
                 let Some(fixture) = $make.await else {
+                    if ::std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                        panic!(concat!(stringify!($name), ": the store is not available and TOKENGATE_REQUIRE_SERVICES=1"));
+                    }
                     eprintln!(concat!("skipped ", stringify!($name), ": the store is not available"));
                     return;
                 };
@@ -114,11 +118,14 @@ fn hash(n: u8) -> [u8; 32] {
     h
 }
 
+/// The password hash of every test user; sessions are created against it.
+const TEST_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
 fn new_user(email: &str, role: Role) -> NewUser {
     NewUser {
         id: Uuid::new_v4(),
         email: email.to_owned(),
-        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$hash-of-{email}"),
+        password_hash: TEST_HASH.to_owned(),
         role,
         created_at: at(0),
     }
@@ -145,6 +152,7 @@ fn new_session(
         created_at: at(created),
         user_agent: Some("test-agent/1.0".to_owned()),
         ip: Some("192.0.2.7".to_owned()),
+        password_hash: TEST_HASH.to_owned(),
         access_exp: at(access_exp),
         refresh_hash: hash(refresh),
         refresh_exp: at(refresh_exp),
@@ -161,7 +169,7 @@ async fn session(
 ) -> Uuid {
     let new = new_session(user_id, created, access_exp, refresh, refresh_exp);
     let id = new.id;
-    store.create_session(new).await.unwrap();
+    assert!(store.create_session(new).await.unwrap());
     id
 }
 
@@ -309,37 +317,131 @@ pub async fn user_lookup_by_email_and_id(store: &dyn Store) {
     assert_eq!(store.user_by_id(Uuid::new_v4()).await.unwrap(), None);
 }
 
-/// Password hash and disabled flag change; an unknown user reports `false`.
-pub async fn password_hash_and_disabled_flag_are_updated(store: &dyn Store) {
+/// A password change ends every other session of the user in the same transaction, and
+/// a sign-in checked against the old hash creates nothing; disabling ends every session
+/// and refuses new ones until re-enabled. Other users are untouched; unknown users `None`.
+pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Store) {
     let alice = user(store, "alice@example.com").await;
     let bob = user(store, "bob@example.com").await;
+    let a1 = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let a2 = session(store, alice.id, 1, 901, 2, 86_401).await;
+    let b1 = session(store, bob.id, 0, 900, 3, 86_400).await;
+    const NEW_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bmV3";
 
-    assert!(store
-        .set_password_hash(alice.id, "$argon2id$new")
+    let revs = store
+        .change_password(alice.id, NEW_HASH, Some(a1), at(10))
         .await
-        .unwrap());
-    assert!(store.set_disabled(alice.id, true).await.unwrap());
-    let stored = store.user_by_id(alice.id).await.unwrap().unwrap();
-    assert_eq!(stored.password_hash, "$argon2id$new");
-    assert!(stored.disabled);
-
-    assert!(store.set_disabled(alice.id, false).await.unwrap());
-    assert!(
-        !store
-            .user_by_email("alice@example.com")
-            .await
-            .unwrap()
-            .unwrap()
-            .disabled
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        revs,
+        vec![Revocation::Session {
+            sid: a2,
+            exp: at(901)
+        }]
     );
+    let stored = store.user_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, NEW_HASH);
+    assert_eq!(store.session(a1).await.unwrap().unwrap().ended_at, None);
+    assert_eq!(
+        store.session(a2).await.unwrap().unwrap().ended_at,
+        Some(at(10))
+    );
+
+    let stale = new_session(alice.id, 11, 911, 4, 86_411);
+    assert!(
+        !store.create_session(stale.clone()).await.unwrap(),
+        "a sign-in checked against the old password must not create a session"
+    );
+    assert_eq!(store.session(stale.id).await.unwrap(), None);
+    let fresh = NewSession {
+        password_hash: NEW_HASH.to_owned(),
+        ..new_session(alice.id, 12, 912, 5, 86_412)
+    };
+    assert!(store.create_session(fresh.clone()).await.unwrap());
+
+    let revs = store
+        .set_disabled(alice.id, true, at(20))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ended: Vec<Uuid> = revs.iter().map(Revocation::subject_id).collect();
+    ended.sort();
+    let mut expected = vec![a1, fresh.id];
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert!(store.user_by_id(alice.id).await.unwrap().unwrap().disabled);
+    let while_disabled = NewSession {
+        password_hash: NEW_HASH.to_owned(),
+        ..new_session(alice.id, 21, 921, 6, 86_421)
+    };
+    assert!(!store.create_session(while_disabled).await.unwrap());
+
+    assert_eq!(
+        store.set_disabled(alice.id, false, at(30)).await.unwrap(),
+        Some(vec![])
+    );
+    let after = NewSession {
+        password_hash: NEW_HASH.to_owned(),
+        ..new_session(alice.id, 31, 931, 7, 86_431)
+    };
+    assert!(store.create_session(after).await.unwrap());
 
     assert_eq!(
         store.user_by_id(bob.id).await.unwrap(),
         Some(bob),
         "other users are untouched"
     );
-    assert!(!store.set_password_hash(Uuid::new_v4(), "x").await.unwrap());
-    assert!(!store.set_disabled(Uuid::new_v4(), true).await.unwrap());
+    assert_eq!(store.session(b1).await.unwrap().unwrap().ended_at, None);
+    assert_eq!(
+        store
+            .change_password(Uuid::new_v4(), NEW_HASH, None, at(40))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_disabled(Uuid::new_v4(), true, at(40))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A refresh token is found by its hash with its session; used and ended show.
+pub async fn refresh_token_lookup_reports_its_session_and_state(store: &dyn Store) {
+    let alice = user(store, "alice@example.com").await;
+    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let info = store.refresh_token(hash(1)).await.unwrap().unwrap();
+    assert_eq!(info.session.id, sid);
+    assert_eq!(info.exp, at(86_400));
+    assert_eq!(info.used_at, None);
+    assert!(info.is_active(at(100)));
+    assert!(!info.is_active(at(86_401)));
+
+    assert!(matches!(
+        store.rotate_refresh(rotation(1, 2, 100)).await.unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    let used = store.refresh_token(hash(1)).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(at(100)));
+    assert!(!used.is_active(at(100)));
+    assert!(store
+        .refresh_token(hash(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active(at(100)));
+
+    store.end_session(sid, at(200)).await.unwrap();
+    assert!(!store
+        .refresh_token(hash(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active(at(200)));
+    assert_eq!(store.refresh_token(hash(99)).await.unwrap(), None);
 }
 
 // ---- sessions ----
@@ -348,7 +450,7 @@ pub async fn password_hash_and_disabled_flag_are_updated(store: &dyn Store) {
 pub async fn session_round_trip(store: &dyn Store) {
     let alice = user(store, "alice@example.com").await;
     let new = new_session(alice.id, 10, 910, 1, 86_410);
-    store.create_session(new.clone()).await.unwrap();
+    assert!(store.create_session(new.clone()).await.unwrap());
     let expected = Session {
         id: new.id,
         user_id: alice.id,
@@ -367,7 +469,7 @@ pub async fn session_round_trip(store: &dyn Store) {
         ip: None,
         ..new_session(alice.id, 20, 920, 2, 86_420)
     };
-    store.create_session(bare.clone()).await.unwrap();
+    assert!(store.create_session(bare.clone()).await.unwrap());
     let stored = store.session(bare.id).await.unwrap().unwrap();
     assert_eq!((stored.user_agent, stored.ip), (None, None));
 
@@ -747,26 +849,46 @@ pub async fn refresh_of_ended_session_expired_token_or_disabled_user_is_refused(
     );
 
     let bobs = session(store, bob.id, 0, 900, 6, 86_400).await;
-    assert!(store.set_disabled(bob.id, true).await.unwrap());
+    let ended = store
+        .set_disabled(bob.id, true, at(50))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        store.rotate_refresh(rotation(6, 7, 100)).await.unwrap(),
-        RefreshOutcome::UserDisabled
+        ended,
+        vec![Revocation::Session {
+            sid: bobs,
+            exp: at(900)
+        }]
     );
-    assert_eq!(store.session(bobs).await.unwrap().unwrap().ended_at, None);
-    assert!(store.set_disabled(bob.id, false).await.unwrap());
+    assert!(matches!(
+        store.rotate_refresh(rotation(6, 7, 100)).await.unwrap(),
+        RefreshOutcome::UserDisabled | RefreshOutcome::SessionEnded
+    ));
+    assert_eq!(
+        store.set_disabled(bob.id, false, at(60)).await.unwrap(),
+        Some(vec![])
+    );
     assert!(
-        matches!(
+        !matches!(
             store.rotate_refresh(rotation(6, 7, 100)).await.unwrap(),
             RefreshOutcome::Rotated { .. }
         ),
-        "a refused token was not consumed"
+        "re-enabling does not revive the sessions that disabling ended"
     );
 
     let records = all_records(store).await;
     assert_eq!(
         records.len(),
-        1,
-        "only the explicit sign-out was recorded: {records:?}"
+        2,
+        "only the explicit sign-out and the disable were recorded, refusals record nothing: {records:?}"
+    );
+    assert_eq!(
+        records[1].1,
+        Revocation::Session {
+            sid: bobs,
+            exp: at(900)
+        }
     );
 }
 
