@@ -169,8 +169,10 @@ pub async fn run_admin(
         }
         Command::User(UserCommand::Disable { email }) => {
             let user = user_by_email(store.as_ref(), &email).await?;
-            store.set_disabled(user.id, true).await?;
-            let revoked = store.end_user_sessions(user.id, None, now).await?;
+            let revoked = store
+                .set_disabled(user.id, true, now)
+                .await?
+                .with_context(|| format!("no user with email {}", user.email))?;
             println!(
                 "disabled {}; revoked {} session(s)",
                 user.email,

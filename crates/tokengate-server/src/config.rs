@@ -232,6 +232,7 @@ mod tests {
 
     /// Load with `toml` as the config file and `env` set, inside a figment Jail (which
     /// serialises tests that touch the process environment).
+    #[allow(clippy::result_large_err)] // figment's Jail closure must return figment::Error
     fn load(toml: Option<&str>, env: &[(&str, &str)], flags: Overrides) -> Result<Config, String> {
         let mut out = None;
         figment::Jail::expect_with(|jail| {

@@ -65,7 +65,8 @@ pub fn check_strength(password: &str, email: &str) -> Result<(), WeakPassword> {
     }
     let lower = password.to_lowercase();
     let local_part = email.split('@').next().unwrap_or(email);
-    let one_char = lower.chars().all(|c| Some(c) == lower.chars().next());
+    let first = lower.chars().next();
+    let one_char = lower.chars().all(|c| Some(c) == first);
     if COMMON.contains(&lower.as_str()) || lower == email || lower == local_part || one_char {
         return Err(WeakPassword::Guessable);
     }

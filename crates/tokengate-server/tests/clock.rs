@@ -50,24 +50,39 @@ impl Store for FailingStore {
     async fn user_by_id(&self, id: Uuid) -> tokengate_store::Result<Option<User>> {
         self.inner.user_by_id(id).await
     }
-    async fn set_password_hash(
+    async fn change_password(
         &self,
         user_id: Uuid,
         password_hash: &str,
-    ) -> tokengate_store::Result<bool> {
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> tokengate_store::Result<Option<Vec<Revocation>>> {
         self.write()?;
-        self.inner.set_password_hash(user_id, password_hash).await
+        self.inner
+            .change_password(user_id, password_hash, keep, now)
+            .await
     }
-    async fn set_disabled(&self, user_id: Uuid, disabled: bool) -> tokengate_store::Result<bool> {
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> tokengate_store::Result<Option<Vec<Revocation>>> {
         self.write()?;
-        self.inner.set_disabled(user_id, disabled).await
+        self.inner.set_disabled(user_id, disabled, now).await
     }
-    async fn create_session(&self, new: NewSession) -> tokengate_store::Result<()> {
+    async fn create_session(&self, new: NewSession) -> tokengate_store::Result<bool> {
         self.write()?;
         self.inner.create_session(new).await
     }
     async fn session(&self, id: Uuid) -> tokengate_store::Result<Option<Session>> {
         self.inner.session(id).await
+    }
+    async fn refresh_token(
+        &self,
+        hash: [u8; 32],
+    ) -> tokengate_store::Result<Option<tokengate_store::RefreshTokenInfo>> {
+        self.inner.refresh_token(hash).await
     }
     async fn live_sessions(
         &self,

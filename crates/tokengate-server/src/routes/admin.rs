@@ -42,12 +42,13 @@ pub async fn disable_user(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let user_id = existing_user(&state, &id).await?;
-    // Disable first so that no refresh can mint a token between the two writes.
-    state.store.set_disabled(user_id, true).await?;
+    // One transaction: disabled, and every session ended; a sign-in or refresh racing it
+    // finds the user disabled.
     let revocations = state
         .store
-        .end_user_sessions(user_id, None, state.now())
-        .await?;
+        .set_disabled(user_id, true, state.now())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
     state.apply(&revocations);
     tracing::info!(admin = %admin.user_id(), %user_id, sessions = revocations.len(), "admin disabled user");
     Ok(StatusCode::NO_CONTENT)

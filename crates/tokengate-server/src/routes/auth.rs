@@ -177,7 +177,7 @@ pub async fn start_session(
     let sid = Uuid::now_v7();
     let access_exp = state.access_exp(now);
     let refresh = RefreshToken::generate();
-    state
+    let created = state
         .store
         .create_session(NewSession {
             id: sid,
@@ -185,11 +185,17 @@ pub async fn start_session(
             created_at: now,
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
+            password_hash: user.password_hash.clone(),
             access_exp,
             refresh_hash: refresh.hash,
             refresh_exp: now.plus(state.config.refresh_ttl),
         })
         .await?;
+    if !created {
+        // The password changed or the account was disabled while the password was being
+        // checked: the credentials are no longer good.
+        return Err(invalid_credentials());
+    }
     let access = state.mint(user, sid, now, access_exp)?;
     tracing::info!(user_id = %user.id, session_id = %sid, "signed in");
     Ok(token_response(
@@ -332,7 +338,7 @@ pub async fn refresh(
 }
 
 /// `tgr_` + 43 base64url characters.
-fn looks_like_refresh_token(text: &str) -> bool {
+pub fn looks_like_refresh_token(text: &str) -> bool {
     text.strip_prefix("tgr_").is_some_and(|rest| {
         rest.len() == 43
             && rest
@@ -377,15 +383,20 @@ pub async fn change_password(
     check_strength(&body.new_password, &user.email)
         .map_err(|weak| ApiError::Unprocessable(weak.to_string()))?;
     let hash = state.passwords.hash(body.new_password).await?;
-    // Other sessions go first: if the store fails between the two writes, the user still
-    // has the old password and can simply retry, and no session outlived a changed password.
+    // One transaction: the new hash and the end of every other session land together, and
+    // a sign-in still checking the old password can no longer create a session.
     let now = state.now();
     let revocations = state
         .store
-        .end_user_sessions(user.id, Some(principal.session_id()), now)
-        .await?;
+        .change_password(user.id, &hash, Some(principal.session_id()), now)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "invalid_token",
+                "the user of this token no longer exists".into(),
+            )
+        })?;
     state.apply(&revocations);
-    state.store.set_password_hash(user.id, &hash).await?;
     tracing::info!(user_id = %user.id, revoked_sessions = revocations.len(), "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
