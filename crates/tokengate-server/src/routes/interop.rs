@@ -4,16 +4,23 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokengate_axum::Principal;
+use serde_json::json;
+use tokengate_axum::{AuthError, Principal, StalenessPolicy};
+use tokengate_core::Revocation;
 
-use crate::state::AppState;
+use crate::error::{ApiError, ApiResult, Form};
+use crate::routes::auth::looks_like_refresh_token;
+use crate::state::{hash_refresh_token, AppState};
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
 /// previous. HS256 secrets are never published.
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let jwks = state.keys.verifier().jwks();
     (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"))],
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
         axum::Json(jwks),
     )
         .into_response()
@@ -35,4 +42,165 @@ pub async fn verify(principal: Principal) -> Response {
     put("x-auth-role", c.role.as_str().to_owned());
     put("x-auth-session-id", c.sid.to_string());
     (StatusCode::OK, headers).into_response()
+}
+
+/// `GET /v1/events/revocations`: server-sent events, one `revocation` event per revocation
+/// this node applies (`{"kind","id","exp"}`), so apps can drop live websockets. Admins only.
+/// A client too slow to keep up gets a `lagged` event with the number of events it missed
+/// and should resynchronise (e.g. re-check its open connections).
+pub async fn revocation_events(
+    State(state): State<AppState>,
+    _admin: tokengate_axum::Admin,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let receiver = state.index().subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = match receiver.recv().await {
+            Ok(revocation) => Event::default()
+                .event("revocation")
+                .json_data(serde_json::json!({
+                    "kind": revocation.kind(),
+                    "id": revocation.subject_id(),
+                    "issued_before": revocation.issued_before(),
+                    "exp": revocation.exp(),
+                }))
+                .unwrap_or_else(|_| Event::default().event("error")),
+            Err(RecvError::Lagged(missed)) => {
+                Event::default().event("lagged").data(missed.to_string())
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), receiver))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// RFC 7009 revocation request (`application/x-www-form-urlencoded`).
+#[derive(serde::Deserialize)]
+pub struct RevokeForm {
+    token: Option<String>,
+    #[allow(dead_code)] // A hint only: the token's form tells what it is.
+    token_type_hint: Option<String>,
+}
+
+/// `POST /oauth2/revoke` (RFC 7009). Holding a token is the right to revoke it. A refresh
+/// token ends its whole session (every access token minted from it); an access token is
+/// revoked by its `jti`. Unknown, expired, already revoked or foreign tokens get 200 too,
+/// so the answer tells nothing about the token. Works while the index is stale: revoking
+/// needs no fresh index.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Form(form): Form<RevokeForm>,
+) -> ApiResult<StatusCode> {
+    let token = form
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
+    let now = state.now();
+    if looks_like_refresh_token(&token) {
+        if let Some(info) = state
+            .store
+            .refresh_token(hash_refresh_token(&token))
+            .await?
+        {
+            if let Some(revocation) = state.store.end_session(info.session.id, now).await? {
+                state.apply(&[revocation]);
+                tracing::info!(session_id = %info.session.id, "session revoked through its refresh token");
+            }
+        }
+    } else if let Ok(claims) = state.keys.verifier().verify(&token, now) {
+        let revocation = Revocation::Token {
+            jti: claims.jti,
+            exp: claims.exp,
+        };
+        state.store.record_revocations(&[revocation], now).await?;
+        state.apply(&[revocation]);
+        tracing::info!(jti = %claims.jti, "access token revoked");
+    }
+    Ok(StatusCode::OK)
+}
+
+/// RFC 7662 introspection request.
+#[derive(serde::Deserialize)]
+pub struct IntrospectForm {
+    token: Option<String>,
+    #[allow(dead_code)] // A hint only: the token's form tells what it is.
+    token_type_hint: Option<String>,
+}
+
+/// `POST /oauth2/introspect` (RFC 7662). The caller authenticates with an admin's access
+/// token; anyone else gets 401. Answers `{"active": false}` for revoked, expired, forged
+/// or unknown tokens, and 503 while this node's index is stale under `fail_closed`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    caller: Principal,
+    Form(form): Form<IntrospectForm>,
+) -> ApiResult<Response> {
+    if !caller.is_admin() {
+        return Err(ApiError::Unauthorized(
+            "invalid_token",
+            "introspection needs an admin's access token".into(),
+        ));
+    }
+    let token = form
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
+    let now = state.now();
+    let inactive = || json!({"active": false});
+    let body = if looks_like_refresh_token(&token) {
+        match state
+            .store
+            .refresh_token(hash_refresh_token(&token))
+            .await?
+        {
+            Some(info) if info.is_active(now) => json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "sub": info.session.user_id,
+                "sid": info.session.id,
+                "exp": info.exp,
+                "iat": info.session.created_at,
+            }),
+            _ => inactive(),
+        }
+    } else {
+        match state.keys.verifier().verify(&token, now) {
+            Ok(claims) => {
+                let freshness = state.gate.freshness();
+                if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
+                    return Err(ApiError::Auth(AuthError::Stale));
+                }
+                if state.index().check(&claims, now).is_ok() {
+                    json!({
+                        "active": true,
+                        "token_type": "access_token",
+                        "iss": claims.iss,
+                        "sub": claims.sub,
+                        "aud": claims.aud,
+                        "iat": claims.iat,
+                        "nbf": claims.nbf,
+                        "exp": claims.exp,
+                        "jti": claims.jti,
+                        "sid": claims.sid,
+                        "username": claims.email,
+                        "email": claims.email,
+                        "role": claims.role,
+                    })
+                } else {
+                    inactive()
+                }
+            }
+            Err(_) => inactive(),
+        }
+    };
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(body),
+    )
+        .into_response())
 }
