@@ -9,7 +9,7 @@ use tokengate_core::{Claims, Role};
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::gate::Gate;
+use crate::gate::{Gate, Staleness};
 
 /// Name of the cookie that carries the access token for browser sessions.
 pub const SESSION_COOKIE: &str = "tokengate_session";
@@ -139,7 +139,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let gate = Arc::<Gate>::from_ref(state);
-        let result = authenticate_parts(&gate, parts);
+        let result = authenticate_parts(&gate, parts, Staleness::Enforce);
         if let Err(error) = &result {
             if matches!(
                 error,
@@ -152,17 +152,42 @@ where
     }
 }
 
-fn authenticate_parts(gate: &Gate, parts: &Parts) -> Result<Principal, AuthError> {
+fn authenticate_parts(gate: &Gate, parts: &Parts, staleness: Staleness) -> Result<Principal, AuthError> {
     let credential = credential(&parts.headers)?;
     if credential.source == CredentialSource::Cookie && !same_origin(&parts.method, &parts.headers)
     {
         return Err(AuthError::CrossSite);
     }
-    let claims = gate.authenticate(credential.token)?;
+    let claims = gate.authenticate_with(credential.token, staleness)?;
     Ok(Principal {
         claims,
         source: credential.source,
     })
+}
+
+/// An authenticated caller of an endpoint that only revokes (sign-out, ending a session):
+/// accepted even while the index is stale, because revoking needs no fresh index and
+/// refusing would leave a user unable to end a session during an outage.
+#[derive(Clone, Debug)]
+pub struct Revoker(pub Principal);
+
+impl<S> FromRequestParts<S> for Revoker
+where
+    Arc<Gate>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = Arc::<Gate>::from_ref(state);
+        let result = authenticate_parts(&gate, parts, Staleness::Permit);
+        if let Err(error) = &result {
+            if matches!(error, AuthError::Missing | AuthError::NotBearer | AuthError::CrossSite) {
+                gate.report(error);
+            }
+        }
+        result.map(Revoker)
+    }
 }
 
 /// An authenticated caller with the `admin` role; others get 403.

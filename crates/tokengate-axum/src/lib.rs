@@ -8,7 +8,8 @@
 //! refuses with RFC 6750 errors ([`AuthError`]).
 //!
 //! - [`gate`]: [`Gate`], the verifier + index + clock + [`Freshness`] bundle.
-//! - [`extract`]: [`Principal`] and [`Admin`] extractors, credential lookup, CSRF check.
+//! - [`extract`]: [`Principal`], [`Admin`] and [`Revoker`] extractors, credential lookup,
+//!   CSRF check.
 //! - [`error`]: the JSON error body and `WWW-Authenticate` challenge.
 
 pub mod error;
@@ -16,5 +17,8 @@ pub mod extract;
 pub mod gate;
 
 pub use error::{error_response, AuthError, ErrorBody};
-pub use extract::{credential, Admin, Credential, CredentialSource, Principal, SESSION_COOKIE};
-pub use gate::{AuthObserver, Freshness, Gate, StalenessPolicy};
+pub use extract::{
+    credential, Admin, Credential, CredentialSource, Principal, Revoker, SESSION_COOKIE,
+};
+pub use gate::{AuthObserver, Gate, Staleness};
+pub use tokengate_core::{Freshness, StalenessPolicy};

@@ -15,11 +15,14 @@
 //! - [`verify`]: [`Verifier`] and [`VerifyError`].
 //! - [`revocation`]: the four kinds of [`Revocation`].
 //! - [`index`]: [`RevocationIndex`], bounded by live tokens and purged incrementally.
+//! - [`freshness`]: [`Freshness`], whether the index is known to be current, and the
+//!   [`StalenessPolicy`] for when it is not.
 //!
 //! Durable storage and the cluster bus live in `tokengate-store`; the HTTP extractor in
 //! `tokengate-axum`.
 
 pub mod claims;
+pub mod freshness;
 pub mod index;
 pub mod keys;
 pub mod revocation;
@@ -27,6 +30,7 @@ pub mod time;
 pub mod verify;
 
 pub use claims::{Claims, Role};
+pub use freshness::{Freshness, StalenessPolicy};
 pub use index::RevocationIndex;
 pub use keys::{Algorithm, Jwk, Jwks, KeyError, SigningKey, VerifyingKey};
 pub use revocation::{Revocation, RevocationKind};

@@ -122,6 +122,33 @@ impl Revocation {
         }
     }
 
+    /// Whether this revocation refuses a token with these claims — the rule
+    /// [`RevocationIndex::check`](crate::RevocationIndex::check) applies, for one
+    /// revocation at a time (e.g. a websocket handler deciding whether the revocation it
+    /// was just told about ends its connection).
+    ///
+    /// ```
+    /// use tokengate_core::{Revocation, Timestamp};
+    /// # let claims = tokengate_core::Claims {
+    /// #     iss: "i".into(), sub: uuid::Uuid::new_v4(), aud: "a".into(), iat: Timestamp::from_secs(10),
+    /// #     nbf: Timestamp::from_secs(10), exp: Timestamp::from_secs(100), jti: uuid::Uuid::new_v4(),
+    /// #     sid: uuid::Uuid::new_v4(), email: "e@x".into(), role: tokengate_core::Role::User };
+    /// let ended = Revocation::Session { sid: claims.sid, exp: claims.exp };
+    /// assert!(ended.covers(&claims));
+    /// let later = Revocation::User { sub: claims.sub, issued_before: claims.iat, exp: claims.exp };
+    /// assert!(!later.covers(&claims), "a token issued at the cutoff is not refused");
+    /// ```
+    pub fn covers(&self, claims: &crate::Claims) -> bool {
+        match *self {
+            Revocation::Token { jti, .. } => jti == claims.jti,
+            Revocation::Session { sid, .. } => sid == claims.sid,
+            Revocation::User {
+                sub, issued_before, ..
+            } => sub == claims.sub && claims.iat < issued_before,
+            Revocation::IssuedBefore { issued_before, .. } => claims.iat < issued_before,
+        }
+    }
+
     /// Rebuild a revocation from its stored parts (the inverse of `kind`, `subject_id`,
     /// `issued_before` and `exp`).
     pub fn from_parts(
