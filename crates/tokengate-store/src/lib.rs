@@ -13,9 +13,11 @@
 
 pub mod error;
 pub mod model;
+mod postgres;
 pub mod redis_bus;
 mod sqlite;
 mod store;
+pub mod sync;
 #[doc(hidden)]
 pub mod testsuite;
 
@@ -24,6 +26,8 @@ pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
     Session, StoredKey, User,
 };
+pub use postgres::PostgresStore;
 pub use redis_bus::{BusEvent, BusSubscription, RedisBus};
 pub use sqlite::SqliteStore;
 pub use store::Store;
+pub use sync::{IndexSync, RevocationPublisher};
