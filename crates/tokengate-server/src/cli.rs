@@ -1,5 +1,6 @@
 //! The command line: `serve` and the admin commands, which work on the same data as a
-//! running server (it picks their revocations up within a second, see `server::TAIL_EVERY`).
+//! running server (it reads their revocations from the store every 250 ms,
+//! `tokengate_store::sync::TAIL_EVERY`, and in a cluster they are also pushed over Redis).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -137,13 +138,15 @@ impl Cli {
     }
 }
 
-/// Run an admin command against the store and print what it did.
+/// Run an admin command against the store and print what it did. Returns the
+/// revocations it recorded (durably), for the caller to push to a cluster's other nodes.
 pub async fn run_admin(
     command: Command,
     config: &Config,
     store: Arc<dyn Store>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Revocation>> {
     let now = SystemClock.now();
+    let mut recorded = Vec::new();
     match command {
         Command::Serve { .. } => anyhow::bail!("serve is not an admin command"),
         Command::User(UserCommand::Create { email, admin }) => {
@@ -178,8 +181,9 @@ pub async fn run_admin(
                 user.email,
                 revoked.len()
             );
+            recorded = revoked;
         }
-        Command::Revoke(args) => revoke(store.as_ref(), config, args, now).await?,
+        Command::Revoke(args) => recorded = revoke(store.as_ref(), config, args, now).await?,
         Command::Keys(KeysCommand::Rotate) => {
             let kid = keyring::rotate(store.as_ref(), config, now).await?;
             println!("new signing key {kid}; previous keys verify until their tokens expire");
@@ -190,12 +194,22 @@ pub async fn run_admin(
                 "{:<24} {:<6} {:<12} {:<12} state",
                 "kid", "alg", "created", "verify_until"
             );
-            let newest = keys.last().map(|k| k.kid.clone());
+            let activated = |k: &&tokengate_store::StoredKey| {
+                k.created_at.plus(keyring::KEY_ACTIVATION_DELAY) <= now
+            };
+            let current = keys
+                .iter()
+                .rev()
+                .find(activated)
+                .or(keys.last())
+                .map(|k| k.kid.clone());
             for key in keys {
-                let state = if Some(&key.kid) == newest.as_ref() {
+                let state = if Some(&key.kid) == current.as_ref() {
                     "current"
                 } else if key.verify_until.is_some_and(|t| t < now) {
                     "retired"
+                } else if !activated(&&key) {
+                    "next (verifies now, signs within seconds)"
                 } else {
                     "verifying"
                 };
@@ -212,9 +226,10 @@ pub async fn run_admin(
             let revocations = read_import(&file)?;
             store.record_revocations(&revocations, now).await?;
             println!("imported {} revocation(s)", revocations.len());
+            recorded = revocations;
         }
     }
-    Ok(())
+    Ok(recorded)
 }
 
 async fn revoke(
@@ -222,25 +237,30 @@ async fn revoke(
     config: &Config,
     args: RevokeArgs,
     now: Timestamp,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Revocation>> {
     if let Some(email) = args.user {
         let user = user_by_email(store, &email).await?;
         let revoked = store.end_user_sessions(user.id, None, now).await?;
         println!("revoked {} session(s) of {}", revoked.len(), user.email);
+        Ok(revoked)
     } else if let Some(sid) = args.session {
         match store.end_session(sid, now).await? {
-            Some(_) => println!("revoked session {sid}"),
+            Some(revocation) => {
+                println!("revoked session {sid}");
+                Ok(vec![revocation])
+            }
             None => anyhow::bail!("no session {sid}"),
         }
     } else if let Some(jti) = args.jti {
         // The token's own exp is unknown here; none issued before now outlives this.
         let exp = now.plus(config.access_ttl + config.leeway);
-        store
-            .record_revocations(&[Revocation::Token { jti, exp }], now)
-            .await?;
+        let revocation = Revocation::Token { jti, exp };
+        store.record_revocations(&[revocation], now).await?;
         println!("revoked token {jti}");
+        Ok(vec![revocation])
+    } else {
+        anyhow::bail!("say what to revoke: --user, --session or --jti")
     }
-    Ok(())
 }
 
 async fn user_by_email(store: &dyn Store, email: &str) -> anyhow::Result<tokengate_store::User> {

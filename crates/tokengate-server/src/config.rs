@@ -23,6 +23,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Redis for a cluster's revocation push; none on a single node.
     pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and channel, so several clusters can share one Redis.
+    pub redis_namespace: String,
     /// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
     pub signing_alg: Algorithm,
     /// The HS256 secret (at least 32 bytes); only with `signing_alg = "HS256"`.
@@ -73,6 +75,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             redis_url: None,
+            redis_namespace: "tokengate".to_owned(),
             signing_alg: Algorithm::EdDSA,
             hs256_secret: None,
             access_ttl: Duration::from_secs(15 * 60),
@@ -95,6 +98,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "redis_url",
+    "redis_namespace",
     "signing_alg",
     "hs256_secret",
     "access_ttl",

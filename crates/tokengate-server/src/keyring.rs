@@ -26,9 +26,15 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-/// How long a replaced key keeps verifying: until every token it signed has expired.
+/// A new key verifies at once but signs only this long after it was made, so that every
+/// node (each reloads keys every second) and every JWKS cache that refetches on an unknown
+/// `kid` knows it before the first token signed with it arrives.
+pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_secs(3);
+
+/// How long a replaced key keeps verifying: until every token it signed has expired (it
+/// keeps signing for [`KEY_ACTIVATION_DELAY`] after the rotation).
 pub fn retire_after(config: &Config) -> Duration {
-    config.access_ttl + config.leeway
+    KEY_ACTIVATION_DELAY + config.access_ttl + config.leeway
 }
 
 impl KeyRing {
@@ -134,6 +140,8 @@ fn build(
     now: Timestamp,
 ) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>)> {
     let mut live = Vec::with_capacity(stored.len() + 1);
+    // The newest key that every node has had time to learn signs; a newer one only verifies.
+    let mut signer_at = None;
     for key in stored {
         if key.verify_until.is_some_and(|until| until < now) {
             continue;
@@ -142,6 +150,9 @@ fn build(
             .alg
             .parse()
             .map_err(|e| anyhow::anyhow!("stored key {}: {e}", key.kid))?;
+        if key.created_at.plus(KEY_ACTIVATION_DELAY) <= now {
+            signer_at = Some(live.len());
+        }
         live.push(SigningKey::from_pkcs8_der(
             alg,
             key.kid.clone(),
@@ -155,9 +166,14 @@ fn build(
             verifying.push(key.verifying_key());
             key
         }
-        None => live
-            .pop()
-            .ok_or_else(|| anyhow::anyhow!("the store has no current signing key"))?,
+        None => {
+            // On a fresh store the only key is brand new: it signs at once.
+            let at = signer_at.unwrap_or(live.len().saturating_sub(1));
+            if at >= live.len() {
+                anyhow::bail!("the store has no current signing key");
+            }
+            live.swap_remove(at)
+        }
     };
     Ok((signer, verifying))
 }

@@ -6,6 +6,7 @@
 //! - [`server`]: start-up (keys, then the live revocation set, then the listener) and the
 //!   background tasks (tail the revocation record, purge, flush activity, reload keys).
 //! - [`routes`]: the HTTP API of `API.md`.
+//! - [`openapi`]: its OpenAPI document, generated from the handlers, at `GET /openapi.json`.
 //! - [`state`]: what handlers share, token minting, applying revocations.
 //! - [`keyring`], [`password`], [`error`].
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod keyring;
+pub mod openapi;
 pub mod password;
 pub mod routes;
 pub mod server;

@@ -2,7 +2,10 @@
 
 use clap::Parser;
 use tokengate_server::cli::{run_admin, Cli, Command};
+use tokengate_core::Revocation;
+use tokengate_server::config::Config;
 use tokengate_server::{init_tracing, serve, server::open_store};
+use tokengate_store::RedisBus;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -23,7 +26,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { .. } => serve(config).await,
         command => {
             let store = open_store(&config).await?;
-            run_admin(command, &config, store).await
+            let recorded = run_admin(command, &config, store).await?;
+            push_to_cluster(&config, &recorded).await;
+            Ok(())
         }
+    }
+}
+
+/// In a cluster, push what an admin command recorded so every node applies it at once.
+/// It is already durable: if Redis cannot be reached, the nodes still read it from the
+/// database within a second, so this only warns.
+async fn push_to_cluster(config: &Config, recorded: &[Revocation]) {
+    let (Some(url), false) = (&config.redis_url, recorded.is_empty()) else {
+        return;
+    };
+    let pushed = match RedisBus::connect(url, &config.redis_namespace).await {
+        Ok(bus) => bus.publish(recorded).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = pushed {
+        eprintln!("warning: could not push to the cluster ({error}); nodes will read it from the database within a second");
     }
 }

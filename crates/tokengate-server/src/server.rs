@@ -2,8 +2,10 @@
 //!
 //! Start: open the store, load the keys, load every live revocation into the index —
 //! only then bind the listener. Background tasks, each a small loop that stops on shutdown:
-//! - `tail`: every 250 ms read revocations recorded after the last one seen (by the admin
-//!   CLI or another process on the same database), apply them, and confirm freshness;
+//! - [`IndexSync`]: read revocations recorded after the last one seen (by the admin CLI or
+//!   another process on the same database) every 250 ms, and in a cluster receive pushed
+//!   revocations and heartbeats from Redis; it decides when the index counts as current;
+//! - the publisher: pushes this node's revocations to the other nodes (cluster only);
 //! - `purge`: drop expired index entries (bounded batches) and delete expired rows;
 //! - `activity`: flush sessions' `last_seen_at` to the store in one batch;
 //! - `keys`: pick up a key rotation made by another process, retire expired keys.
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use tokengate_axum::{Freshness, Gate};
 use tokengate_core::{Clock, RevocationIndex, Verifier, VerifierConfig};
-use tokengate_store::{SqliteStore, Store};
+use tokengate_store::{
+    IndexSync, PostgresStore, RedisBus, RevocationPublisher, SqliteStore, Store,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -22,9 +26,6 @@ use crate::keyring::KeyRing;
 use crate::password::Passwords;
 use crate::state::{AppState, SessionActivity, ACTIVITY_FLUSH_EVERY};
 
-/// How often the revocation record is tailed; a CLI revocation reaches the server within this.
-pub const TAIL_EVERY: Duration = Duration::from_millis(250);
-const TAIL_BATCH: u32 = 10_000;
 const INDEX_PURGE_EVERY: Duration = Duration::from_secs(1);
 const INDEX_PURGE_BATCH: usize = 10_000;
 const STORE_PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -40,8 +41,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open {url}: {e}"))?;
         Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The URL may carry a password: never echo it.
+        let store = PostgresStore::connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the Postgres database: {e}"))?;
+        Ok(Arc::new(store))
     } else {
-        anyhow::bail!("unsupported database URL {url:?}: expected sqlite://PATH")
+        anyhow::bail!("unsupported database URL: expected sqlite://PATH or postgres://...")
     }
 }
 
@@ -92,10 +99,45 @@ impl Node {
             config.staleness_policy,
             config.max_staleness,
         ));
+        let bus = match &config.redis_url {
+            Some(url) => Some(
+                RedisBus::connect(url, &config.redis_namespace)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot use redis: {e}"))?,
+            ),
+            None => None,
+        };
+        // The index was just loaded from the store, the source of truth: it is current
+        // now. In a cluster it stays so only while the bus is connected (see IndexSync).
         freshness.mark_in_sync(now);
         let activity = Arc::new(SessionActivity::default());
+        let sync = IndexSync {
+            store: store.clone(),
+            bus: bus.clone(),
+            index: index.clone(),
+            freshness: freshness.clone(),
+            clock: clock.clone(),
+            node_id: uuid::Uuid::new_v4().to_string(),
+        };
         let gate =
             Arc::new(Gate::new(verifier, index, clock, freshness).with_observer(activity.clone()));
+
+        let (shutdown, stop) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let publisher = match bus {
+            Some(bus) => {
+                let (publisher, drain) = RevocationPublisher::to_bus(bus);
+                let mut stop = stop.clone();
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = drain => {}
+                        _ = stop.changed() => {}
+                    }
+                });
+                publisher
+            }
+            None => RevocationPublisher::none(),
+        };
 
         let state = AppState {
             config: Arc::new(config),
@@ -104,10 +146,9 @@ impl Node {
             keys,
             passwords: Passwords::new()?,
             activity,
+            publisher,
         };
-        let (shutdown, stop) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        tasks.spawn(tail(state.clone(), live.cursor, stop.clone()));
+        tasks.spawn(sync.run(live.cursor, stop.clone()));
         tasks.spawn(purge_index(state.clone(), stop.clone()));
         tasks.spawn(purge_store(state.clone(), stop.clone()));
         tasks.spawn(flush_activity(state.clone(), stop.clone()));
@@ -147,53 +188,6 @@ async fn every<F, Fut>(
                 }
                 return;
             }
-        }
-    }
-}
-
-async fn tail(state: AppState, mut cursor: i64, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TAIL_EVERY);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => return,
-        }
-        // Note the time before reading: everything recorded up to then is now seen.
-        let now = state.now();
-        match tail_once(&state, &mut cursor, now).await {
-            Ok(()) => {
-                if failing {
-                    tracing::info!("revocation tail recovered");
-                    failing = false;
-                }
-                state.gate.freshness().mark_in_sync(now);
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "cannot read new revocations; the index will turn stale");
-                    failing = true;
-                }
-            }
-        }
-    }
-}
-
-/// Apply every revocation recorded after `cursor`.
-async fn tail_once(
-    state: &AppState,
-    cursor: &mut i64,
-    now: tokengate_core::Timestamp,
-) -> tokengate_store::Result<()> {
-    loop {
-        let batch = state.store.revocations_after(*cursor, TAIL_BATCH).await?;
-        for (seq, revocation) in &batch {
-            state.index().apply(revocation, now);
-            *cursor = *seq;
-        }
-        if batch.len() < TAIL_BATCH as usize {
-            return Ok(());
         }
     }
 }

@@ -11,7 +11,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokengate_axum::{AuthObserver, Gate};
 use tokengate_core::{Claims, Revocation, RevocationIndex, Timestamp};
-use tokengate_store::{Store, User};
+use tokengate_store::{RevocationPublisher, Store, User};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -34,6 +34,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// When each session was last seen, kept in memory and flushed in batches.
     pub activity: Arc<SessionActivity>,
+    /// Pushes this node's revocations to the other nodes of a cluster (no-op otherwise).
+    pub publisher: RevocationPublisher,
 }
 
 impl FromRef<AppState> for Arc<Gate> {
@@ -95,12 +97,14 @@ impl AppState {
     }
 
     /// Apply revocations that the store has just made durable to this node's index, so
-    /// the very next request sees them (other processes get them through the sync task).
+    /// the very next request sees them, and queue them for the other nodes of a cluster
+    /// (which also read them from the store, so a failed push loses nothing).
     pub fn apply(&self, revocations: &[Revocation]) {
         let now = self.now();
         for revocation in revocations {
             self.index().apply(revocation, now);
         }
+        self.publisher.publish(revocations);
     }
 }
 

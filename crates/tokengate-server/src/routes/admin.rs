@@ -7,6 +7,7 @@ use tokengate_core::{Revocation, Timestamp};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Json};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// Most entries one bulk import takes.
@@ -20,6 +21,20 @@ async fn existing_user(state: &AppState, raw_id: &str) -> ApiResult<Uuid> {
 }
 
 /// `POST /v1/admin/users/{id}/revoke`: end every session of the user.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/revoke",
+    tag = "admin",
+    security(("bearer" = []), ("session_cookie" = [])),
+    params(("id" = String, Path, description = "The user id (UUID)")),
+    responses(
+        (status = 204, description = "Every session of the user is revoked"),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (nothing was revoked) or the revocation index is stale", body = ErrorBody),
+    )
+)]
 pub async fn revoke_user(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -36,6 +51,20 @@ pub async fn revoke_user(
 }
 
 /// `POST /v1/admin/users/{id}/disable`: block sign-in and refresh, then end every session.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/disable",
+    tag = "admin",
+    security(("bearer" = []), ("session_cookie" = [])),
+    params(("id" = String, Path, description = "The user id (UUID)")),
+    responses(
+        (status = 204, description = "The user is disabled (sign-in then answers 403) and every session revoked"),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (nothing was changed) or the revocation index is stale", body = ErrorBody),
+    )
+)]
 pub async fn disable_user(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -93,6 +122,23 @@ pub fn parse_import(entries: &[serde_json::Value]) -> ApiResult<Vec<Revocation>>
 }
 
 /// `POST /v1/admin/revocations`: `[{"jti","exp"}]`, all or nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/revocations",
+    tag = "admin",
+    security(("bearer" = []), ("session_cookie" = [])),
+    request_body(content = Vec<crate::openapi::RevocationEntry>, description = "Up to 100 000 revoked token ids with their expiry; the body may be up to 16 MiB"),
+    responses(
+        (status = 204, description = "Every entry is recorded and applied"),
+        (status = 400, description = "Malformed JSON, too many entries, or a bad entry (named by its position); nothing was imported", body = ErrorBody),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 16 MiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "The body is not a JSON array", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (nothing was imported) or the revocation index is stale", body = ErrorBody),
+    )
+)]
 pub async fn import(
     State(state): State<AppState>,
     Admin(admin): Admin,

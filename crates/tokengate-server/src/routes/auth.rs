@@ -4,28 +4,37 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokengate_axum::{CredentialSource, Principal, SESSION_COOKIE};
+use tokengate_axum::{CredentialSource, Principal, Revoker, SESSION_COOKIE};
 use tokengate_core::{Role, Timestamp};
 use tokengate_store::{NewSession, NewUser, RefreshOutcome, RefreshRotation, Store, User};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, Json};
+use crate::openapi::ErrorBody;
 use crate::password::{check_strength, Passwords};
 use crate::routes::ClientInfo;
 use crate::state::{hash_refresh_token, AppState, RefreshToken};
 
 /// Sign-up and sign-in body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
+    /// An email address; trimmed and lower-cased.
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// The password (sign-up checks its strength).
+    #[schema(example = "correct horse battery staple")]
     password: String,
 }
 
 /// A user as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    /// User id.
     id: Uuid,
+    /// Normalized email address.
     email: String,
+    /// `admin` for the first user of a server, `user` otherwise.
+    #[schema(value_type = crate::openapi::Role)]
     role: Role,
 }
 
@@ -40,12 +49,19 @@ impl From<&User> for UserView {
 }
 
 /// The answer to sign-in and refresh.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
+    /// The access token: a JWS (`typ: at+jwt`).
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
     expires_in: i64,
+    /// The refresh token (`tgr_` + 256 random bits), single use.
     refresh_token: String,
+    /// The session both tokens belong to.
     session_id: Uuid,
 }
 
@@ -75,6 +91,22 @@ fn account_disabled() -> ApiError {
 }
 
 /// `POST /v1/auth/signup`
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signup",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Created; the first user of a server becomes `admin`", body = UserView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 403, description = "Sign-up is disabled (`signup_disabled`)", body = ErrorBody),
+        (status = 409, description = "An account with this email exists", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Missing fields, an invalid email or a weak password", body = ErrorBody),
+        (status = 503, description = "The store or password hashing is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn signup(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
@@ -135,6 +167,22 @@ pub async fn create_user(
 }
 
 /// `POST /v1/auth/signin`
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signin",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A new session with its access and refresh tokens", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Wrong email or password (`invalid_grant`): the same answer after the same work either way", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
+        (status = 503, description = "The store or password hashing is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn signin(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -224,15 +272,31 @@ fn token_response(
 }
 
 /// What `GET /v1/auth/me` answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
+    /// User id (`sub`).
     id: Uuid,
+    /// Email address.
     email: String,
+    /// `user` or `admin`.
+    #[schema(value_type = crate::openapi::Role)]
     role: Role,
+    /// Session id (`sid`).
     session_id: Uuid,
 }
 
 /// `GET /v1/auth/me`: straight from the verified token, no database access.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The caller, from the verified token", body = Me),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 503, description = "The revocation index is stale (`fail_closed`)", body = ErrorBody),
+    )
+)]
 pub async fn me(principal: Principal) -> axum::Json<Me> {
     let c = principal.claims;
     axum::Json(Me {
@@ -245,7 +309,22 @@ pub async fn me(principal: Principal) -> axum::Json<Me> {
 
 /// `POST /v1/auth/signout`: revoke the caller's whole session (every access token of it
 /// and its refresh token), durably, before answering 204.
-pub async fn signout(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signout",
+    tag = "auth",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 204, description = "The session is revoked: every access token of it and its refresh token; a cookie-authenticated caller's cookie is cleared"),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
+    )
+)]
+pub async fn signout(
+    State(state): State<AppState>,
+    Revoker(principal): Revoker,
+) -> ApiResult<Response> {
     let now = state.now();
     if let Some(revocation) = state.store.end_session(principal.session_id(), now).await? {
         state.apply(&[revocation]);
@@ -255,9 +334,21 @@ pub async fn signout(State(state): State<AppState>, principal: Principal) -> Api
 }
 
 /// `POST /v1/auth/signout-all`: revoke every session of the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signout-all",
+    tag = "auth",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller is revoked; a cookie-authenticated caller's cookie is cleared"),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
+    )
+)]
 pub async fn signout_all(
     State(state): State<AppState>,
-    principal: Principal,
+    Revoker(principal): Revoker,
 ) -> ApiResult<Response> {
     let now = state.now();
     let revocations = state
@@ -282,13 +373,30 @@ fn no_content_clearing_cookie(source: CredentialSource) -> Response {
 }
 
 /// Refresh body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
+    /// The refresh token from sign-in or the previous refresh.
     refresh_token: String,
 }
 
 /// `POST /v1/auth/refresh`: single use. A token presented twice is taken as stolen: the
 /// whole session is revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new access and refresh token for the same session", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Unknown, expired, malformed or ended refresh token; a reused one also revokes its session (`invalid_grant`)", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
@@ -348,13 +456,32 @@ pub fn looks_like_refresh_token(text: &str) -> bool {
 }
 
 /// Password change body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
+    /// The password in force.
     current_password: String,
+    /// The new password (strength-checked).
     new_password: String,
 }
 
 /// `POST /v1/auth/password`: change the password and revoke every other session.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    security(("bearer" = []), ("session_cookie" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every other session of the user is revoked"),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No credential, an invalid, expired or revoked one, or the user no longer exists", body = ErrorBody),
+        (status = 403, description = "The current password is wrong (`invalid_grant`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Missing fields or a weak new password", body = ErrorBody),
+        (status = 503, description = "The store or password hashing is unavailable, or the revocation index is stale", body = ErrorBody),
+    )
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     principal: Principal,

@@ -8,11 +8,26 @@ use serde_json::json;
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is up", body = crate::openapi::Health))
+)]
 pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 only when the store answers and the revocation index is current.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The store answers and the revocation index is current", body = crate::openapi::Readiness),
+        (status = 503, description = "The store is unreachable or the index is stale", body = crate::openapi::Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.now();
     let store_ok = state.store.ping().await.is_ok();

@@ -9,11 +9,18 @@ use tokengate_axum::{AuthError, Principal, StalenessPolicy};
 use tokengate_core::Revocation;
 
 use crate::error::{ApiError, ApiResult, Form};
+use crate::openapi::ErrorBody;
 use crate::routes::auth::looks_like_refresh_token;
 use crate::state::{hash_refresh_token, AppState};
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
 /// previous. HS256 secrets are never published.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "interop",
+    responses((status = 200, description = "The public verifying keys (RFC 7517); no keys under HS256", body = crate::openapi::Jwks))
+)]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let jwks = state.keys.verifier().jwks();
     (
@@ -29,6 +36,22 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 /// `GET /v1/verify`: forward auth for nginx `auth_request`, Traefik ForwardAuth and Caddy
 /// `forward_auth`. The check is the verifier and the in-memory index only: no database.
 /// The Bearer header wins over the session cookie when both are present.
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "interop",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The credential is valid and not revoked; no body", headers(
+            ("X-Auth-User-Id" = String, description = "The user id (`sub`)"),
+            ("X-Auth-Email" = String, description = "The user's email"),
+            ("X-Auth-Role" = String, description = "`user` or `admin`"),
+            ("X-Auth-Session-Id" = String, description = "The session id (`sid`)"),
+        )),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 503, description = "The revocation index is stale (`fail_closed`)", body = ErrorBody),
+    )
+)]
 pub async fn verify(principal: Principal) -> Response {
     let c = &principal.claims;
     let mut headers = HeaderMap::with_capacity(4);
@@ -48,6 +71,20 @@ pub async fn verify(principal: Principal) -> Response {
 /// this node applies (`{"kind","id","exp"}`), so apps can drop live websockets. Admins only.
 /// A client too slow to keep up gets a `lagged` event with the number of events it missed
 /// and should resynchronise (e.g. re-check its open connections).
+#[utoipa::path(
+    get,
+    path = "/v1/events/revocations",
+    tag = "interop",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Server-sent events: `event: revocation` with data \
+            `{\"kind\",\"id\",\"issued_before\",\"exp\"}` per revocation; `event: lagged` with the \
+            number of missed events for a client that fell behind", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin (`insufficient_scope`)", body = ErrorBody),
+        (status = 503, description = "The revocation index is stale (`fail_closed`)", body = ErrorBody),
+    )
+)]
 pub async fn revocation_events(
     State(state): State<AppState>,
     _admin: tokengate_axum::Admin,
@@ -80,10 +117,14 @@ pub async fn revocation_events(
 }
 
 /// RFC 7009 revocation request (`application/x-www-form-urlencoded`).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct RevokeForm {
+    /// The access or refresh token to revoke (required).
+    #[schema(required = true, nullable = false)]
     token: Option<String>,
+    /// `access_token` or `refresh_token`; a hint only.
     #[allow(dead_code)] // A hint only: the token's form tells what it is.
+    #[schema(nullable = false)]
     token_type_hint: Option<String>,
 }
 
@@ -92,6 +133,19 @@ pub struct RevokeForm {
 /// revoked by its `jti`. Unknown, expired, already revoked or foreign tokens get 200 too,
 /// so the answer tells nothing about the token. Works while the index is stale: revoking
 /// needs no fresh index.
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    tag = "oauth2",
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or unknown, expired or already revoked: the answer tells nothing about the token"),
+        (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was revoked", body = ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Form(form): Form<RevokeForm>,
@@ -125,16 +179,36 @@ pub async fn revoke(
 }
 
 /// RFC 7662 introspection request.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct IntrospectForm {
+    /// The access or refresh token to describe (required).
+    #[schema(required = true, nullable = false)]
     token: Option<String>,
+    /// `access_token` or `refresh_token`; a hint only.
     #[allow(dead_code)] // A hint only: the token's form tells what it is.
+    #[schema(nullable = false)]
     token_type_hint: Option<String>,
 }
 
 /// `POST /oauth2/introspect` (RFC 7662). The caller authenticates with an admin's access
 /// token; anyone else gets 401. Answers `{"active": false}` for revoked, expired, forged
 /// or unknown tokens, and 503 while this node's index is stale under `fail_closed`.
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "oauth2",
+    security(("bearer" = []), ("session_cookie" = [])),
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::openapi::Introspection),
+        (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
+        (status = 401, description = "The caller is not authenticated as an admin", body = ErrorBody),
+        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or the revocation index is stale (`fail_closed`)", body = ErrorBody),
+    )
+)]
 pub async fn introspect(
     State(state): State<AppState>,
     caller: Principal,

@@ -12,10 +12,12 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,33 +27,69 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The bulk revocation import takes up to 16 MiB.
 pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/.well-known/jwks.json", get(interop::jwks))
-        .route("/v1/verify", get(interop::verify))
-        .route("/v1/events/revocations", get(interop::revocation_events))
-        .route("/oauth2/revoke", post(interop::revoke))
-        .route("/oauth2/introspect", post(interop::introspect))
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/signin", post(auth::signin))
-        .route("/v1/auth/me", get(auth::me))
-        .route("/v1/auth/signout", post(auth::signout))
-        .route("/v1/auth/signout-all", post(auth::signout_all))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/auth/password", post(auth::change_password))
-        .route("/v1/auth/sessions", get(sessions::list))
-        .route("/v1/auth/sessions/{id}", delete(sessions::delete))
-        .route("/v1/admin/users/{id}/revoke", post(admin::revoke_user))
-        .route("/v1/admin/users/{id}/disable", post(admin::disable_user))
+/// Every route the router serves, as `(METHOD, PATH)` with axum's `{param}` syntax.
+///
+/// The router registers each handler through `utoipa_axum::routes!`, so a served route is
+/// always in the OpenAPI document; `tests/openapi.rs` checks this list against the document
+/// in both directions and calls each entry on a running server. Add a route here when you
+/// add one to [`api`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/v1/verify"),
+    ("GET", "/v1/events/revocations"),
+    ("POST", "/oauth2/revoke"),
+    ("POST", "/oauth2/introspect"),
+    ("POST", "/v1/auth/signup"),
+    ("POST", "/v1/auth/signin"),
+    ("GET", "/v1/auth/me"),
+    ("POST", "/v1/auth/signout"),
+    ("POST", "/v1/auth/signout-all"),
+    ("POST", "/v1/auth/refresh"),
+    ("POST", "/v1/auth/password"),
+    ("GET", "/v1/auth/sessions"),
+    ("DELETE", "/v1/auth/sessions/{id}"),
+    ("POST", "/v1/admin/users/{id}/revoke"),
+    ("POST", "/v1/admin/users/{id}/disable"),
+    ("POST", "/v1/admin/revocations"),
+];
+
+/// The routes with their OpenAPI operations, before state, fallbacks and outer layers.
+/// [`router`] serves it; [`crate::openapi::document`] describes it.
+pub fn api() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(interop::jwks))
+        .routes(routes!(interop::verify))
+        .routes(routes!(interop::revocation_events))
+        .routes(routes!(interop::revoke))
+        .routes(routes!(interop::introspect))
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::signin))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::signout))
+        .routes(routes!(auth::signout_all))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::delete))
+        .routes(routes!(admin::revoke_user))
+        .routes(routes!(admin::disable_user))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    let import = Router::new()
-        .route("/v1/admin/revocations", post(admin::import))
+    let import = OpenApiRouter::new()
+        .routes(routes!(admin::import))
         .layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT));
     api.merge(import)
-        .fallback(not_found)
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let (api, _document) = api().split_for_parts();
+    api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Unavailable("internal error; it has been logged".into()).into_response()

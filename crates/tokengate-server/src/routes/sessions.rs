@@ -3,16 +3,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
-use tokengate_axum::Principal;
+use tokengate_axum::{Principal, Revoker};
 use tokengate_core::Timestamp;
 use tokengate_store::Session;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// A session as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     /// Session id.
     pub id: Uuid,
@@ -64,6 +65,17 @@ pub async fn live_sessions(state: &AppState, principal: &Principal) -> ApiResult
 }
 
 /// `GET /v1/auth/sessions`
+#[utoipa::path(
+    get,
+    path = "/v1/auth/sessions",
+    tag = "sessions",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The caller's live sessions", body = Vec<SessionView>),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 503, description = "The store is unavailable or the revocation index is stale", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,9 +105,23 @@ pub async fn end_own_session(
 }
 
 /// `DELETE /v1/auth/sessions/{id}`
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/sessions/{id}",
+    tag = "sessions",
+    security(("bearer" = []), ("session_cookie" = [])),
+    params(("id" = String, Path, description = "A session id (UUID) of the caller's")),
+    responses(
+        (status = 204, description = "The session is revoked"),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
+        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        (status = 404, description = "No live session of the caller's with this id (another user's included); nothing was revoked", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
-    principal: Principal,
+    Revoker(principal): Revoker,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     end_own_session(&state, &principal, &id).await?;

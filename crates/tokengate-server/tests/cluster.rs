@@ -1,0 +1,308 @@
+//! A cluster: several `tokengate` processes on one Postgres database and one Redis.
+//!
+//! These tests need PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379).
+//! Without them they print `skipped: ...` and pass, unless `TOKENGATE_REQUIRE_SERVICES=1`,
+//! which turns a skip into a failure. Outage tests start their own `redis-server` on a
+//! random port; the shared one is never stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{unique_email, Server};
+use reqwest::StatusCode;
+
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Skip (or, under `TOKENGATE_REQUIRE_SERVICES=1`, fail) when a service is missing.
+fn skip(reason: &str) -> bool {
+    if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{reason}, and TOKENGATE_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipped: {reason}");
+    true
+}
+
+fn psql(sql: &str) -> bool {
+    Command::new("psql")
+        .args([PG_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A fresh Postgres database, dropped at the end of the test.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    fn create() -> Option<Database> {
+        let name = format!("tg_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}")).then_some(Database { name })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn shared_redis_up() -> bool {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
+}
+
+/// Postgres and the shared Redis, or `None` after printing why the test is skipped.
+fn services() -> Option<Database> {
+    if !shared_redis_up() {
+        skip("Redis is not reachable on 127.0.0.1:6379");
+        return None;
+    }
+    match Database::create() {
+        Some(db) => Some(db),
+        None => {
+            skip("PostgreSQL is not reachable on 127.0.0.1:5432");
+            None
+        }
+    }
+}
+
+fn node_env<'a>(db: &'a str, redis: &'a str, namespace: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("TOKENGATE_DATABASE_URL", db),
+        ("TOKENGATE_REDIS_URL", redis),
+        ("TOKENGATE_REDIS_NAMESPACE", namespace),
+    ]
+}
+
+/// Poll `f` until it is true or `limit` passes.
+async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A private `redis-server` on a free port, for outage tests.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl OwnRedis {
+    fn start(extra: &[&str]) -> Option<OwnRedis> {
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let mut redis = OwnRedis {
+            port,
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        redis.spawn().then_some(redis)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let pong = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "ping"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
+            if pong {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn namespace() -> String {
+    format!("tgtest{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn token_from_one_node_works_on_the_other_and_signout_reaches_it() {
+    let Some(db) = services() else { return };
+    let ns = namespace();
+    let db_url = db.url();
+    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    let a = Server::start_with_env(&env);
+    let b = Server::start_with_env(&env);
+    let (ca, cb) = (a.client(), b.client());
+
+    let email = unique_email("cluster");
+    ca.signup_ok(&email).await;
+    let tokens = ca.signin_ok(&email).await;
+    assert_eq!(cb.me_status(&tokens.access_token).await, StatusCode::OK, "a token signed on A verifies on B");
+
+    // The session lives in the shared database: B can refresh what A issued.
+    let refreshed = cb.refresh(&tokens.refresh_token).await;
+    refreshed.expect(StatusCode::OK);
+    let fresh = common::Tokens::from_resp(&refreshed);
+    assert_eq!(ca.me_status(&fresh.access_token).await, StatusCode::OK);
+
+    ca.signout(&fresh.access_token).await.expect(StatusCode::NO_CONTENT);
+    let refused = within(Duration::from_secs(2), async || {
+        cb.me_status(&fresh.access_token).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "B must refuse a token signed out on A within 2 s");
+    assert_eq!(cb.me_status(&tokens.access_token).await, StatusCode::UNAUTHORIZED, "the whole session");
+}
+
+#[tokio::test]
+async fn node_started_after_revocations_refuses_them_from_its_first_request() {
+    let Some(db) = services() else { return };
+    let ns = namespace();
+    let db_url = db.url();
+    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    let a = Server::start_with_env(&env);
+    let ca = a.client();
+    let email = unique_email("late");
+    ca.signup_ok(&email).await;
+    let revoked = ca.signin_ok(&email).await;
+    let kept = ca.signin_ok(&email).await;
+    ca.signout(&revoked.access_token).await.expect(StatusCode::NO_CONTENT);
+
+    let b = Server::start_with_env(&env);
+    let cb = b.client();
+    assert_eq!(cb.me_status(&revoked.access_token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
+    let Some(db) = services() else { return };
+    let Some(mut redis) = OwnRedis::start(&[]) else {
+        skip("cannot start a private redis-server");
+        return;
+    };
+    let ns = namespace();
+    let (db_url, redis_url) = (db.url(), redis.url());
+    let mut env = node_env(&db_url, &redis_url, &ns);
+    env.push(("TOKENGATE_MAX_STALENESS", "2s"));
+    let a = Server::start_with_env(&env);
+    let b = Server::start_with_env(&env);
+    let mut open_env = env.clone();
+    open_env.push(("TOKENGATE_STALENESS_POLICY", "fail_open"));
+    let c = Server::start_with_env(&open_env);
+    let (ca, cb, cc) = (a.client(), b.client(), c.client());
+
+    let email = unique_email("outage");
+    ca.signup_ok(&email).await;
+    let kept = ca.signin_ok(&email).await;
+    let ended = ca.signin_ok(&email).await;
+    assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
+
+    redis.kill();
+    let closed = within(Duration::from_secs(15), async || {
+        cb.me_status(&kept.access_token).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(closed, "fail_closed: B answers 503 once its index is stale");
+    assert_eq!(cb.get("/readyz", None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(cc.me_status(&kept.access_token).await, StatusCode::OK, "fail_open keeps serving");
+
+    // Signing out keeps working during the outage: durable in Postgres, acknowledged.
+    ca.signout(&ended.access_token).await.expect(StatusCode::NO_CONTENT);
+    for _ in 0..10 {
+        assert_ne!(cb.me_status(&ended.access_token).await, StatusCode::OK, "never 200 for a revoked token");
+    }
+
+    assert!(redis.spawn(), "restart the private redis-server");
+    let recovered = within(Duration::from_secs(20), async || {
+        cb.me_status(&kept.access_token).await == StatusCode::OK
+    })
+    .await;
+    assert!(recovered, "B recovers by itself once Redis is back");
+    assert_eq!(cb.me_status(&ended.access_token).await, StatusCode::UNAUTHORIZED, "the outage sign-out reached B");
+    assert_eq!(cb.get("/readyz", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn keys_rotated_by_the_cli_reach_every_node() {
+    let Some(db) = services() else { return };
+    let ns = namespace();
+    let db_url = db.url();
+    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    let a = Server::start_with_env(&env);
+    let b = Server::start_with_env(&env);
+    let (ca, cb) = (a.client(), b.client());
+    let email = unique_email("keys");
+    ca.signup_ok(&email).await;
+    let before = ca.signin_ok(&email).await;
+    let old_kid = common::jwt_header(&before.access_token)["kid"].clone();
+
+    a.cli_ok(&["keys", "rotate"], None);
+    let rotated = within(Duration::from_secs(5), async || {
+        let t = cb.signin_ok(&email).await;
+        common::jwt_header(&t.access_token)["kid"] != old_kid
+    })
+    .await;
+    assert!(rotated, "B signs with the new key");
+    let after = cb.signin_ok(&email).await;
+    assert_eq!(ca.me_status(&after.access_token).await, StatusCode::OK, "A verifies B's new key");
+    assert_eq!(cb.me_status(&before.access_token).await, StatusCode::OK, "old tokens keep working");
+}
+
+#[tokio::test]
+async fn refuses_to_start_on_a_redis_that_may_evict_revocations() {
+    let Some(_db) = services() else { return };
+    let Some(redis) = OwnRedis::start(&["--maxmemory-policy", "allkeys-lru"]) else {
+        skip("cannot start a private redis-server");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--redis-url", &redis.url()])
+        .env_remove("TOKENGATE_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("maxmemory-policy"), "{stderr}");
+}
