@@ -134,7 +134,7 @@ impl App {
         freshness.mark_in_sync(now);
 
         let gate = Arc::new(Gate::new(verifier, index, clock, freshness));
-        let tail = tail::spawn(Arc::clone(&store), Arc::clone(&gate), live.cursor);
+        let tail = tail::spawn(store.clone(), Arc::clone(&gate), live.cursor);
         let state = AppState {
             store,
             gate,

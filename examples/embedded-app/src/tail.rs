@@ -2,86 +2,63 @@
 //!
 //! This process applies its own sign-outs to its index directly. Another process (the
 //! `tokengate` admin CLI, another copy of this app) can only leave them in the store, so
-//! every [`TAIL_EVERY`] this task reads the revocations recorded after the last one it saw,
-//! applies them — which also closes the websockets they cover — and confirms the index's
-//! [`Freshness`](tokengate_axum::Freshness). If the store stops answering, confirmations
-//! stop, and after [`MAX_STALENESS`](crate::MAX_STALENESS) authenticated requests get 503
-//! (`fail_closed`) rather than trusting an index that may be missing revocations.
+//! the library's [`IndexSync`] reads the revocations recorded after the last one it saw
+//! every 250 ms, applies them — which also closes the websockets they cover — and confirms
+//! the index's [`Freshness`](tokengate_axum::Freshness). If the store stops answering,
+//! confirmations stop, and after [`MAX_STALENESS`](crate::MAX_STALENESS) authenticated
+//! requests get 503 (`fail_closed`) rather than trusting an index that may be missing
+//! revocations. With a `RedisBus` in `IndexSync::bus`, several copies of the app would also
+//! receive each other's revocations by push.
 //!
-//! The same loop purges index entries whose tokens have expired, in bounded batches.
+//! A second small loop purges index entries whose tokens have expired, in bounded batches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokengate_axum::Gate;
-use tokengate_core::{RevocationIndex, Timestamp};
-use tokengate_store::{SqliteStore, Store};
+use tokengate_store::{IndexSync, Store};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How often the store is read for new revocations.
-pub const TAIL_EVERY: Duration = Duration::from_millis(250);
-const TAIL_BATCH: u32 = 10_000;
+const PURGE_EVERY: Duration = Duration::from_secs(1);
 const PURGE_BATCH: usize = 10_000;
 
-/// The running tail; dropping it stops the task.
+/// The running sync and purge tasks; dropping it stops them.
 #[derive(Debug)]
-pub struct Tail(JoinHandle<()>);
+pub struct Tail {
+    _stop: watch::Sender<bool>,
+    purge: JoinHandle<()>,
+}
 
 impl Drop for Tail {
     fn drop(&mut self) {
-        self.0.abort();
+        // Dropping the sender stops IndexSync; the purge loop is aborted.
+        self.purge.abort();
     }
 }
 
-/// Start tailing the store from `cursor` (the one [`Store::load_live_revocations`] gave).
-pub fn spawn(store: Arc<SqliteStore>, gate: Arc<Gate>, cursor: i64) -> Tail {
-    Tail(tokio::spawn(run(store, gate, cursor)))
-}
-
-async fn run(store: Arc<SqliteStore>, gate: Arc<Gate>, mut cursor: i64) {
-    let mut interval = tokio::time::interval(TAIL_EVERY);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        interval.tick().await;
-        // Read the time first: everything recorded up to it is seen once the read succeeds.
-        let now = gate.clock().now();
-        match catch_up(store.as_ref(), gate.index(), &mut cursor, now).await {
-            Ok(()) => {
-                if failing {
-                    tracing::info!("revocation tail recovered");
-                    failing = false;
-                }
-                gate.freshness().mark_in_sync(now);
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "cannot read new revocations; the index will turn stale");
-                    failing = true;
-                }
+/// Start keeping `gate`'s index current from `cursor` (the one
+/// [`Store::load_live_revocations`] gave).
+pub fn spawn(store: Arc<dyn Store>, gate: Arc<Gate>, cursor: i64) -> Tail {
+    let (stop, stopped) = watch::channel(false);
+    let sync = IndexSync {
+        store,
+        bus: None,
+        index: Arc::clone(gate.index()),
+        freshness: Arc::clone(gate.freshness()),
+        clock: Arc::clone(gate.clock()),
+        node_id: uuid::Uuid::new_v4().to_string(),
+    };
+    tokio::spawn(sync.run(cursor, stopped));
+    let purge = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(PURGE_EVERY);
+        loop {
+            interval.tick().await;
+            let now = gate.clock().now();
+            while gate.index().purge(now, PURGE_BATCH) == PURGE_BATCH {
+                tokio::task::yield_now().await;
             }
         }
-        while gate.index().purge(now, PURGE_BATCH) == PURGE_BATCH {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// Apply every revocation recorded after `cursor`, moving the cursor along.
-async fn catch_up(
-    store: &dyn Store,
-    index: &RevocationIndex,
-    cursor: &mut i64,
-    now: Timestamp,
-) -> tokengate_store::Result<()> {
-    loop {
-        let batch = store.revocations_after(*cursor, TAIL_BATCH).await?;
-        for (seq, revocation) in &batch {
-            index.apply(revocation, now);
-            *cursor = *seq;
-        }
-        if batch.len() < TAIL_BATCH as usize {
-            return Ok(());
-        }
-    }
+    });
+    Tail { _stop: stop, purge }
 }

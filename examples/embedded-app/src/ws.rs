@@ -87,7 +87,7 @@ async fn watch(
     loop {
         tokio::select! {
             event = revocations.recv() => match event {
-                Ok(revocation) if revokes(&revocation, claims) => return Ending::Revoked,
+                Ok(revocation) if revocation.covers(claims) => return Ending::Revoked,
                 Ok(_) => {}
                 // Too slow to see every event: ask the index instead, which has them all.
                 Err(RecvError::Lagged(_)) if !still_valid() => return Ending::Revoked,
@@ -116,19 +116,6 @@ fn time_left(claims: &Claims, gate: &Gate) -> Duration {
         .as_secs()
         .saturating_sub(gate.clock().now().as_secs());
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
-/// Whether `revocation` refuses the token with these claims: the same rule as
-/// [`RevocationIndex::check`](tokengate_core::RevocationIndex::check), for one revocation.
-pub fn revokes(revocation: &Revocation, claims: &Claims) -> bool {
-    match *revocation {
-        Revocation::Token { jti, .. } => jti == claims.jti,
-        Revocation::Session { sid, .. } => sid == claims.sid,
-        Revocation::User {
-            sub, issued_before, ..
-        } => sub == claims.sub && claims.iat < issued_before,
-        Revocation::IssuedBefore { issued_before, .. } => claims.iat < issued_before,
-    }
 }
 
 #[cfg(test)]
@@ -205,7 +192,7 @@ mod tests {
             ),
         ];
         for (revocation, expected) in cases {
-            assert_eq!(revokes(&revocation, &c), expected, "{revocation:?}");
+            assert_eq!(revocation.covers(&c), expected, "{revocation:?}");
             let index = tokengate_core::RevocationIndex::new(Duration::ZERO);
             index.apply(&revocation, at(1_000));
             assert_eq!(
