@@ -152,7 +152,11 @@ where
     }
 }
 
-fn authenticate_parts(gate: &Gate, parts: &Parts, staleness: Staleness) -> Result<Principal, AuthError> {
+fn authenticate_parts(
+    gate: &Gate,
+    parts: &Parts,
+    staleness: Staleness,
+) -> Result<Principal, AuthError> {
     let credential = credential(&parts.headers)?;
     if credential.source == CredentialSource::Cookie && !same_origin(&parts.method, &parts.headers)
     {
@@ -182,7 +186,10 @@ where
         let gate = Arc::<Gate>::from_ref(state);
         let result = authenticate_parts(&gate, parts, Staleness::Permit);
         if let Err(error) = &result {
-            if matches!(error, AuthError::Missing | AuthError::NotBearer | AuthError::CrossSite) {
+            if matches!(
+                error,
+                AuthError::Missing | AuthError::NotBearer | AuthError::CrossSite
+            ) {
                 gate.report(error);
             }
         }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use tokengate_core::{Claims, Clock, Freshness, RevocationIndex, StalenessPolicy, Timestamp, Verifier};
+use tokengate_core::{
+    Claims, Clock, Freshness, RevocationIndex, StalenessPolicy, Timestamp, Verifier,
+};
 
 use crate::error::AuthError;
 
@@ -107,7 +109,11 @@ impl Gate {
     /// refuse the request: for endpoints that only revoke (sign-out), which must keep
     /// working during an outage — a stale index can only be missing revocations, and
     /// revoking again is harmless.
-    pub fn authenticate_with(&self, token: &str, staleness: Staleness) -> Result<Claims, AuthError> {
+    pub fn authenticate_with(
+        &self,
+        token: &str,
+        staleness: Staleness,
+    ) -> Result<Claims, AuthError> {
         let now = self.clock.now();
         let result = self.authenticate_at(token, now, staleness);
         if let Some(observer) = &self.observer {

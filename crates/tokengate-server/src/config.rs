@@ -55,6 +55,15 @@ pub struct Config {
     pub allow_signup: bool,
     /// Log format: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// Failed sign-ins allowed per (account email, client IP) per `signin_failure_window`
+    /// before further attempts get 429; 0 = no limit.
+    pub signin_max_failures: u32,
+    /// Failed sign-ins allowed per client IP, across accounts, per `signin_failure_window`;
+    /// 0 = no limit.
+    pub signin_max_failures_per_ip: u32,
+    /// The sliding window of the sign-in failure limits.
+    #[serde(with = "duration")]
+    pub signin_failure_window: Duration,
 }
 
 /// How log lines are written.
@@ -88,6 +97,9 @@ impl Default for Config {
             staleness_policy: StalenessPolicy::FailClosed,
             allow_signup: true,
             log_format: LogFormat::Text,
+            signin_max_failures: 5,
+            signin_max_failures_per_ip: 50,
+            signin_failure_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -111,6 +123,9 @@ const KEYS: &[&str] = &[
     "staleness_policy",
     "allow_signup",
     "log_format",
+    "signin_max_failures",
+    "signin_max_failures_per_ip",
+    "signin_failure_window",
 ];
 
 /// Values given as command-line flags; they beat the environment and the file.

@@ -52,6 +52,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             other => {
+                crate::metrics::store_error();
                 tracing::error!(error = %other, "store error");
                 ApiError::Unavailable(
                     "the database is unavailable; nothing was changed, retry shortly".into(),

@@ -8,17 +8,24 @@
 //! - [`routes`]: the HTTP API of `API.md`.
 //! - [`openapi`]: its OpenAPI document, generated from the handlers, at `GET /openapi.json`.
 //! - [`state`]: what handlers share, token minting, applying revocations.
+//! - [`throttle`]: sign-in throttling of failed attempts; [`headers`]: security headers.
+//! - [`pages`]: the server-rendered sign-in and "your sessions" pages (cookie session, CSRF).
+//! - [`metrics`]: `GET /metrics` (Prometheus text) and what feeds it.
 //! - [`keyring`], [`password`], [`error`].
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod headers;
 pub mod keyring;
+pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod password;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +41,9 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -56,13 +65,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("tokengate listening on http://{addr}");
     let app =
         routes::router(node.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down");
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        finished = &mut server => finished??,
+        _ = on_signal.changed() => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            // Long-lived responses (the revocation event stream) never finish by
+            // themselves: give in-flight requests a bounded time, then stop anyway.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(finished) => finished??,
+                Err(_) => {
+                    tracing::warn!("requests still open after the grace period; closing them");
+                    server.abort();
+                }
+            }
+        }
+    }
     node.stop().await;
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for in-flight requests before closing them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -1,8 +1,8 @@
 //! The `tokengate` binary.
 
 use clap::Parser;
-use tokengate_server::cli::{run_admin, Cli, Command};
 use tokengate_core::Revocation;
+use tokengate_server::cli::{run_admin, Cli, Command};
 use tokengate_server::config::Config;
 use tokengate_server::{init_tracing, serve, server::open_store};
 use tokengate_store::RedisBus;

@@ -111,6 +111,7 @@ impl Node {
         // now. In a cluster it stays so only while the bus is connected (see IndexSync).
         freshness.mark_in_sync(now);
         let activity = Arc::new(SessionActivity::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let sync = IndexSync {
             store: store.clone(),
             bus: bus.clone(),
@@ -119,8 +120,11 @@ impl Node {
             clock: clock.clone(),
             node_id: uuid::Uuid::new_v4().to_string(),
         };
-        let gate =
-            Arc::new(Gate::new(verifier, index, clock, freshness).with_observer(activity.clone()));
+        let observer = Arc::new(crate::metrics::GateObserver {
+            activity: activity.clone(),
+            metrics: metrics.clone(),
+        });
+        let gate = Arc::new(Gate::new(verifier, index, clock, freshness).with_observer(observer));
 
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -139,6 +143,13 @@ impl Node {
             None => RevocationPublisher::none(),
         };
 
+        let throttle = Arc::new(crate::throttle::SigninThrottle::new(
+            crate::throttle::ThrottleLimits {
+                max_failures: config.signin_max_failures,
+                max_failures_per_ip: config.signin_max_failures_per_ip,
+                window: config.signin_failure_window,
+            },
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -147,11 +158,15 @@ impl Node {
             passwords: Passwords::new()?,
             activity,
             publisher,
+            throttle,
+            metrics,
         };
         tasks.spawn(sync.run(live.cursor, stop.clone()));
         tasks.spawn(purge_index(state.clone(), stop.clone()));
         tasks.spawn(purge_store(state.clone(), stop.clone()));
         tasks.spawn(flush_activity(state.clone(), stop.clone()));
+        let counted = crate::metrics::count_revocations(state.clone(), stop.clone());
+        tasks.spawn(counted);
         tasks.spawn(reload_keys(state.clone(), stop));
         Ok(Node {
             state,
@@ -198,7 +213,12 @@ async fn purge_index(state: AppState, stop: watch::Receiver<bool>) {
         async move {
             let now = state.now();
             // Bounded batches with a yield between them: readers never wait on a purge.
-            while state.index().purge(now, INDEX_PURGE_BATCH) == INDEX_PURGE_BATCH {
+            loop {
+                let purged = state.index().purge(now, INDEX_PURGE_BATCH);
+                state.metrics.index_purged(purged);
+                if purged < INDEX_PURGE_BATCH {
+                    break;
+                }
                 tokio::task::yield_now().await;
             }
         }

@@ -36,6 +36,10 @@ pub struct AppState {
     pub activity: Arc<SessionActivity>,
     /// Pushes this node's revocations to the other nodes of a cluster (no-op otherwise).
     pub publisher: RevocationPublisher,
+    /// Failed sign-in counters (per account and client IP, and per IP): 429 past the limit.
+    pub throttle: Arc<crate::throttle::SigninThrottle>,
+    /// The node's counters for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl FromRef<AppState> for Arc<Gate> {

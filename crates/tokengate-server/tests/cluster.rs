@@ -53,7 +53,10 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }
 
@@ -108,7 +111,11 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(extra: &[&str]) -> Option<OwnRedis> {
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
         let mut redis = OwnRedis {
             port,
             child: None,
@@ -119,7 +126,16 @@ impl OwnRedis {
 
     fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -175,7 +191,11 @@ async fn token_from_one_node_works_on_the_other_and_signout_reaches_it() {
     let email = unique_email("cluster");
     ca.signup_ok(&email).await;
     let tokens = ca.signin_ok(&email).await;
-    assert_eq!(cb.me_status(&tokens.access_token).await, StatusCode::OK, "a token signed on A verifies on B");
+    assert_eq!(
+        cb.me_status(&tokens.access_token).await,
+        StatusCode::OK,
+        "a token signed on A verifies on B"
+    );
 
     // The session lives in the shared database: B can refresh what A issued.
     let refreshed = cb.refresh(&tokens.refresh_token).await;
@@ -183,13 +203,19 @@ async fn token_from_one_node_works_on_the_other_and_signout_reaches_it() {
     let fresh = common::Tokens::from_resp(&refreshed);
     assert_eq!(ca.me_status(&fresh.access_token).await, StatusCode::OK);
 
-    ca.signout(&fresh.access_token).await.expect(StatusCode::NO_CONTENT);
+    ca.signout(&fresh.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     let refused = within(Duration::from_secs(2), async || {
         cb.me_status(&fresh.access_token).await == StatusCode::UNAUTHORIZED
     })
     .await;
     assert!(refused, "B must refuse a token signed out on A within 2 s");
-    assert_eq!(cb.me_status(&tokens.access_token).await, StatusCode::UNAUTHORIZED, "the whole session");
+    assert_eq!(
+        cb.me_status(&tokens.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the whole session"
+    );
 }
 
 #[tokio::test]
@@ -204,11 +230,16 @@ async fn node_started_after_revocations_refuses_them_from_its_first_request() {
     ca.signup_ok(&email).await;
     let revoked = ca.signin_ok(&email).await;
     let kept = ca.signin_ok(&email).await;
-    ca.signout(&revoked.access_token).await.expect(StatusCode::NO_CONTENT);
+    ca.signout(&revoked.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
 
     let b = Server::start_with_env(&env);
     let cb = b.client();
-    assert_eq!(cb.me_status(&revoked.access_token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        cb.me_status(&revoked.access_token).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
 }
 
@@ -242,13 +273,26 @@ async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
     })
     .await;
     assert!(closed, "fail_closed: B answers 503 once its index is stale");
-    assert_eq!(cb.get("/readyz", None).await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(cc.me_status(&kept.access_token).await, StatusCode::OK, "fail_open keeps serving");
+    assert_eq!(
+        cb.get("/readyz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        cc.me_status(&kept.access_token).await,
+        StatusCode::OK,
+        "fail_open keeps serving"
+    );
 
     // Signing out keeps working during the outage: durable in Postgres, acknowledged.
-    ca.signout(&ended.access_token).await.expect(StatusCode::NO_CONTENT);
+    ca.signout(&ended.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     for _ in 0..10 {
-        assert_ne!(cb.me_status(&ended.access_token).await, StatusCode::OK, "never 200 for a revoked token");
+        assert_ne!(
+            cb.me_status(&ended.access_token).await,
+            StatusCode::OK,
+            "never 200 for a revoked token"
+        );
     }
 
     assert!(redis.spawn(), "restart the private redis-server");
@@ -257,7 +301,11 @@ async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
     })
     .await;
     assert!(recovered, "B recovers by itself once Redis is back");
-    assert_eq!(cb.me_status(&ended.access_token).await, StatusCode::UNAUTHORIZED, "the outage sign-out reached B");
+    assert_eq!(
+        cb.me_status(&ended.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the outage sign-out reached B"
+    );
     assert_eq!(cb.get("/readyz", None).await.status, StatusCode::OK);
 }
 
@@ -283,8 +331,16 @@ async fn keys_rotated_by_the_cli_reach_every_node() {
     .await;
     assert!(rotated, "B signs with the new key");
     let after = cb.signin_ok(&email).await;
-    assert_eq!(ca.me_status(&after.access_token).await, StatusCode::OK, "A verifies B's new key");
-    assert_eq!(cb.me_status(&before.access_token).await, StatusCode::OK, "old tokens keep working");
+    assert_eq!(
+        ca.me_status(&after.access_token).await,
+        StatusCode::OK,
+        "A verifies B's new key"
+    );
+    assert_eq!(
+        cb.me_status(&before.access_token).await,
+        StatusCode::OK,
+        "old tokens keep working"
+    );
 }
 
 #[tokio::test]

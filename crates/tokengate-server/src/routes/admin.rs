@@ -62,6 +62,7 @@ pub async fn revoke_user(
         (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
         (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "An admin cannot disable their own account", body = ErrorBody),
         (status = 503, description = "The store is unavailable (nothing was changed) or the revocation index is stale", body = ErrorBody),
     )
 )]
@@ -71,6 +72,12 @@ pub async fn disable_user(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let user_id = existing_user(&state, &id).await?;
+    if user_id == admin.user_id() {
+        // An admin locking themselves out is a mistake, never a request.
+        return Err(ApiError::Conflict(
+            "you cannot disable your own account".into(),
+        ));
+    }
     // One transaction: disabled, and every session ended; a sign-in or refresh racing it
     // finds the user disabled.
     let revocations = state

@@ -52,17 +52,17 @@ impl From<&User> for UserView {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The access token: a JWS (`typ: at+jwt`).
-    access_token: String,
+    pub access_token: String,
     /// Always `Bearer`.
     #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
     /// Seconds until the access token expires.
     #[schema(example = 900)]
-    expires_in: i64,
+    pub expires_in: i64,
     /// The refresh token (`tgr_` + 256 random bits), single use.
-    refresh_token: String,
+    pub refresh_token: String,
     /// The session both tokens belong to.
-    session_id: Uuid,
+    pub session_id: Uuid,
 }
 
 /// Trim and lower-case an email address; refuse what cannot be one.
@@ -180,6 +180,8 @@ pub async fn create_user(
         (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins for this account from this client, or from this client's IP across accounts (`too_many_requests`); checked before the password", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the failure window lets the client try again"))),
         (status = 503, description = "The store or password hashing is unavailable", body = ErrorBody),
     )
 )]
@@ -188,10 +190,39 @@ pub async fn signin(
     client: ClientInfo,
     Json(body): Json<Credentials>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
-    let user = authenticate_password(&state, &body.email, body.password).await?;
+    let user = throttled_authenticate(&state, &client, &body.email, body.password).await?;
     let now = state.now();
     let issued = start_session(&state, &user, &client, now).await?;
     Ok(axum::Json(issued))
+}
+
+/// [`authenticate_password`] behind the sign-in throttle: past the limit of failed
+/// attempts (per email and client IP, and per IP) the answer is 429 before any password
+/// work. The attempt is counted before the check, so concurrent guesses cannot exceed the
+/// limit; a right password takes the count back and clears this client's counter.
+pub async fn throttled_authenticate(
+    state: &AppState,
+    client: &ClientInfo,
+    raw_email: &str,
+    password: String,
+) -> ApiResult<User> {
+    state
+        .throttle
+        .begin(raw_email, client.ip, state.now())
+        .map_err(|retry| ApiError::TooManyRequests(retry.0))?;
+    let result = authenticate_password(state, raw_email, password).await;
+    match &result {
+        // The password was right (a disabled account is only revealed to its owner).
+        Ok(_) | Err(ApiError::Forbidden(..)) => {
+            state
+                .throttle
+                .record_success(raw_email, client.ip, state.now())
+        }
+        // A wrong password or unknown email stays counted; so does an outage (503),
+        // conservatively.
+        Err(_) => {}
+    }
+    result
 }
 
 /// Check an email and password with the same answer and the same work whether the email

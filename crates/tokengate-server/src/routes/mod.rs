@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -54,6 +55,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/users/{id}/revoke"),
     ("POST", "/v1/admin/users/{id}/disable"),
     ("POST", "/v1/admin/revocations"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("POST", "/signin"),
+    ("GET", "/account/sessions"),
+    ("POST", "/account/sessions/{id}/signout"),
+    ("POST", "/account/signout-all"),
 ];
 
 /// The routes with their OpenAPI operations, before state, fallbacks and outer layers.
@@ -79,6 +86,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::delete))
         .routes(routes!(admin::revoke_user))
         .routes(routes!(admin::disable_user))
+        .routes(routes!(crate::metrics::metrics))
+        .routes(routes!(crate::pages::signin_page))
+        .routes(routes!(crate::pages::signin_submit))
+        .routes(routes!(crate::pages::sessions_page))
+        .routes(routes!(crate::pages::end_session_submit))
+        .routes(routes!(crate::pages::signout_all_submit))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     let import = OpenApiRouter::new()
         .routes(routes!(admin::import))
@@ -91,11 +104,40 @@ pub fn router(state: AppState) -> Router {
     let (api, _document) = api().split_for_parts();
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Innermost, so it sees the matched route.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_requests,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Unavailable("internal error; it has been logged".into()).into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            crate::headers::SecurityHeaders::for_listen(state.config.listen),
+            crate::headers::security_headers,
+        ))
+        // A request id (the client's `x-request-id`, else a new UUID) on the request span, so
+        // every log line of a request carries it, and echoed on the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span of one request: method, path (never the query string or headers, which may
+/// carry credentials) and request id.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,461 @@
+//! Server-rendered pages: `GET /` (sign-in form), `POST /signin`, `GET /account/sessions`
+//! ("where am I signed in"), and the forms that sign a session, or every session, out.
+//!
+//! The page session is the API's: the `tokengate_session` cookie holds an access token and
+//! every page authenticates with the same [`Principal`]/[`Revoker`] extractors as the API
+//! (which refuse a cross-origin cookie POST). A second HttpOnly cookie holds the refresh
+//! token, sent only to `/account/*`: when the access cookie has expired, the account page
+//! renews it through the API's refresh (single use, reuse detection included).
+//! Every form also carries a double-submit CSRF token ([`cookies`]).
+//!
+//! Messages after a redirect travel as a short code in `?m=` that maps to fixed text, so
+//! nothing from the URL is ever echoed into a page.
+
+pub mod cookies;
+pub mod device;
+pub mod view;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::Markup;
+use serde::Deserialize;
+use tokengate_axum::{AuthError, Principal, Revoker, SESSION_COOKIE};
+use tokengate_core::VerifyError;
+
+use crate::error::{ApiError, Form};
+use crate::metrics::SigninOutcome;
+use crate::routes::auth::{RefreshRequest, TokenResponse};
+use crate::routes::ClientInfo;
+use crate::state::AppState;
+use cookies::{csrf_cookie, csrf_matches, new_csrf_token, set_cookies, Cookies};
+
+/// Where a signed-in browser lands.
+pub const SESSIONS_PATH: &str = "/account/sessions";
+
+/// The sign-in form's fields.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SigninForm {
+    /// Email address.
+    #[serde(default)]
+    email: String,
+    /// Password.
+    #[serde(default)]
+    password: String,
+    /// The CSRF token of the page (equal to the `tokengate_csrf` cookie).
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The fields of a sign-out form.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CsrfForm {
+    /// The CSRF token of the page (equal to the `tokengate_csrf` cookie).
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A fixed message for a `?m=` code; unknown codes show nothing.
+fn message(query: Option<&str>) -> Option<(&'static str, bool)> {
+    let code = query?.split('&').find_map(|kv| kv.strip_prefix("m="))?;
+    Some(match code {
+        "expired" => ("Your session expired. Please sign in again.", true),
+        "revoked" => ("This session was signed out. Please sign in again.", true),
+        "signedout" => ("You are signed out.", false),
+        "signedout_all" => ("You signed out everywhere.", false),
+        "ended" => ("That session is signed out.", false),
+        "gone" => ("That session had already ended.", false),
+        _ => return None,
+    })
+}
+
+/// A page with `Cache-Control: no-store` (it shows session data and a CSRF token).
+fn page(status: StatusCode, markup: Markup, set: Vec<String>) -> Response {
+    let mut response = (status, markup).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_cookies(headers, set);
+    response
+}
+
+/// 303 See Other to `location`, setting `set`.
+fn redirect(location: &str, set: Vec<String>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_cookies(headers, set);
+    response
+}
+
+/// The request's CSRF token, or a new one with the cookie that sets it.
+fn csrf_token(state: &AppState, headers: &HeaderMap) -> (String, Vec<String>) {
+    match csrf_cookie(headers) {
+        Some(token) => (token.to_owned(), Vec::new()),
+        None => {
+            let token = new_csrf_token();
+            let cookie = Cookies::for_state(state).csrf(&token);
+            (token, vec![cookie])
+        }
+    }
+}
+
+fn problem(status: StatusCode, title: &str, text: &str, back: &str) -> Response {
+    let mut response = page(status, view::problem(title, text, back), Vec::new());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn csrf_failed(back: &str) -> Response {
+    problem(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "This form has expired or was sent from another site. Reload the page and try again.",
+        back,
+    )
+}
+
+/// `GET /`: the sign-in form; a browser with a valid session goes to its sessions.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The sign-in form (HTML); sets the `tokengate_csrf` cookie when absent", content_type = "text/html", body = String),
+        (status = 303, description = "Already signed in (valid `tokengate_session` cookie): to `/account/sessions`"),
+    )
+)]
+pub async fn signin_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(token) = tokengate_axum::extract::cookie(&headers, SESSION_COOKIE) {
+        if !token.is_empty() && state.gate.authenticate(token).is_ok() {
+            return redirect(SESSIONS_PATH, Vec::new());
+        }
+    }
+    let (csrf, set) = csrf_token(&state, &headers);
+    let markup = view::signin(&csrf, "", message(query.as_deref()));
+    page(StatusCode::OK, markup, set)
+}
+
+/// `POST /signin`: check the password (throttled like the API), start a session, set the
+/// cookies and go to `/account/sessions`.
+#[utoipa::path(
+    post,
+    path = "/signin",
+    tag = "pages",
+    request_body(content = SigninForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in: sets `tokengate_session` (the access token; HttpOnly, SameSite=Lax, Path=/, Secure unless listening on loopback, Max-Age = access_ttl), `tokengate_refresh` (Path=/account) and a new `tokengate_csrf`; to `/account/sessions`"),
+        (status = 401, description = "The form again with \"wrong email or password\"", content_type = "text/html", body = String),
+        (status = 403, description = "A missing or wrong CSRF token, a cross-origin form, or a disabled account", content_type = "text/html", body = String),
+        (status = 429, description = "Too many failed attempts: the form with \"try again in N s\" and `Retry-After`", content_type = "text/html", body = String),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The store or password hashing is unavailable", content_type = "text/html", body = String),
+    )
+)]
+pub async fn signin_submit(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    method: Method,
+    headers: HeaderMap,
+    Form(form): Form<SigninForm>,
+) -> Response {
+    if !tokengate_axum::extract::same_origin(&method, &headers)
+        || !csrf_matches(&headers, &form.csrf)
+    {
+        let (csrf, set) = csrf_token(&state, &headers);
+        let text = "This form has expired or was sent from another site. Please try again.";
+        let markup = view::signin(&csrf, &form.email, Some((text, true)));
+        return page(StatusCode::FORBIDDEN, markup, set);
+    }
+    let result =
+        crate::routes::auth::throttled_authenticate(&state, &client, &form.email, form.password)
+            .await;
+    let failed = |status: StatusCode, text: &str| {
+        let markup = view::signin(&form.csrf, &form.email, Some((text, true)));
+        page(status, markup, Vec::new())
+    };
+    let user = match result {
+        Ok(user) => user,
+        Err(ApiError::TooManyRequests(retry)) => {
+            state.metrics.signin(SigninOutcome::Throttled);
+            let text = format!("Too many attempts, try again in {retry} s.");
+            let mut response = failed(StatusCode::TOO_MANY_REQUESTS, &text);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+            return response;
+        }
+        Err(ApiError::Forbidden(..)) => {
+            state.metrics.signin(SigninOutcome::Disabled);
+            return failed(StatusCode::FORBIDDEN, "This account is disabled.");
+        }
+        Err(ApiError::Unavailable(_)) => {
+            return failed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable right now. Please try again shortly.",
+            );
+        }
+        Err(_) => {
+            state.metrics.signin(SigninOutcome::Invalid);
+            return failed(StatusCode::UNAUTHORIZED, "Wrong email or password.");
+        }
+    };
+    let now = state.now();
+    match crate::routes::auth::start_session(&state, &user, &client, now).await {
+        Ok(issued) => {
+            state.metrics.signin(SigninOutcome::Ok);
+            redirect(SESSIONS_PATH, signed_in_cookies(&state, &issued, true))
+        }
+        Err(ApiError::Unavailable(_)) => failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is unavailable right now. Please try again shortly.",
+        ),
+        Err(_) => {
+            state.metrics.signin(SigninOutcome::Invalid);
+            failed(StatusCode::UNAUTHORIZED, "Wrong email or password.")
+        }
+    }
+}
+
+/// The cookies of a fresh or renewed page session (and a new CSRF token after sign-in).
+fn signed_in_cookies(state: &AppState, issued: &TokenResponse, new_csrf: bool) -> Vec<String> {
+    let cookies = Cookies::for_state(state);
+    let access_age = u64::try_from(issued.expires_in).unwrap_or(0);
+    let mut set = vec![
+        cookies.session(&issued.access_token, access_age),
+        cookies.refresh(&issued.refresh_token, state.config.refresh_ttl.as_secs()),
+    ];
+    if new_csrf {
+        set.push(cookies.csrf(&new_csrf_token()));
+    }
+    set
+}
+
+/// Renew the page session with the refresh cookie, through the API's refresh (single use:
+/// a reused refresh token revokes the session).
+async fn renew(state: &AppState, headers: &HeaderMap) -> Option<TokenResponse> {
+    let token = tokengate_axum::extract::cookie(headers, cookies::REFRESH_COOKIE)?;
+    if !crate::routes::auth::looks_like_refresh_token(token) {
+        return None;
+    }
+    let request: RefreshRequest =
+        serde_json::from_value(serde_json::json!({ "refresh_token": token })).ok()?;
+    crate::routes::auth::refresh(State(state.clone()), crate::error::Json(request))
+        .await
+        .ok()
+        .map(|axum::Json(issued)| issued)
+}
+
+/// What an account page does when the extractor refused: renew an expired session and
+/// come back to `back`, send a signed-out browser to the sign-in page with a message, or
+/// explain.
+async fn refused(state: &AppState, headers: &HeaderMap, error: AuthError, back: &str) -> Response {
+    let cleared = || Cookies::for_state(state).cleared().to_vec();
+    match error {
+        AuthError::Missing | AuthError::NotBearer | AuthError::Invalid(VerifyError::Expired) => {
+            let had_refresh =
+                tokengate_axum::extract::cookie(headers, cookies::REFRESH_COOKIE).is_some();
+            match renew(state, headers).await {
+                Some(issued) => redirect(back, signed_in_cookies(state, &issued, false)),
+                None if had_refresh || matches!(error, AuthError::Invalid(_)) => {
+                    redirect("/?m=expired", cleared())
+                }
+                None => redirect("/", Vec::new()),
+            }
+        }
+        AuthError::Revoked(_) => redirect("/?m=revoked", cleared()),
+        AuthError::Invalid(_) => redirect("/?m=expired", cleared()),
+        AuthError::Stale => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again in a moment",
+            "This server cannot confirm sessions right now. Please try again in a moment.",
+            back,
+        ),
+        AuthError::CrossSite => csrf_failed(SESSIONS_PATH),
+        AuthError::Forbidden => problem(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "You are not allowed to do this.",
+            SESSIONS_PATH,
+        ),
+    }
+}
+
+/// `GET /account/sessions`: the caller's sessions, each with a sign-out button.
+#[utoipa::path(
+    get,
+    path = "/account/sessions",
+    tag = "pages",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The caller's live sessions (device, IP, created, last seen, \"this device\") with a sign-out form for each and \"sign out everywhere\"", content_type = "text/html", body = String),
+        (status = 303, description = "Not signed in: to `/` (with a message when the session expired or was signed out); or the session was renewed with the refresh cookie: back here"),
+        (status = 503, description = "The store is unavailable or the revocation index is stale", content_type = "text/html", body = String),
+    )
+)]
+pub async fn sessions_page(
+    State(state): State<AppState>,
+    principal: Result<Principal, AuthError>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
+    };
+    let sessions = match crate::routes::sessions::live_sessions(&state, &principal).await {
+        Ok(sessions) => sessions,
+        Err(_) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again in a moment",
+                "Your sessions cannot be listed right now. Please try again shortly.",
+                SESSIONS_PATH,
+            )
+        }
+    };
+    let mut rows: Vec<view::SessionRow> = sessions
+        .into_iter()
+        .map(|view| view::SessionRow {
+            device: device::describe(view.user_agent.as_deref()),
+            view,
+        })
+        .collect();
+    // This device first, then the most recently seen.
+    rows.sort_by(|a, b| {
+        b.view
+            .current
+            .cmp(&a.view.current)
+            .then_with(|| b.view.last_seen_at.cmp(&a.view.last_seen_at))
+    });
+    let (csrf, set) = csrf_token(&state, &headers);
+    let markup = view::sessions(
+        &principal.claims.email,
+        &csrf,
+        &rows,
+        message(query.as_deref()),
+    );
+    page(StatusCode::OK, markup, set)
+}
+
+/// `POST /account/sessions/{id}/signout`: sign one of the caller's sessions out.
+#[utoipa::path(
+    post,
+    path = "/account/sessions/{id}/signout",
+    tag = "pages",
+    security(("session_cookie" = [])),
+    params(("id" = String, Path, description = "A session id (UUID) of the caller's")),
+    request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed out: another session back to `/account/sessions`; this browser's own session to `/` with its cookies cleared; not signed in: to `/`"),
+        (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
+    )
+)]
+pub async fn end_session_submit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    revoker: Result<Revoker, AuthError>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let principal = match revoker {
+        Ok(Revoker(principal)) => principal,
+        Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
+    };
+    if !csrf_matches(&headers, &form.csrf) {
+        return csrf_failed(SESSIONS_PATH);
+    }
+    match crate::routes::sessions::end_own_session(&state, &principal, &id).await {
+        Ok(()) if id.parse() == Ok(principal.session_id()) => redirect(
+            "/?m=signedout",
+            Cookies::for_state(&state).cleared().to_vec(),
+        ),
+        Ok(()) => redirect("/account/sessions?m=ended", Vec::new()),
+        Err(ApiError::NotFound(_)) => redirect("/account/sessions?m=gone", Vec::new()),
+        Err(_) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again in a moment",
+            "The session could not be signed out right now; nothing was changed. Please try again shortly.",
+            SESSIONS_PATH,
+        ),
+    }
+}
+
+/// `POST /account/signout-all`: sign every session of the caller out, this one included.
+#[utoipa::path(
+    post,
+    path = "/account/signout-all",
+    tag = "pages",
+    security(("session_cookie" = [])),
+    request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Every session is signed out and this browser's cookies cleared: to `/`; not signed in: to `/`"),
+        (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
+    )
+)]
+pub async fn signout_all_submit(
+    State(state): State<AppState>,
+    revoker: Result<Revoker, AuthError>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let principal = match revoker {
+        Ok(Revoker(principal)) => principal,
+        Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
+    };
+    if !csrf_matches(&headers, &form.csrf) {
+        return csrf_failed(SESSIONS_PATH);
+    }
+    let now = state.now();
+    match state
+        .store
+        .end_user_sessions(principal.user_id(), None, now)
+        .await
+    {
+        Ok(revocations) => {
+            state.apply(&revocations);
+            tracing::info!(user_id = %principal.user_id(), sessions = revocations.len(), "signed out everywhere (page)");
+            redirect(
+                "/?m=signedout_all",
+                Cookies::for_state(&state).cleared().to_vec(),
+            )
+        }
+        Err(error) => {
+            // The conversion counts and logs the store error.
+            let _ = ApiError::from(error);
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again in a moment",
+                "Your sessions could not be signed out right now; nothing was changed. Please try again shortly.",
+                SESSIONS_PATH,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_message_codes_show_text() {
+        assert!(message(Some("m=expired")).is_some());
+        assert!(message(Some("x=1&m=signedout")).is_some());
+        assert!(message(Some("m=<script>")).is_none());
+        assert!(message(None).is_none());
+    }
+}

@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `GET /metrics` (issue 8): after a sign-in, a wrong password, a sign-out and a refused
+//! token, each is counted in the Prometheus text.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+
+/// The value of the sample `name{labels}` (exact label text), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+async fn scrape(client: &Client) -> String {
+    let resp = client.get("/metrics", None).await;
+    resp.expect(StatusCode::OK);
+    let content_type = resp.headers["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    resp.text
+}
+
+#[tokio::test]
+async fn sign_in_sign_out_and_refused_tokens_are_counted() {
+    let server = Server::start();
+    let client = server.client();
+    let email = unique_email("metrics");
+    client.signup_ok(&email).await;
+
+    let before = scrape(&client).await;
+    assert_eq!(
+        value(&before, "tokengate_signins_total{outcome=\"ok\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &before,
+            "tokengate_auth_requests_total{outcome=\"revoked\"}"
+        ),
+        Some(0.0)
+    );
+
+    let tokens = client.signin_ok(&email).await;
+    client
+        .signin(&email, "not the right password")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    client.me(&tokens.access_token).await.expect(StatusCode::OK);
+    client
+        .signout(&tokens.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    client.me(&tokens.access_token).await.expect_invalid_token();
+    client
+        .get("/v1/auth/me", Some("not-a-jwt"))
+        .await
+        .expect_invalid_token();
+    client.get("/v1/auth/me", None).await.expect_invalid_token();
+
+    // Revocations are counted by a task subscribed to the index: wait for it.
+    eventually(
+        Duration::from_secs(5),
+        "the session revocation to be counted",
+        || {
+            let client = client.clone();
+            async move {
+                let text = scrape(&client).await;
+                value(&text, "tokengate_revocations_total{kind=\"session\"}") == Some(1.0)
+            }
+        },
+    )
+    .await;
+    let text = scrape(&client).await;
+    let expect = |series: &str, want: f64| {
+        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+    };
+    expect("tokengate_signins_total{outcome=\"ok\"}", 1.0);
+    expect("tokengate_signins_total{outcome=\"invalid\"}", 1.0);
+    expect("tokengate_auth_requests_total{outcome=\"revoked\"}", 1.0);
+    expect("tokengate_auth_requests_total{outcome=\"invalid\"}", 1.0);
+    expect("tokengate_auth_requests_total{outcome=\"missing\"}", 1.0);
+    // `me` accepted once, and sign-out accepted the token once.
+    expect("tokengate_auth_requests_total{outcome=\"ok\"}", 2.0);
+    expect("tokengate_revocation_index_entries{kind=\"session\"}", 1.0);
+    expect("tokengate_store_errors_total", 0.0);
+    let lag = value(&text, "tokengate_revocation_index_lag_seconds").expect("lag gauge");
+    assert!((0.0..5.0).contains(&lag), "lag {lag}");
+    // The latency histogram has the sign-in route, by status.
+    let count = "tokengate_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/auth/signin\",status=\"200\"}";
+    expect(count, 1.0);
+    let inf = "tokengate_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/auth/signin\",status=\"401\",le=\"+Inf\"}";
+    expect(inf, 1.0);
+    // Every family is documented for Prometheus.
+    for family in [
+        "tokengate_auth_requests_total",
+        "tokengate_signins_total",
+        "tokengate_throttled_requests_total",
+        "tokengate_revocations_total",
+        "tokengate_revocation_index_entries",
+        "tokengate_revocation_index_purged_total",
+        "tokengate_revocation_index_lag_seconds",
+        "tokengate_store_errors_total",
+        "tokengate_http_request_duration_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+}
+
+#[tokio::test]
+async fn throttled_sign_ins_are_counted() {
+    let server = Server::start_with_env(&[("TOKENGATE_SIGNIN_MAX_FAILURES", "1")]);
+    let client = server.client();
+    let email = unique_email("metrics-throttle");
+    client.signup_ok(&email).await;
+    client
+        .signin(&email, "wrong password one")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    client
+        .signin(&email, PASSWORD)
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
+    let text = scrape(&client).await;
+    assert_eq!(
+        value(&text, "tokengate_signins_total{outcome=\"throttled\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tokengate_throttled_requests_total"),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -1,0 +1,249 @@
+//! Sign-in throttling of failed attempts, end to end: 429 with `Retry-After` past the
+//! limit (before the password is checked), per (email, client IP) and per IP, the same for
+//! unknown and known emails, and the window read from the node's clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{unique_email, Client, InProcess, Resp, PASSWORD};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokengate_server::config::Config;
+
+/// A node with `per_account` failures per (email, IP) and `per_ip` per IP in 15 minutes.
+async fn node(per_account: u32, per_ip: u32) -> InProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(InProcess::sqlite(dir.path()).await);
+    let config = Config {
+        signin_max_failures: per_account,
+        signin_max_failures_per_ip: per_ip,
+        ..InProcess::config(dir.path())
+    };
+    InProcess::start_on(dir, config, store).await
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is loopback on Linux).
+struct From {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl From {
+    fn new(node: &InProcess, ip: &str) -> From {
+        let http = reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        From {
+            http,
+            base: node.url(),
+        }
+    }
+
+    async fn signin(&self, email: &str, password: &str) -> Resp {
+        let response = self
+            .http
+            .post(format!("{}/v1/auth/signin", self.base))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+        Resp {
+            status,
+            headers,
+            text,
+        }
+    }
+}
+
+fn retry_after(resp: &Resp) -> u64 {
+    let (error, _) = resp.expect_error(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error, "too_many_requests");
+    resp.headers
+        .get("retry-after")
+        .expect("429 carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn fail(client: &Client, email: &str, times: usize) {
+    for _ in 0..times {
+        client
+            .signin(email, "wrong password, clearly")
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn past_the_limit_even_the_right_password_gets_429_with_retry_after() {
+    let node = node(3, 50).await;
+    let client = node.client();
+    let email = unique_email("ada");
+    client.signup_ok(&email).await;
+    fail(&client, &email, 3).await;
+    // The right password is not even checked: the throttle answers first.
+    let resp = client.signin(&email, PASSWORD).await;
+    let secs = retry_after(&resp);
+    assert!((1..=900).contains(&secs), "Retry-After {secs}");
+    // Case and whitespace do not make another account.
+    retry_after(
+        &client
+            .signin(&format!("  {}", email.to_uppercase()), PASSWORD)
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn the_window_frees_after_retry_after_on_the_nodes_clock() {
+    let node = node(2, 50).await;
+    let client = node.client();
+    let email = unique_email("ada");
+    client.signup_ok(&email).await;
+    fail(&client, &email, 2).await;
+    let secs = retry_after(&client.signin(&email, PASSWORD).await);
+    assert_eq!(secs, 900, "the window is 15 minutes and no time has passed");
+    node.advance(Duration::from_secs(secs - 1)).await;
+    retry_after(&client.signin(&email, PASSWORD).await);
+    node.advance(Duration::from_secs(1)).await;
+    client.signin_ok(&email).await;
+}
+
+#[tokio::test]
+async fn unknown_and_known_emails_throttle_identically() {
+    let node = node(3, 50).await;
+    let client = node.client();
+    let known = unique_email("known");
+    client.signup_ok(&known).await;
+    let unknown = unique_email("unknown");
+    for email in [&known, &unknown] {
+        for _ in 0..3 {
+            let (error, _) = client
+                .signin(email, "wrong password, clearly")
+                .await
+                .expect_error(StatusCode::UNAUTHORIZED);
+            assert_eq!(error, "invalid_grant");
+        }
+    }
+    let a = client.signin(&known, "wrong password, clearly").await;
+    let b = client.signin(&unknown, "wrong password, clearly").await;
+    assert_eq!(retry_after(&a), retry_after(&b));
+    assert_eq!(a.json(), b.json(), "the same answer for both");
+}
+
+#[tokio::test]
+async fn a_client_that_has_not_failed_is_not_slowed() {
+    let node = node(3, 50).await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    let attacker = From::new(&node, "127.0.0.1");
+    let owner = From::new(&node, "127.0.0.2");
+    for _ in 0..3 {
+        attacker
+            .signin(&email, "wrong password, clearly")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    retry_after(&attacker.signin(&email, PASSWORD).await);
+    owner.signin(&email, PASSWORD).await.expect(StatusCode::OK);
+    // The owner's success does not reset the attacker's counter.
+    retry_after(&attacker.signin(&email, PASSWORD).await);
+}
+
+#[tokio::test]
+async fn a_success_resets_only_its_own_clients_counter() {
+    let node = node(3, 50).await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    let a = From::new(&node, "127.0.0.1");
+    let b = From::new(&node, "127.0.0.2");
+    for _ in 0..2 {
+        a.signin(&email, "wrong password, clearly")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+        b.signin(&email, "wrong password, clearly")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    b.signin(&email, PASSWORD).await.expect(StatusCode::OK);
+    // b starts over: two more failures stay under the limit of three.
+    for _ in 0..2 {
+        b.signin(&email, "wrong password, clearly")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    b.signin(&email, PASSWORD).await.expect(StatusCode::OK);
+    // a still has its two: a third failure reaches the limit.
+    a.signin(&email, "wrong password, clearly")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    retry_after(&a.signin(&email, PASSWORD).await);
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_spans_accounts() {
+    let node = node(5, 4).await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    let sprayer = From::new(&node, "127.0.0.1");
+    for n in 0..4 {
+        sprayer
+            .signin(&unique_email(&format!("spray{n}")), "Winter2026!")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    // Any account, even with its right password, from that IP: 429.
+    retry_after(&sprayer.signin(&email, PASSWORD).await);
+    // Another IP is not affected.
+    From::new(&node, "127.0.0.2")
+        .signin(&email, PASSWORD)
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_exceed_the_limit() {
+    let node = node(3, 50).await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    let client = node.client();
+    let guesses = (0..12).map(|_| {
+        let client = client.clone();
+        let email = email.clone();
+        async move {
+            client
+                .signin(&email, "wrong password, clearly")
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (3, 9), "{statuses:?}");
+}
+
+#[test]
+fn the_limits_default_to_five_per_account_fifty_per_ip_in_fifteen_minutes() {
+    let config = Config::default();
+    assert_eq!(config.signin_max_failures, 5);
+    assert_eq!(config.signin_max_failures_per_ip, 50);
+    assert_eq!(config.signin_failure_window, Duration::from_secs(900));
+}
