@@ -53,7 +53,11 @@ impl IndexSync {
     /// revocation already in the index (from [`Store::load_live_revocations`]).
     pub async fn run(self, mut cursor: i64, mut stop: watch::Receiver<bool>) {
         let cluster = self.bus.is_some();
-        let mut tail = tokio::time::interval(if cluster { CLUSTER_TAIL_EVERY } else { TAIL_EVERY });
+        let mut tail = tokio::time::interval(if cluster {
+            CLUSTER_TAIL_EVERY
+        } else {
+            TAIL_EVERY
+        });
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,7 +198,10 @@ impl RevocationPublisher {
             return;
         }
         if queue.try_send(revocations.to_vec()).is_err() {
-            tracing::warn!(count = revocations.len(), "publish queue full; other nodes will read these from the store");
+            tracing::warn!(
+                count = revocations.len(),
+                "publish queue full; other nodes will read these from the store"
+            );
         }
     }
 }
