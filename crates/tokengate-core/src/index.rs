@@ -274,7 +274,13 @@ impl RevocationIndex {
     /// Apply many revocations at once (the start-up reload of the live set, a bulk import),
     /// without telling subscribers: nothing new happened, this node is catching up. Returns
     /// how many were live at `now` and applied.
+    ///
+    /// The revocations are gathered first (free for a `Vec`) so that each map is grown once
+    /// to its final size before the entries go in.
     pub fn load<I: IntoIterator<Item = Revocation>>(&self, revs: I, now: Timestamp) -> usize {
+        // Collecting reuses the buffer of a `Vec` (what the server passes): no copy.
+        let revs: Vec<Revocation> = revs.into_iter().collect();
+        self.reserve_for(&revs);
         let now = now.as_secs();
         let mut applied = 0;
         // The queue lock is taken once per batch, not once per entry.
@@ -292,9 +298,9 @@ impl RevocationIndex {
             }
         }
         self.enqueue(pending.drain(..));
-        // The load outgrew and retired a series of tables. Retired memory is freed in batches
-        // of 32 per thread, so without a flush those tables (~19 bytes per entry at a
-        // million) would stay allocated until later writes fill the batch.
+        // Growing a map (in `reserve_for`, or past it) retires its old table. Retired memory is
+        // freed in batches of 32 per thread, so without a flush a retired table (~19 bytes per
+        // entry at a million) would stay allocated until later writes fill the batch.
         self.tokens.guard().flush();
         applied
     }
@@ -431,6 +437,33 @@ impl RevocationIndex {
         let _global = self.lock_global();
         self.global_cutoff.store(NONE, Ordering::Release);
         self.global_until.store(NONE, Ordering::Release);
+    }
+
+    /// Grow each map once to hold what a load may add. Without it a bulk load copies each
+    /// table through every doubling on its way up: at a million entries those copies were a
+    /// fifth of start-up (profiled), and each retired table lingers until the next flush.
+    /// The table sizes reached are the same as by growing (papaya rounds to a power of two).
+    fn reserve_for(&self, revs: &[Revocation]) {
+        let (mut tokens, mut sessions, mut users) = (0, 0, 0);
+        for rev in revs {
+            match rev {
+                Revocation::Token { .. } => tokens += 1,
+                Revocation::Session { .. } => sessions += 1,
+                Revocation::User { .. } => users += 1,
+                Revocation::IssuedBefore { .. } => {}
+            }
+        }
+        // One guard for the three maps: they share a collector.
+        let guard = self.tokens.guard();
+        if tokens > 0 {
+            self.tokens.reserve(tokens, &guard);
+        }
+        if sessions > 0 {
+            self.sessions.reserve(sessions, &guard);
+        }
+        if users > 0 {
+            self.users.reserve(users, &guard);
+        }
     }
 
     /// Merge `rev` into the maps. `None` if it is dead at `now`; otherwise the queue insertion
