@@ -138,30 +138,33 @@ where
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let gate = Arc::<Gate>::from_ref(state);
-        let result = authenticate_parts(&gate, parts, Staleness::Enforce);
-        if let Err(error) = &result {
-            if matches!(
-                error,
-                AuthError::Missing | AuthError::NotBearer | AuthError::CrossSite
-            ) {
-                gate.report(error);
-            }
-        }
-        result
+        authenticate_parts(&Arc::<Gate>::from_ref(state), parts, Staleness::Enforce)
     }
 }
 
+/// The one authentication path of every extractor. Refusals decided here (no credential,
+/// cross-site cookie) are reported to the observer; `Gate` reports its own.
 fn authenticate_parts(
     gate: &Gate,
     parts: &Parts,
     staleness: Staleness,
 ) -> Result<Principal, AuthError> {
-    let credential = credential(&parts.headers)?;
-    if credential.source == CredentialSource::Cookie && !same_origin(&parts.method, &parts.headers)
-    {
-        return Err(AuthError::CrossSite);
-    }
+    let found = credential(&parts.headers).and_then(|credential| {
+        if credential.source == CredentialSource::Cookie
+            && !same_origin(&parts.method, &parts.headers)
+        {
+            Err(AuthError::CrossSite)
+        } else {
+            Ok(credential)
+        }
+    });
+    let credential = match found {
+        Ok(credential) => credential,
+        Err(error) => {
+            gate.report(&error);
+            return Err(error);
+        }
+    };
     let claims = gate.authenticate_with(credential.token, staleness)?;
     Ok(Principal {
         claims,
@@ -183,17 +186,7 @@ where
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let gate = Arc::<Gate>::from_ref(state);
-        let result = authenticate_parts(&gate, parts, Staleness::Permit);
-        if let Err(error) = &result {
-            if matches!(
-                error,
-                AuthError::Missing | AuthError::NotBearer | AuthError::CrossSite
-            ) {
-                gate.report(error);
-            }
-        }
-        result.map(Revoker)
+        authenticate_parts(&Arc::<Gate>::from_ref(state), parts, Staleness::Permit).map(Revoker)
     }
 }
 
