@@ -461,19 +461,25 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Count every revocation the index newly applies, by kind, until shutdown.
-pub async fn count_revocations(state: AppState, mut stop: watch::Receiver<bool>) {
+/// Count every revocation the index applies, by kind, until shutdown. Subscribes at
+/// once (not when the task is first polled), so nothing applied after start-up is missed.
+pub fn count_revocations(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
     let mut events = state.index().subscribe();
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(revocation) => state.metrics.revocation(revocation.kind()),
-                Err(RecvError::Lagged(n)) => {
-                    state.metrics.revocation_events_missed.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(RecvError::Closed) => return,
-            },
-            _ = stop.changed() => return,
+    async move {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(revocation) => state.metrics.revocation(revocation.kind()),
+                    Err(RecvError::Lagged(n)) => {
+                        state.metrics.revocation_events_missed.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = stop.changed() => return,
+            }
         }
     }
 }
