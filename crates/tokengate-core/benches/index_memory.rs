@@ -6,9 +6,12 @@
 //! `cargo bench -p tokengate-core --bench index_memory`
 //!
 //! The ids are generated on the fly (nothing but the index is allocated during the load);
-//! their expiries are spread over 15 minutes, the access-token lifetime. The figure covers
-//! the three maps' tables, their boxed entries and the expiry queue, as allocated by the
-//! system allocator (glibc malloc).
+//! their expiries are spread over 15 minutes, the access-token lifetime. Two ways of filling:
+//! `load` (one bulk load, as at start-up: each shard sized once) and `apply` (one revocation
+//! at a time, as sign-outs arrive: shards grow by half when 7/8 full, so the figure depends
+//! on where N falls between two growths). RSS covers everything the index allocated, as the
+//! system allocator (glibc malloc) gave it; `table` is the index's own count of its slots
+//! (`RevocationIndex::table_bytes`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,25 +39,35 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-/// Load `n` ids and print `n rss_before rss_after load_secs` on one line.
-fn child(n: u64) {
+/// Fill an index with `n` ids (`mode` `load` or `apply`) and print
+/// `n rss_before rss_after secs table_bytes` on one line.
+fn child(n: u64, mode: &str) {
     let index = RevocationIndex::new(Duration::from_secs(30));
+    let now = Timestamp::from_secs(T0);
     let revs = (0..n).map(|i| Revocation::Token {
         jti: Uuid::from_u64_pair(mix(2 * i), mix(2 * i + 1)),
         exp: Timestamp::from_secs(T0 + 60 + (i % 900) as i64),
     });
     let before = rss_bytes();
     let start = Instant::now();
-    assert_eq!(index.load(revs, Timestamp::from_secs(T0)) as u64, n);
+    if mode == "apply" {
+        for rev in revs {
+            assert!(index.apply(&rev, now));
+        }
+    } else {
+        assert_eq!(index.load(revs, now) as u64, n);
+    }
     let took = start.elapsed();
     let after = rss_bytes();
-    println!("{n} {before} {after} {}", took.as_secs_f64());
+    let table = index.table_bytes();
+    println!("{n} {before} {after} {} {table}", took.as_secs_f64());
     drop(index);
 }
 
 fn main() {
-    if let Ok(n) = std::env::var(CHILD_ENV) {
-        child(n.parse().unwrap());
+    if let Ok(job) = std::env::var(CHILD_ENV) {
+        let (n, mode) = job.split_once(' ').unwrap();
+        child(n.parse().unwrap(), mode);
         return;
     }
     // `cargo bench` passes `--bench`; a filter argument picks sizes by their number.
@@ -67,15 +80,15 @@ fn main() {
         "index memory per revoked token id (RSS growth while loading, fresh process per size)"
     );
     println!(
-        "{:>12} {:>12} {:>14} {:>10}",
-        "entries", "RSS growth", "bytes/entry", "load"
+        "{:>12} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "entries", "fill", "RSS growth", "RSS B/id", "table B/id", "time"
     );
-    for n in SIZES {
+    for (n, mode) in SIZES.into_iter().flat_map(|n| [(n, "load"), (n, "apply")]) {
         if !filter.is_empty() && !filter.iter().any(|f| n.to_string().contains(f.as_str())) {
             continue;
         }
         let out = Command::new(&exe)
-            .env(CHILD_ENV, n.to_string())
+            .env(CHILD_ENV, format!("{n} {mode}"))
             .output()
             .unwrap();
         assert!(out.status.success(), "child for {n} failed: {out:?}");
@@ -84,12 +97,13 @@ fn main() {
             .split_whitespace()
             .map(|f| f.parse().unwrap())
             .collect();
-        let (before, after, secs) = (fields[1], fields[2], fields[3]);
+        let (before, after, secs, table) = (fields[1], fields[2], fields[3], fields[4]);
         let growth = after - before;
         println!(
-            "{n:>12} {:>9.1} MiB {:>14.1} {:>8.2} s",
+            "{n:>12} {mode:>6} {:>8.1} MiB {:>12.1} {:>12.1} {:>8.2} s",
             growth / (1024.0 * 1024.0),
             growth / n as f64,
+            table / n as f64,
             secs
         );
     }

@@ -2,147 +2,194 @@
 //! every authenticated request without locks, allocation or I/O.
 //!
 //! Layout, and why:
-//! - Three lock-free [`papaya::HashMap`]s keyed by the 16-byte id (`jti`, `sid`, `sub`), so a
-//!   reader never waits for a writer. Each value is the instant after which the entry no
-//!   longer matters (`exp + leeway`), plus the cutoff for users.
+//! - Three tables keyed by the 16-byte id (`jti`, `sid`, `sub`), each split into
+//!   [`SHARDS`] open-addressing tables with the id and its values inline (the `table`
+//!   module): a token id costs 25 bytes per slot and the tables are kept 58–88 % full, so
+//!   29–43 bytes per revoked id, and a lookup that misses (the common case: a valid token)
+//!   reads one control word. Readers take no lock; writers lock one shard.
+//! - Every shard's current table in one [`ArcSwap`] snapshot, so [`RevocationIndex::check`]
+//!   pays one lock-free snapshot load for its three lookups. A shard's table is replaced
+//!   (grown, shrunk, or copied without its removed entries) under that shard's lock, then
+//!   published in a new snapshot; readers of the old one finish on it.
 //! - The global `IssuedBefore` cutoff in two atomics: two loads in [`RevocationIndex::check`].
-//! - An expiry queue (ids grouped in buckets of [`BUCKET_SECS`] by the instant they die) that
-//!   only writers and [`RevocationIndex::purge`] touch. Purge takes a bounded batch from the
-//!   oldest due bucket, releases the lock and removes the ids from the maps, so forgetting a
-//!   million entries never holds a lock over all of them.
+//! - No expiry queue: each shard remembers the earliest expiry it holds, and
+//!   [`RevocationIndex::purge`] sweeps a shard once its earliest entry has been dead for
+//!   [`PURGE_GRACE_SECS`], in bounded steps that release the lock in between.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use foldhash::fast::RandomState;
-use papaya::{Compute, Guard, HashMapBuilder, Operation, ResizeMode};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::claims::Claims;
 use crate::revocation::{Revocation, RevocationKind};
+use crate::table::{groups_for, Hashed, Spot, Table, GROUP};
 use crate::time::Timestamp;
 
-/// Width of an expiry bucket, in seconds. An entry is purged by the first
-/// [`RevocationIndex::purge`] at or after the end of its bucket, so at most this long after it
-/// died; [`RevocationIndex::check`] already ignores it from the second it dies.
-pub const BUCKET_SECS: i64 = 16;
+/// How long a shard's earliest entry may stay dead before [`RevocationIndex::purge`] sweeps
+/// the shard: an entry is forgotten at most about this long after it died (and
+/// [`RevocationIndex::check`] ignores it from the second it dies). Sweeping less often makes
+/// each sweep remove more per slot scanned.
+pub const PURGE_GRACE_SECS: i64 = 16;
+
+/// Shards per kind: writers to different shards never wait on each other, and growing or
+/// sweeping one copies or scans 1/64 of the entries.
+pub const SHARDS: usize = 64;
 
 /// How many applied revocations a slow subscriber may fall behind before it sees `Lagged`.
 const EVENT_CAPACITY: usize = 1024;
 
-/// How many queue insertions [`RevocationIndex::load`] gathers before taking the queue lock.
-const LOAD_BATCH: usize = 4096;
-
-/// A 16-byte id. Two `u64`s rather than one `u128` keep the alignment at 8, so papaya's boxed
-/// entry (key + `i64`) is 24 bytes and fits a 32-byte allocation instead of 48.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Id([u64; 2]);
-
-impl From<Uuid> for Id {
-    fn from(uuid: Uuid) -> Self {
-        let v = uuid.as_u128();
-        Id([v as u64, (v >> 64) as u64])
-    }
-}
-
-impl Hash for Id {
-    // One `write_u128` is a single folded multiply in foldhash; hashing the array would
-    // also hash its length.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from(self.0[0]) | (u128::from(self.0[1]) << 64));
-    }
-}
-
-/// A user revocation: tokens of the user with `iat < issued_before` are refused until `until`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct UserCutoff {
-    issued_before: i64,
-    until: i64,
-}
-
-type Map<V> = papaya::HashMap<Id, V, RandomState>;
-
-/// A map on the index's shared collector (so [`RevocationIndex::check`] pins one guard for all
-/// three maps; entering and leaving a guard each cost an atomic swap).
-fn new_map<V: Send + 'static>(builder: HashMapBuilder<Id, V>) -> Map<V> {
-    builder
-        .hasher(RandomState::default())
-        // An incremental resize only advances on writes, and lookups that miss (nearly all of
-        // them) walk the full probe chain of the old, overfull table until it is done: after a
-        // bulk load with no writes following, that is ~3 µs per check instead of ~100 ns.
-        // A blocking resize finishes inside the write that triggers it (writers meanwhile help
-        // copy: tens of ms at a million entries); readers never wait.
-        .resize_mode(ResizeMode::Blocking)
-        .build()
-}
-
-/// The kinds kept per id, i.e. those that live in a map and in the expiry queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Keyed {
-    Token,
-    Session,
-    User,
-}
-
-/// The ids whose entries die within one bucket, per kind.
-#[derive(Default)]
-struct Bucket {
-    tokens: Vec<Id>,
-    sessions: Vec<Id>,
-    users: Vec<Id>,
-}
-
-impl Bucket {
-    fn ids_mut(&mut self, keyed: Keyed) -> &mut Vec<Id> {
-        match keyed {
-            Keyed::Token => &mut self.tokens,
-            Keyed::Session => &mut self.sessions,
-            Keyed::User => &mut self.users,
-        }
-    }
-
-    fn first_nonempty(&mut self) -> Option<(Keyed, &mut Vec<Id>)> {
-        [Keyed::Token, Keyed::Session, Keyed::User]
-            .into_iter()
-            .find(|&keyed| !self.ids_mut(keyed).is_empty())
-            .map(|keyed| (keyed, self.ids_mut(keyed)))
-    }
-}
-
-/// Buckets keyed by the first second at which every entry in them is dead.
-type ExpiryQueue = BTreeMap<i64, Bucket>;
-
-/// A queue insertion owed after a map update.
-struct Pending {
-    bucket: i64,
-    keyed: Keyed,
-    id: Id,
-}
-
-/// The bucket of an entry alive up to and including `until`: the first multiple of
-/// [`BUCKET_SECS`] at or after `until + 1`, the first second at which it is dead.
-fn bucket_of(until: i64) -> i64 {
-    let due = until.saturating_add(1);
-    let rounded_down = due.div_euclid(BUCKET_SECS).saturating_mul(BUCKET_SECS);
-    if rounded_down == due {
-        due
-    } else {
-        rounded_down.saturating_add(BUCKET_SECS)
-    }
-}
+/// Token and session slots: id (2 words), then `until`.
+const PLAIN: usize = 3;
+/// User slots: id, then a sequence word, `until` and the cutoff (which change together).
+const USER: usize = 5;
+/// Where `until` sits in a slot of either layout.
+const PLAIN_UNTIL: usize = 2;
+const USER_SEQ: usize = 2;
+const USER_UNTIL: usize = 3;
+const USER_CUTOFF: usize = 4;
 
 /// Marks "no global cutoff": `until` is then in the past for every `now`, and no `iat` is
 /// below the cutoff.
 const NONE: i64 = i64::MIN;
 
+/// How full a table is made when it is grown or copied: 7/12, so that it grows by half
+/// (to 7/8) before the next copy.
+const COPY_LOAD: (usize, usize) = (7, 12);
+/// How full [`RevocationIndex::load`] makes a table it presizes: close to the 7/8 limit,
+/// since a bulk load knows what is coming.
+const RESERVE_LOAD: (usize, usize) = (13, 16);
+
+/// Gives each index its own id for [`SNAPSHOTS`].
+static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The snapshot a thread last checked against, and of which index and generation.
+struct CachedSnapshot {
+    index: u64,
+    generation: u64,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+thread_local! {
+    /// Loading a snapshot from the `ArcSwap` costs a full memory barrier (an `xchg` on x86),
+    /// which also keeps the CPU from overlapping one lookup's cache miss with the next
+    /// request's work; a thread-local copy checked against `generation` costs one plain
+    /// load. A thread keeps the snapshot it last used until its next check of any index, so
+    /// a replaced table is freed once every thread that held it has checked again or exited.
+    static SNAPSHOTS: RefCell<CachedSnapshot> = const {
+        RefCell::new(CachedSnapshot {
+            index: 0,
+            generation: 0,
+            snapshot: None,
+        })
+    };
+}
+
+/// Every shard's table of every kind: what a reader loads once per check.
+#[derive(Clone)]
+struct Snapshot {
+    tokens: Box<[Arc<Table<PLAIN>>]>,
+    sessions: Box<[Arc<Table<PLAIN>>]>,
+    users: Box<[Arc<Table<USER>>]>,
+}
+
+impl Snapshot {
+    fn empty() -> Self {
+        fn tables<const W: usize>() -> Box<[Arc<Table<W>>]> {
+            (0..SHARDS)
+                .map(|_| Arc::new(Table::with_groups(1)))
+                .collect()
+        }
+        Snapshot {
+            tokens: tables(),
+            sessions: tables(),
+            users: tables(),
+        }
+    }
+}
+
+/// Bookkeeping of one shard, under its lock.
+#[derive(Debug)]
+struct Shard {
+    live: usize,
+    tombstones: usize,
+    /// At most the earliest `until` among the live entries (`i64::MAX` if none).
+    earliest: i64,
+    sweep: Option<Sweep>,
+}
+
+impl Shard {
+    const fn new() -> Self {
+        Shard {
+            live: 0,
+            tombstones: 0,
+            earliest: i64::MAX,
+            sweep: None,
+        }
+    }
+
+    /// Note an entry that now lives until `until`.
+    fn note(&mut self, until: i64) {
+        self.earliest = self.earliest.min(until);
+        if let Some(sweep) = &mut self.sweep {
+            sweep.earliest_new = sweep.earliest_new.min(until);
+        }
+    }
+}
+
+/// A sweep of one shard in progress, resumed by the next [`RevocationIndex::purge`].
+#[derive(Debug)]
+struct Sweep {
+    next_group: usize,
+    /// The earliest `until` among entries the sweep kept.
+    earliest_kept: i64,
+    /// The earliest `until` among entries written since the sweep began.
+    earliest_new: i64,
+}
+
+/// One kind's shards: which slice of the snapshot they own and their bookkeeping.
+struct Kind<const W: usize> {
+    tables: fn(&Snapshot) -> &[Arc<Table<W>>],
+    tables_mut: fn(&mut Snapshot) -> &mut [Arc<Table<W>>],
+    /// The slot word holding `until`.
+    until_word: usize,
+    shards: Box<[Mutex<Shard>]>,
+    len: AtomicUsize,
+}
+
+impl<const W: usize> Kind<W> {
+    fn new(
+        tables: fn(&Snapshot) -> &[Arc<Table<W>>],
+        tables_mut: fn(&mut Snapshot) -> &mut [Arc<Table<W>>],
+        until_word: usize,
+    ) -> Self {
+        Kind {
+            tables,
+            tables_mut,
+            until_word,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        // No code panics while holding it, and the bookkeeping is valid after any step.
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The record of revoked tokens, sessions and users that every request is checked against.
 ///
-/// Share it as `Arc<RevocationIndex>`. [`check`](Self::check) is the hot path (a few
+/// Share it as `Arc<RevocationIndex>`. [`check`](Self::check) is the hot path (three
 /// lock-free lookups, ~100 ns); [`apply`](Self::apply) records one revocation and tells
 /// [`subscribers`](Self::subscribe); [`load`](Self::load) fills it at start-up;
 /// [`purge`](Self::purge), called about once a second, forgets entries that can no longer
@@ -178,20 +225,27 @@ const NONE: i64 = i64::MIN;
 /// ```
 pub struct RevocationIndex {
     leeway_secs: i64,
+    hasher: RandomState,
+    snapshot: ArcSwap<Snapshot>,
+    /// Bumped after each new snapshot is stored: a reader whose thread already holds the
+    /// snapshot of this generation uses it without touching `snapshot` (see `check`).
+    generation: AtomicU64,
+    /// Tells this index's snapshots apart from another's in a thread's cache.
+    id: u64,
+    /// Serialises publishing snapshots (each publisher also holds its shard's lock).
+    publish: Mutex<()>,
     /// `jti` → last second at which the entry matters (`exp + leeway`).
-    tokens: Map<i64>,
+    tokens: Kind<PLAIN>,
     /// `sid` → last second at which the entry matters.
-    sessions: Map<i64>,
+    sessions: Kind<PLAIN>,
     /// `sub` → cutoff and last second at which the entry matters.
-    users: Map<UserCutoff>,
+    users: Kind<USER>,
     /// The global cutoff. Writers (under `global_lock`) store the cutoff before `global_until`;
     /// readers load `global_until` before the cutoff, so a reader that sees a new `until` also
     /// sees its cutoff and a dead cutoff is never revived by a newer `until`.
     global_cutoff: AtomicI64,
     global_until: AtomicI64,
     global_lock: Mutex<()>,
-    /// Touched by writers and purge only, never by `check`.
-    queue: Mutex<ExpiryQueue>,
     events: broadcast::Sender<Revocation>,
 }
 
@@ -199,11 +253,25 @@ impl fmt::Debug for RevocationIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationIndex")
             .field("leeway_secs", &self.leeway_secs)
-            .field("tokens", &self.tokens.len())
-            .field("sessions", &self.sessions.len())
-            .field("users", &self.users.len())
+            .field("tokens", &self.len_of(RevocationKind::Token))
+            .field("sessions", &self.len_of(RevocationKind::Session))
+            .field("users", &self.len_of(RevocationKind::User))
             .field("issued_before", &self.len_of(RevocationKind::IssuedBefore))
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RevocationIndex {
+    fn drop(&mut self) {
+        // Let go of this thread's copy of the snapshot now rather than at its next check;
+        // other threads let go of theirs at their next check.
+        let _ = SNAPSHOTS.try_with(|cell| {
+            if let Ok(mut cached) = cell.try_borrow_mut() {
+                if cached.index == self.id {
+                    cached.snapshot = None;
+                }
+            }
+        });
     }
 }
 
@@ -223,21 +291,19 @@ impl RevocationIndex {
             .as_secs()
             .saturating_add(u64::from(leeway.subsec_nanos() > 0));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        // papaya does not re-export seize's `Collector`; its type is inferred from the
-        // `shared_collector` parameter.
-        let collector = Arc::new(Default::default());
-        let tokens = new_map(papaya::HashMap::builder().shared_collector(Arc::clone(&collector)));
-        let sessions = new_map(papaya::HashMap::builder().shared_collector(Arc::clone(&collector)));
-        let users = new_map(papaya::HashMap::builder().shared_collector(collector));
         RevocationIndex {
             leeway_secs: i64::try_from(whole).unwrap_or(i64::MAX),
-            tokens,
-            sessions,
-            users,
+            hasher: RandomState::default(),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            generation: AtomicU64::new(0),
+            id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
+            publish: Mutex::new(()),
+            tokens: Kind::new(|s| &s.tokens, |s| &mut s.tokens, PLAIN_UNTIL),
+            sessions: Kind::new(|s| &s.sessions, |s| &mut s.sessions, PLAIN_UNTIL),
+            users: Kind::new(|s| &s.users, |s| &mut s.users, USER_UNTIL),
             global_cutoff: AtomicI64::new(NONE),
             global_until: AtomicI64::new(NONE),
             global_lock: Mutex::new(()),
-            queue: Mutex::new(ExpiryQueue::new()),
             events,
         }
     }
@@ -260,11 +326,8 @@ impl RevocationIndex {
     /// assert!(!index.apply(&Revocation::Token { jti, exp: Timestamp::from_secs(999) }, now));
     /// ```
     pub fn apply(&self, rev: &Revocation, now: Timestamp) -> bool {
-        let Some(pending) = self.merge(rev, now.as_secs()) else {
+        if !self.merge(rev, now.as_secs()) {
             return false;
-        };
-        if let Some(pending) = pending {
-            self.enqueue(std::iter::once(pending));
         }
         // An error only means nobody is subscribed right now.
         let _ = self.events.send(*rev);
@@ -275,34 +338,14 @@ impl RevocationIndex {
     /// without telling subscribers: nothing new happened, this node is catching up. Returns
     /// how many were live at `now` and applied.
     ///
-    /// The revocations are gathered first (free for a `Vec`) so that each map is grown once
-    /// to its final size before the entries go in.
+    /// The revocations are gathered first (free for a `Vec`) so that each shard is sized
+    /// once for what is coming instead of growing step by step.
     pub fn load<I: IntoIterator<Item = Revocation>>(&self, revs: I, now: Timestamp) -> usize {
         // Collecting reuses the buffer of a `Vec` (what the server passes): no copy.
         let revs: Vec<Revocation> = revs.into_iter().collect();
         self.reserve_for(&revs);
         let now = now.as_secs();
-        let mut applied = 0;
-        // The queue lock is taken once per batch, not once per entry.
-        let mut pending = Vec::with_capacity(LOAD_BATCH);
-        for rev in revs {
-            let Some(owed) = self.merge(&rev, now) else {
-                continue;
-            };
-            applied += 1;
-            if let Some(owed) = owed {
-                pending.push(owed);
-                if pending.len() == LOAD_BATCH {
-                    self.enqueue(pending.drain(..));
-                }
-            }
-        }
-        self.enqueue(pending.drain(..));
-        // Growing a map (in `reserve_for`, or past it) retires its old table. Retired memory is
-        // freed in batches of 32 per thread, so without a flush a retired table (~19 bytes per
-        // entry at a million) would stay allocated until later writes fill the batch.
-        self.tokens.guard().flush();
-        applied
+        revs.iter().filter(|rev| self.merge(rev, now)).count()
     }
 
     /// Whether the token with these (already verified) claims has been revoked: by its `jti`,
@@ -314,22 +357,51 @@ impl RevocationIndex {
     /// same second as a user or global cutoff is accepted: the cutoff refuses `iat` strictly
     /// before it, so signing in right after "revoke user" works.
     pub fn check(&self, claims: &Claims, now: Timestamp) -> Result<(), RevocationKind> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = SNAPSHOTS.try_with(|cell| {
+            let mut cached = cell.try_borrow_mut().ok()?;
+            if cached.index != self.id || cached.generation != generation {
+                // Stored before `generation` was bumped to this value: the snapshot of
+                // `generation` or a newer one.
+                cached.snapshot = Some(self.snapshot.load_full());
+                cached.index = self.id;
+                cached.generation = generation;
+            }
+            let snapshot = cached.snapshot.as_deref()?;
+            Some(self.check_in(snapshot, claims, now))
+        });
+        match cached {
+            Ok(Some(answer)) => answer,
+            // The thread is exiting: no cache, same answer.
+            _ => self.check_in(&self.snapshot.load(), claims, now),
+        }
+    }
+
+    /// [`check`](Self::check) against one snapshot.
+    fn check_in(
+        &self,
+        snapshot: &Snapshot,
+        claims: &Claims,
+        now: Timestamp,
+    ) -> Result<(), RevocationKind> {
         let now = now.as_secs();
         let iat = claims.iat.as_secs();
-        // One guard for the three maps: they share a collector.
-        let guard = self.tokens.guard();
-        if let Some(&until) = self.tokens.get(&Id::from(claims.jti), &guard) {
-            if now <= until {
+        let jti = self.hashed(claims.jti);
+        if let Some(slot) = snapshot.tokens[jti.shard(SHARDS)].get(jti) {
+            if now <= slot[PLAIN_UNTIL].load(Ordering::Acquire) as i64 {
                 return Err(RevocationKind::Token);
             }
         }
-        if let Some(&until) = self.sessions.get(&Id::from(claims.sid), &guard) {
-            if now <= until {
+        let sid = self.hashed(claims.sid);
+        if let Some(slot) = snapshot.sessions[sid.shard(SHARDS)].get(sid) {
+            if now <= slot[PLAIN_UNTIL].load(Ordering::Acquire) as i64 {
                 return Err(RevocationKind::Session);
             }
         }
-        if let Some(user) = self.users.get(&Id::from(claims.sub), &guard) {
-            if now <= user.until && iat < user.issued_before {
+        let sub = self.hashed(claims.sub);
+        if let Some(slot) = snapshot.users[sub.shard(SHARDS)].get(sub) {
+            let (until, cutoff) = read_user(slot);
+            if now <= until && iat < cutoff {
                 return Err(RevocationKind::User);
             }
         }
@@ -343,24 +415,23 @@ impl RevocationIndex {
 
     /// Forget entries whose `exp + leeway` is before `now`, doing at most `budget` removals;
     /// returns how many went. Call it repeatedly (the server does every second, yielding
-    /// between calls): each call takes a batch from the oldest due bucket under a short lock
-    /// and removes it without the lock, and a partly processed bucket keeps the rest for the
-    /// next call. An entry goes at most [`BUCKET_SECS`] after it died.
+    /// between calls) while it returns `budget`. A shard is swept once its earliest entry has
+    /// been dead for [`PURGE_GRACE_SECS`]; a sweep that runs out of budget holds no lock until
+    /// the next call resumes it. So an entry goes at most about [`PURGE_GRACE_SECS`] after it
+    /// died, and no call holds a shard's lock for longer than one scan of that shard.
     pub fn purge(&self, now: Timestamp, budget: usize) -> usize {
         let now = now.as_secs();
         let mut removed = 0;
         if budget > 0 && self.purge_global(now) {
             removed += 1;
         }
-        while removed < budget {
-            let Some((keyed, ids)) = self.take_due(now, budget - removed) else {
+        for shard in 0..SHARDS {
+            removed += self.sweep(&self.tokens, shard, now, budget - removed);
+            removed += self.sweep(&self.sessions, shard, now, budget - removed);
+            removed += self.sweep(&self.users, shard, now, budget - removed);
+            if removed >= budget {
                 break;
-            };
-            removed += match keyed {
-                Keyed::Token => remove_dead(&self.tokens, &ids, |&until| until < now),
-                Keyed::Session => remove_dead(&self.sessions, &ids, |&until| until < now),
-                Keyed::User => remove_dead(&self.users, &ids, |user| user.until < now),
-            };
+            }
         }
         removed
     }
@@ -368,10 +439,15 @@ impl RevocationIndex {
     /// Number of entries held, of all kinds, until purge removes them (an expired entry that
     /// has not been purged yet still counts).
     pub fn len(&self) -> usize {
-        self.tokens.len()
-            + self.sessions.len()
-            + self.users.len()
-            + self.len_of(RevocationKind::IssuedBefore)
+        [
+            RevocationKind::Token,
+            RevocationKind::Session,
+            RevocationKind::User,
+            RevocationKind::IssuedBefore,
+        ]
+        .into_iter()
+        .map(|kind| self.len_of(kind))
+        .sum()
     }
 
     /// Whether no entry is held.
@@ -383,25 +459,45 @@ impl RevocationIndex {
     /// global cutoff, so it counts 0 or 1.
     pub fn len_of(&self, kind: RevocationKind) -> usize {
         match kind {
-            RevocationKind::Token => self.tokens.len(),
-            RevocationKind::Session => self.sessions.len(),
-            RevocationKind::User => self.users.len(),
+            RevocationKind::Token => self.tokens.len.load(Ordering::Relaxed),
+            RevocationKind::Session => self.sessions.len.load(Ordering::Relaxed),
+            RevocationKind::User => self.users.len.load(Ordering::Relaxed),
             RevocationKind::IssuedBefore => {
                 usize::from(self.global_until.load(Ordering::Acquire) != NONE)
             }
         }
     }
 
+    /// Bytes held by the tables (not counting the allocator's own overhead), for metrics and
+    /// the memory benchmark.
+    pub fn table_bytes(&self) -> usize {
+        let snapshot = self.snapshot.load();
+        let plain: usize = (snapshot.tokens.iter())
+            .chain(snapshot.sessions.iter())
+            .map(|t| t.bytes())
+            .sum();
+        plain + snapshot.users.iter().map(|t| t.bytes()).sum::<usize>()
+    }
+
     /// The earliest `now` at which [`purge`](Self::purge) would have work, if any.
     pub fn next_expiry(&self) -> Option<Timestamp> {
-        let bucket = self.lock_queue().keys().next().copied();
-        let until = self.global_until.load(Ordering::Acquire);
-        let global = (until != NONE).then(|| until.saturating_add(1));
-        match (bucket, global) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut due = i64::MAX;
+        for shard in 0..SHARDS {
+            for earliest in [
+                self.tokens.lock(shard).earliest,
+                self.sessions.lock(shard).earliest,
+                self.users.lock(shard).earliest,
+            ] {
+                if earliest != i64::MAX {
+                    due = due.min(earliest.saturating_add(PURGE_GRACE_SECS));
+                }
+            }
         }
-        .map(Timestamp::from_secs)
+        let until = self.global_until.load(Ordering::Acquire);
+        if until != NONE {
+            due = due.min(until.saturating_add(1));
+        }
+        (due != i64::MAX).then(|| Timestamp::from_secs(due))
     }
 
     /// A receiver of every revocation applied from now on (not those [`load`](Self::load)ed),
@@ -425,24 +521,42 @@ impl RevocationIndex {
 
     /// Drop every entry, before a full reload after a reconnect.
     pub fn clear(&self) {
-        // Holding the queue lock across the map clears means an `apply` that lands in a map
-        // after its clear enqueues its id after the queue is cleared, so it is never left in a
-        // map without a bucket (where purge could not find it).
-        let mut queue = self.lock_queue();
-        self.tokens.pin().clear();
-        self.sessions.pin().clear();
-        self.users.pin().clear();
-        queue.clear();
-        drop(queue);
+        // Every shard lock, in a fixed order, so no write lands in a table being dropped.
+        let mut held = Vec::with_capacity(3 * SHARDS);
+        held.extend((0..SHARDS).map(|s| self.tokens.lock(s)));
+        held.extend((0..SHARDS).map(|s| self.sessions.lock(s)));
+        held.extend((0..SHARDS).map(|s| self.users.lock(s)));
+        {
+            let _publish = self.lock_publish();
+            self.snapshot.store(Arc::new(Snapshot::empty()));
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        for shard in &mut held {
+            **shard = Shard::new();
+        }
+        for len in [&self.tokens.len, &self.sessions.len, &self.users.len] {
+            len.store(0, Ordering::Relaxed);
+        }
+        drop(held);
         let _global = self.lock_global();
         self.global_cutoff.store(NONE, Ordering::Release);
         self.global_until.store(NONE, Ordering::Release);
     }
 
-    /// Grow each map once to hold what a load may add. Without it a bulk load copies each
-    /// table through every doubling on its way up: at a million entries those copies were a
-    /// fifth of start-up (profiled), and each retired table lingers until the next flush.
-    /// The table sizes reached are the same as by growing (papaya rounds to a power of two).
+    fn hashed(&self, id: Uuid) -> Hashed {
+        let (hi, lo) = id.as_u64_pair();
+        self.rehash(lo, hi)
+    }
+
+    fn rehash(&self, lo: u64, hi: u64) -> Hashed {
+        let hash = self
+            .hasher
+            .hash_one(u128::from(lo) | (u128::from(hi) << 64));
+        Hashed { lo, hi, hash }
+    }
+
+    /// Size each shard once for what a load may add. Without it a bulk load copies each
+    /// shard through every growth step on its way up.
     fn reserve_for(&self, revs: &[Revocation]) {
         let (mut tokens, mut sessions, mut users) = (0, 0, 0);
         for rev in revs {
@@ -453,65 +567,243 @@ impl RevocationIndex {
                 Revocation::IssuedBefore { .. } => {}
             }
         }
-        // One guard for the three maps: they share a collector.
-        let guard = self.tokens.guard();
-        if tokens > 0 {
-            self.tokens.reserve(tokens, &guard);
+        self.reserve(&self.tokens, tokens);
+        self.reserve(&self.sessions, sessions);
+        self.reserve(&self.users, users);
+    }
+
+    fn reserve<const W: usize>(&self, kind: &Kind<W>, incoming: usize) {
+        if incoming == 0 {
+            return;
         }
-        if sessions > 0 {
-            self.sessions.reserve(sessions, &guard);
-        }
-        if users > 0 {
-            self.users.reserve(users, &guard);
+        // Ids spread evenly over the shards by hash: the mean plus four standard deviations
+        // (a binomial's) leaves a shard short only about once in 30 000.
+        let mean = incoming as f64 / SHARDS as f64;
+        let per_shard = (mean + 4.0 * mean.sqrt()).ceil() as usize + 1;
+        for shard in 0..SHARDS {
+            let mut state = kind.lock(shard);
+            let table = Arc::clone(&(kind.tables)(&self.snapshot.load())[shard]);
+            let wanted = state.live + state.tombstones + per_shard;
+            if !table.fits(wanted) {
+                let (num, den) = RESERVE_LOAD;
+                let groups = groups_for(state.live + per_shard, num, den);
+                self.replace(kind, shard, &mut state, &table, groups);
+            }
         }
     }
 
-    /// Merge `rev` into the maps. `None` if it is dead at `now`; otherwise the queue insertion
-    /// owed, if the entry moved to a new bucket.
-    fn merge(&self, rev: &Revocation, now: i64) -> Option<Option<Pending>> {
+    /// Merge `rev` into the tables; `false` if it is dead at `now`.
+    fn merge(&self, rev: &Revocation, now: i64) -> bool {
         let until = rev.exp().as_secs().saturating_add(self.leeway_secs);
         if until < now {
-            return None;
+            return false;
         }
-        Some(match *rev {
-            Revocation::Token { jti, .. } => {
-                merge_until(&self.tokens, Keyed::Token, jti.into(), until)
-            }
-            Revocation::Session { sid, .. } => {
-                merge_until(&self.sessions, Keyed::Session, sid.into(), until)
-            }
+        match *rev {
+            Revocation::Token { jti, .. } => self.merge_until(&self.tokens, jti, until),
+            Revocation::Session { sid, .. } => self.merge_until(&self.sessions, sid, until),
             Revocation::User {
                 sub, issued_before, ..
-            } => self.merge_user(sub.into(), issued_before.as_secs(), until, now),
+            } => self.merge_user(sub, issued_before.as_secs(), until, now),
             Revocation::IssuedBefore { issued_before, .. } => {
                 self.merge_global(issued_before.as_secs(), until, now);
-                None
             }
-        })
+        }
+        true
     }
 
-    fn merge_user(&self, sub: Id, issued_before: i64, until: i64, now: i64) -> Option<Pending> {
-        let incoming = UserCutoff {
-            issued_before,
-            until,
-        };
-        let users = self.users.pin();
-        let result = users.compute(sub, |current| match current {
-            // A dead entry is replaced, not merged: its cutoff must not come back to life.
-            Some((_, old)) if old.until >= now => {
-                let merged = UserCutoff {
-                    issued_before: old.issued_before.max(issued_before),
-                    until: old.until.max(until),
-                };
-                if merged == *old {
-                    Operation::Abort(())
-                } else {
-                    Operation::Insert(merged)
+    /// Raise the entry of `id` to `until` (which is live, so this also replaces a dead one).
+    fn merge_until(&self, kind: &Kind<PLAIN>, id: Uuid, until: i64) {
+        let id = self.hashed(id);
+        let shard = id.shard(SHARDS);
+        let mut state = kind.lock(shard);
+        let (table, spot) = self.spot(kind, shard, &mut state, id);
+        match spot {
+            Spot::Found(index) => {
+                let word = &table.slot(index)[PLAIN_UNTIL];
+                if (word.load(Ordering::Relaxed) as i64) < until {
+                    word.store(until as u64, Ordering::Release);
                 }
             }
-            _ => Operation::Insert(incoming),
-        });
-        owed(result, |user| user.until, Keyed::User, sub)
+            Spot::Vacant(index) => {
+                table.publish(index, id, &[until as u64]);
+                state.live += 1;
+                kind.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        state.note(until);
+    }
+
+    fn merge_user(&self, sub: Uuid, cutoff: i64, until: i64, now: i64) {
+        let kind = &self.users;
+        let id = self.hashed(sub);
+        let shard = id.shard(SHARDS);
+        let mut state = kind.lock(shard);
+        let (table, spot) = self.spot(kind, shard, &mut state, id);
+        match spot {
+            Spot::Found(index) => {
+                let slot = table.slot(index);
+                let (old_until, old_cutoff) = read_user(slot);
+                // A dead entry is replaced, not merged: its cutoff must not come back to life.
+                let (new_until, new_cutoff) = if old_until >= now {
+                    (old_until.max(until), old_cutoff.max(cutoff))
+                } else {
+                    (until, cutoff)
+                };
+                if (new_until, new_cutoff) != (old_until, old_cutoff) {
+                    write_user(slot, new_until, new_cutoff);
+                }
+                state.note(new_until);
+            }
+            Spot::Vacant(index) => {
+                table.publish(index, id, &[0, until as u64, cutoff as u64]);
+                state.live += 1;
+                kind.len.fetch_add(1, Ordering::Relaxed);
+                state.note(until);
+            }
+        }
+    }
+
+    /// The shard's current table and where `id` is or goes in it, growing the table first
+    /// if a new entry would overfill it. Caller holds the shard's lock (`state`).
+    fn spot<const W: usize>(
+        &self,
+        kind: &Kind<W>,
+        shard: usize,
+        state: &mut Shard,
+        id: Hashed,
+    ) -> (Arc<Table<W>>, Spot) {
+        let table = Arc::clone(&(kind.tables)(&self.snapshot.load())[shard]);
+        match table.locate(id) {
+            Some(Spot::Found(index)) => return (table, Spot::Found(index)),
+            Some(Spot::Vacant(index)) if table.fits(state.live + state.tombstones + 1) => {
+                return (table, Spot::Vacant(index));
+            }
+            _ => {}
+        }
+        let (num, den) = COPY_LOAD;
+        let mut groups = groups_for(state.live + 1, num, den);
+        let mut table = table;
+        loop {
+            // The copy holds the live entries at most 7/12 full: room for one more, so
+            // this runs once; the loop only guards the invariant.
+            table = self.replace(kind, shard, state, &table, groups);
+            if let Some(spot) = table.locate(id) {
+                if table.fits(state.live + 1) {
+                    return (table, spot);
+                }
+            }
+            groups = groups.saturating_mul(2);
+        }
+    }
+
+    /// Copy the shard's live entries into a table of `groups` groups (or more if they need
+    /// it) and publish it. Caller holds the shard's lock. A sweep in progress restarts: slot
+    /// positions changed.
+    fn replace<const W: usize>(
+        &self,
+        kind: &Kind<W>,
+        shard: usize,
+        state: &mut Shard,
+        old: &Table<W>,
+        groups: usize,
+    ) -> Arc<Table<W>> {
+        let table = Arc::new(old.copied(groups, |lo, hi| self.rehash(lo, hi)));
+        state.tombstones = 0;
+        state.sweep = None;
+        state.earliest = table
+            .live_in(0..table.groups())
+            .map(|(_, slot)| slot[kind.until_word].load(Ordering::Relaxed) as i64)
+            .min()
+            .unwrap_or(i64::MAX);
+        let _publish = self.lock_publish();
+        let mut snapshot = Snapshot::clone(&self.snapshot.load());
+        (kind.tables_mut)(&mut snapshot)[shard] = Arc::clone(&table);
+        self.snapshot.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, Ordering::Release);
+        table
+    }
+
+    /// Sweep one shard if it is due, removing at most `budget` dead entries; returns how many
+    /// went. Resumes a sweep a previous call left unfinished.
+    fn sweep<const W: usize>(
+        &self,
+        kind: &Kind<W>,
+        shard: usize,
+        now: i64,
+        budget: usize,
+    ) -> usize {
+        let mut state = kind.lock(shard);
+        let mut removed = 0;
+        // A resumed sweep kept entries that were alive at an earlier `now`; if one of them
+        // has since become due, one more pass (at this `now`) removes it.
+        while removed < budget {
+            let sweep = match state.sweep.take() {
+                Some(sweep) => sweep,
+                None if state.earliest <= now.saturating_sub(PURGE_GRACE_SECS) => Sweep {
+                    next_group: 0,
+                    earliest_kept: i64::MAX,
+                    earliest_new: i64::MAX,
+                },
+                None => break,
+            };
+            let (gone, finished) =
+                self.sweep_step(kind, shard, &mut state, sweep, now, budget - removed);
+            removed += gone;
+            if !finished {
+                break;
+            }
+        }
+        removed
+    }
+
+    /// Continue `sweep` at `now` until it finishes or has removed `budget` entries; returns
+    /// how many it removed and whether it finished. Caller holds the shard's lock.
+    fn sweep_step<const W: usize>(
+        &self,
+        kind: &Kind<W>,
+        shard: usize,
+        state: &mut Shard,
+        mut sweep: Sweep,
+        now: i64,
+        budget: usize,
+    ) -> (usize, bool) {
+        let table = Arc::clone(&(kind.tables)(&self.snapshot.load())[shard]);
+        let mut removed = 0;
+        let mut finished = true;
+        'groups: while sweep.next_group < table.groups() {
+            let group = sweep.next_group;
+            for (index, slot) in table.live_in(group..group + 1) {
+                let until = slot[kind.until_word].load(Ordering::Relaxed) as i64;
+                if until >= now {
+                    sweep.earliest_kept = sweep.earliest_kept.min(until);
+                } else if removed < budget {
+                    table.remove(index);
+                    removed += 1;
+                } else {
+                    // Out of budget mid-group: this group is scanned again next time.
+                    finished = false;
+                    break 'groups;
+                }
+            }
+            sweep.next_group += 1;
+        }
+        state.live -= removed;
+        state.tombstones += removed;
+        kind.len.fetch_sub(removed, Ordering::Relaxed);
+        if !finished {
+            state.sweep = Some(sweep);
+            return (removed, false);
+        }
+        state.earliest = sweep.earliest_kept.min(sweep.earliest_new);
+        // Shrink a table left mostly empty, and drop tombstones once they take a quarter of
+        // the slots (they lengthen every probe that passes them).
+        let capacity = table.capacity();
+        if (state.live * 4 < capacity && capacity > GROUP) || state.tombstones * 4 > capacity {
+            let (num, den) = COPY_LOAD;
+            let groups = groups_for(state.live, num, den);
+            self.replace(kind, shard, state, &table, groups);
+        }
+        (removed, true)
     }
 
     fn merge_global(&self, issued_before: i64, until: i64, now: i64) {
@@ -544,92 +836,42 @@ impl RevocationIndex {
         true
     }
 
-    fn enqueue(&self, owed: impl IntoIterator<Item = Pending>) {
-        let mut queue = self.lock_queue();
-        for Pending { bucket, keyed, id } in owed {
-            queue.entry(bucket).or_default().ids_mut(keyed).push(id);
-        }
-    }
-
-    /// Take up to `max` ids of one kind from the oldest bucket due at `now`.
-    fn take_due(&self, now: i64, max: usize) -> Option<(Keyed, Vec<Id>)> {
-        let mut queue = self.lock_queue();
-        loop {
-            let mut first = queue.first_entry()?;
-            if *first.key() > now {
-                return None;
-            }
-            if let Some((keyed, ids)) = first.get_mut().first_nonempty() {
-                let taken = if ids.len() <= max {
-                    std::mem::take(ids)
-                } else {
-                    ids.split_off(ids.len() - max)
-                };
-                if first.get_mut().first_nonempty().is_none() {
-                    first.remove();
-                }
-                return Some((keyed, taken));
-            }
-            first.remove();
-        }
-    }
-
-    fn lock_queue(&self) -> MutexGuard<'_, ExpiryQueue> {
-        // No code panics while holding it, and the queue is valid after any partial update.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn lock_global(&self) -> MutexGuard<'_, ()> {
         self.global_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn lock_publish(&self) -> MutexGuard<'_, ()> {
+        self.publish.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// Raise the entry of `id` to `until`; the queue insertion owed if it moved to a new bucket.
-fn merge_until(map: &Map<i64>, keyed: Keyed, id: Id, until: i64) -> Option<Pending> {
-    let map = map.pin();
-    // `until` is live, so taking the max also replaces a dead entry.
-    let result = map.compute(id, |current| match current {
-        Some((_, &old)) if old >= until => Operation::Abort(()),
-        _ => Operation::Insert(until),
-    });
-    owed(result, |&until| until, keyed, id)
-}
-
-/// Every value an entry takes has its id in that value's bucket: a new entry, or one moved to
-/// a later bucket, owes an insertion; one that stays in its bucket is already there.
-fn owed<V>(
-    result: Compute<'_, Id, V, ()>,
-    until: impl Fn(&V) -> i64,
-    keyed: Keyed,
-    id: Id,
-) -> Option<Pending> {
-    let bucket = match result {
-        Compute::Inserted(_, new) => bucket_of(until(new)),
-        Compute::Updated {
-            old: (_, old),
-            new: (_, new),
-        } => {
-            let bucket = bucket_of(until(new));
-            if bucket == bucket_of(until(old)) {
-                return None;
-            }
-            bucket
+/// A user slot's `until` and cutoff, read consistently: the two change together under the
+/// slot's sequence word (odd while a write is in progress), so a reader retries if the word
+/// moved while it read.
+fn read_user(slot: &[AtomicU64; USER]) -> (i64, i64) {
+    loop {
+        let before = slot[USER_SEQ].load(Ordering::Acquire);
+        let until = slot[USER_UNTIL].load(Ordering::Relaxed) as i64;
+        let cutoff = slot[USER_CUTOFF].load(Ordering::Relaxed) as i64;
+        fence(Ordering::Acquire);
+        let after = slot[USER_SEQ].load(Ordering::Relaxed);
+        if before == after && before.is_multiple_of(2) {
+            return (until, cutoff);
         }
-        Compute::Removed(..) | Compute::Aborted(()) => return None,
-    };
-    Some(Pending { bucket, keyed, id })
+        std::hint::spin_loop();
+    }
 }
 
-/// Remove those of `ids` whose entry is dead. The entry is re-checked atomically: a later
-/// `apply` may have extended it (it is then queued in a later bucket too) or a purge racing
-/// this one may have removed it.
-fn remove_dead<V>(map: &Map<V>, ids: &[Id], is_dead: impl Fn(&V) -> bool) -> usize {
-    let map = map.pin();
-    ids.iter()
-        .filter(|id| matches!(map.remove_if(*id, |_, value| is_dead(value)), Ok(Some(_))))
-        .count()
+/// Change a published user slot's `until` and cutoff together. Writer only (shard lock held).
+fn write_user(slot: &[AtomicU64; USER], until: i64, cutoff: i64) {
+    let seq = slot[USER_SEQ].load(Ordering::Relaxed);
+    slot[USER_SEQ].store(seq.wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    slot[USER_UNTIL].store(until as u64, Ordering::Relaxed);
+    slot[USER_CUTOFF].store(cutoff as u64, Ordering::Relaxed);
+    slot[USER_SEQ].store(seq.wrapping_add(2), Ordering::Release);
 }
 
 #[cfg(test)]
@@ -843,9 +1085,8 @@ mod tests {
         assert_eq!(index.check(&c, at(T0 + 500)), Err(RevocationKind::Token));
         assert_eq!(purge_all(&index, T0 + 500), 0);
         assert_eq!(index.check(&c, at(T0 + 901)), Ok(()));
-        // Re-applying or shortening the entry did not queue its id again.
-        let queued: usize = index.lock_queue().values().map(|b| b.tokens.len()).sum();
-        assert_eq!(queued, 1);
+        assert_eq!(purge_all(&index, T0 + 901 + PURGE_GRACE_SECS), 1);
+        assert!(index.is_empty());
     }
 
     #[test]
@@ -921,7 +1162,7 @@ mod tests {
         assert_eq!(index.len(), 1);
         let due = index.next_expiry().unwrap().as_secs();
         assert!(
-            (exp + 31..exp + 31 + BUCKET_SECS).contains(&due),
+            (exp + 31..exp + 31 + PURGE_GRACE_SECS).contains(&due),
             "due at {due}"
         );
         assert_eq!(purge_all(&index, due - 1), 0);
@@ -984,7 +1225,7 @@ mod tests {
     #[test]
     fn purge_respects_budget_and_finishes_over_several_calls() {
         let index = RevocationIndex::new(Duration::ZERO);
-        // 1000 entries in one bucket and 500 in a later one.
+        // 1000 entries dying at one time and 500 later.
         let revs = (0..1500u128).map(|n| Revocation::Token {
             jti: id(n),
             exp: at(if n < 1000 { T0 + 100 } else { T0 + 200 }),
@@ -1007,7 +1248,7 @@ mod tests {
     }
 
     #[test]
-    fn partly_purged_bucket_keeps_its_remainder() {
+    fn partly_swept_shard_keeps_its_remainder_for_the_next_call() {
         let index = RevocationIndex::new(Duration::ZERO);
         let revs = (0..100u128).map(|n| Revocation::Session {
             sid: id(n),
@@ -1039,7 +1280,7 @@ mod tests {
             },
             at(T0),
         );
-        // The first bucket still lists the id; purging it must not drop the extended entry.
+        // The shard is due (its earliest expiry passed); sweeping it must keep the extended entry.
         assert_eq!(purge_all(&index, T0 + 100), 0);
         assert_eq!(index.check(&c, at(T0 + 100)), Err(RevocationKind::Session));
         assert_eq!(purge_all(&index, T0 + 2000), 1);
@@ -1047,7 +1288,7 @@ mod tests {
     }
 
     #[test]
-    fn next_expiry_reports_the_first_due_bucket() {
+    fn next_expiry_reports_when_the_first_entry_is_due_for_purge() {
         let index = RevocationIndex::new(Duration::ZERO);
         assert_eq!(index.next_expiry(), None);
         index.apply(
@@ -1066,9 +1307,12 @@ mod tests {
             at(T0),
         );
         let due = index.next_expiry().unwrap().as_secs();
-        assert_eq!(due, bucket_of(T0 + 100));
-        assert_eq!(due % BUCKET_SECS, 0);
-        assert!(due > T0 + 100 && due <= T0 + 100 + BUCKET_SECS);
+        // The user entry dies first (after T0 + 100) and is purged a grace period later.
+        assert_eq!(due, T0 + 100 + PURGE_GRACE_SECS);
+        assert_eq!(purge_all(&index, due - 1), 0);
+        assert_eq!(purge_all(&index, due), 1);
+        assert_eq!(index.len_of(RevocationKind::User), 0);
+        assert_eq!(index.next_expiry(), Some(at(T0 + 500 + PURGE_GRACE_SECS)));
     }
 
     #[test]
@@ -1144,9 +1388,9 @@ mod tests {
         let kept: Vec<Claims> = (0..256).map(|_| fresh_claims(T0)).collect();
         // Sessions revoked while readers run.
         let added: Vec<Claims> = (0..2_000).map(|_| fresh_claims(T0)).collect();
-        // Tokens expiring within 100 s, spread over several buckets, purged while readers
-        // run; the first 1000 are revoked again with a far `exp` while their old entries sit
-        // in due buckets, so purge must re-check before it removes.
+        // Tokens expiring within 100 s, purged while readers run; the first 1000 are revoked
+        // again with a far `exp` while their shards are due, so a sweep must read the
+        // current `exp` before it removes.
         let expiring: Vec<Claims> = (0..20_000).map(|_| fresh_claims(T0)).collect();
         let (extended, _) = expiring.split_at(1_000);
         index.load(
@@ -1225,7 +1469,7 @@ mod tests {
 
         let t = at(now.load(Ordering::Acquire));
         assert!(
-            t.as_secs() > T0 + 99 + 5 + BUCKET_SECS,
+            t.as_secs() > T0 + 99 + 5 + PURGE_GRACE_SECS,
             "the clock must pass every expiry"
         );
         assert_eq!(
@@ -1401,11 +1645,11 @@ mod tests {
                     Op::Advance(secs) => now += secs,
                 }
             }
-            // After a full purge nothing live is gone, and nothing dead for a bucket is left.
+            // After a full purge nothing live is gone, and nothing dead for a grace period is left.
             purge_all(&index, now);
             let entries = model.entries();
             let live = entries.values().filter(|&&until| until >= now).count();
-            let recent = entries.values().filter(|&&until| until > now - BUCKET_SECS).count();
+            let recent = entries.values().filter(|&&until| until > now - PURGE_GRACE_SECS).count();
             prop_assert!(live <= index.len() && index.len() <= recent,
                 "live {} <= len {} <= recent {}", live, index.len(), recent);
             prop_assert!(index.next_expiry().is_none_or(|t| t.as_secs() > now));
@@ -1419,7 +1663,7 @@ mod tests {
         Some(kib * 1024)
     }
 
-    /// Rough memory cost per revoked token id (map + expiry queue), from the change in RSS.
+    /// Rough memory cost per revoked token id, from the change in RSS.
     /// `cargo test --release -p tokengate-core index::tests::memory -- --ignored --nocapture`
     #[test]
     #[ignore = "measurement; prints RSS per entry"]
