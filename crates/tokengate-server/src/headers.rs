@@ -1,5 +1,5 @@
-//! Security headers on every response: one middleware, added once in
-//! [`crate::routes::router`].
+//! Security headers on every response: one layer, [`SecurityHeaders`], around the whole
+//! router in [`crate::routes::router`].
 //!
 //! - always: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
 //!   `X-Frame-Options: DENY`;
@@ -11,17 +11,19 @@
 //!
 //! A header a handler already set is left alone.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
 
 /// The policy of server-rendered pages: nothing but our own styles, images and forms.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 /// HSTS for a year, subdomains included.
 pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
 
-/// What the middleware adds beyond the fixed headers.
+/// The layer, and what it adds beyond the fixed headers.
 #[derive(Clone, Copy, Debug)]
 pub struct SecurityHeaders {
     /// Whether to send `Strict-Transport-Security`.
@@ -37,25 +39,78 @@ impl SecurityHeaders {
     }
 }
 
-/// The middleware; use with `axum::middleware::from_fn_with_state(SecurityHeaders, ...)`.
-pub async fn security_headers(
-    State(config): State<SecurityHeaders>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    let no_store = path.starts_with("/v1/auth/") || path.starts_with("/oauth2/");
-    let mut response = next.run(request).await;
-    let is_html = response
-        .headers()
+impl<S> Layer<S> for SecurityHeaders {
+    type Service = SetSecurityHeaders<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SetSecurityHeaders {
+            inner,
+            config: *self,
+        }
+    }
+}
+
+/// The service of [`SecurityHeaders`]: holds nothing but the inner service and a flag, so
+/// nothing is cloned or allocated per request.
+#[derive(Clone, Copy, Debug)]
+pub struct SetSecurityHeaders<S> {
+    inner: S,
+    config: SecurityHeaders,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SetSecurityHeaders<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = SecurityHeadersFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        let no_store = path.starts_with("/v1/auth/") || path.starts_with("/oauth2/");
+        SecurityHeadersFuture {
+            future: self.inner.call(request),
+            no_store,
+            hsts: self.config.hsts,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`SetSecurityHeaders`].
+    pub struct SecurityHeadersFuture<F> {
+        #[pin]
+        future: F,
+        no_store: bool,
+        hsts: bool,
+    }
+}
+
+impl<F, B, E> Future for SecurityHeadersFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.future.poll(cx))?;
+        add_security_headers(response.headers_mut(), *this.no_store, *this.hsts);
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn add_security_headers(headers: &mut HeaderMap, no_store: bool, hsts: bool) {
+    let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/html")
-        });
-    let headers = response.headers_mut();
+        .and_then(|ct| ct.trim_start().get(.."text/html".len()))
+        .is_some_and(|ct| ct.eq_ignore_ascii_case("text/html"));
     let mut set = |name: HeaderName, value: &'static str| {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
@@ -70,10 +125,9 @@ pub async fn security_headers(
     if is_html {
         set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
     }
-    if config.hsts {
+    if hsts {
         set(header::STRICT_TRANSPORT_SECURITY, STRICT_TRANSPORT_SECURITY);
     }
-    response
 }
 
 #[cfg(test)]
@@ -86,19 +140,29 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt;
 
-    fn app(hsts: bool) -> Router {
-        Router::new()
+    /// Around the whole router, as [`crate::routes::router`] adds it.
+    fn app(hsts: bool) -> SetSecurityHeaders<Router> {
+        let router = Router::new()
             .route("/page", get(|| async { Html("<p>hi</p>") }))
+            .route(
+                "/framed",
+                get(|| async {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "Text/HTML; charset=utf-8"),
+                            (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+                        ],
+                        "<p>hi</p>",
+                    )
+                }),
+            )
             .route("/v1/auth/me", get(|| async { "{}" }))
             .route("/oauth2/revoke", get(|| async { "" }))
-            .route("/healthz", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(
-                SecurityHeaders { hsts },
-                security_headers,
-            ))
+            .route("/healthz", get(|| async { "ok" }));
+        SecurityHeaders { hsts }.layer(router)
     }
 
-    async fn get_headers(app: Router, path: &str) -> axum::http::HeaderMap {
+    async fn get_headers(app: SetSecurityHeaders<Router>, path: &str) -> axum::http::HeaderMap {
         let response = app
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
@@ -134,6 +198,21 @@ mod tests {
         let h = get_headers(app(true), "/page").await;
         assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
         assert_eq!(h["strict-transport-security"], STRICT_TRANSPORT_SECURITY);
+    }
+
+    #[tokio::test]
+    async fn any_html_content_type_gets_the_policy_and_a_header_already_set_is_kept() {
+        let h = get_headers(app(false), "/framed").await;
+        assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+
+    #[tokio::test]
+    async fn unmatched_paths_get_the_headers_too() {
+        let h = get_headers(app(false), "/no/such/path").await;
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`routes`]: the HTTP API of `API.md`.
 //! - [`openapi`]: its OpenAPI document, generated from the handlers, at `GET /openapi.json`.
 //! - [`state`]: what handlers share, token minting, applying revocations.
-//! - [`throttle`]: sign-in throttling of failed attempts; [`headers`]: security headers.
+//! - [`throttle`]: sign-in throttling of failed attempts; [`headers`]: security headers;
+//!   [`trace`]: the request id and span of every request.
 //! - [`pages`]: the server-rendered sign-in and "your sessions" pages (cookie session, CSRF).
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and what feeds it.
 //! - [`keyring`], [`password`], [`error`].
@@ -26,6 +27,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,8 +65,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("tokengate listening on http://{addr}");
-    let app =
-        routes::router(node.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(routes::router(
+        node.state.clone(),
+    ));
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;

@@ -5,25 +5,29 @@
 //! Sources:
 //! - [`GateObserver`]: every authentication decision of the [`Gate`](tokengate_axum::Gate)
 //!   (it also records sessions' `last_seen_at`);
-//! - [`track_requests`]: a middleware that times each request by matched route and status,
-//!   and counts sign-ins by outcome and throttled (429) answers;
+//! - [`TrackRequestsLayer`]: times each request by matched route and status, and counts
+//!   sign-ins by outcome and throttled (429) answers;
 //! - [`count_revocations`]: a task subscribed to the revocation index, so revocations made
 //!   here, read from the store, or pushed by other nodes are all counted;
 //! - the purge task and the store error conversion.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{MatchedPath, State};
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::response::IntoResponse;
 use tokengate_axum::{AuthError, AuthObserver};
 use tokengate_core::{Claims, RevocationKind, Timestamp};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
+use tower::{Layer, Service};
 
 use crate::state::{AppState, SessionActivity};
 
@@ -139,15 +143,31 @@ impl Metrics {
         self.index_purged.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Count one answered request of the route `key` (see [`route_key`]).
+    fn track(&self, key: &'static str, status: StatusCode, seconds: f64) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if key == "POST /v1/auth/signin" {
+            match status {
+                StatusCode::OK => self.signin(SigninOutcome::Ok),
+                StatusCode::UNAUTHORIZED => self.signin(SigninOutcome::Invalid),
+                StatusCode::FORBIDDEN => self.signin(SigninOutcome::Disabled),
+                StatusCode::TOO_MANY_REQUESTS => self.signin(SigninOutcome::Throttled),
+                _ => {}
+            }
+        }
+        self.request(key, status.as_u16(), seconds);
+    }
+
     fn request(&self, route: &'static str, status: u16, seconds: f64) {
         let map = self.latency.pin();
-        let histogram = match map.get(&(route, status)) {
-            Some(h) => h.clone(),
+        match map.get(&(route, status)) {
+            Some(histogram) => histogram.observe(seconds),
             None => map
                 .get_or_insert_with((route, status), || Arc::new(Histogram::default()))
-                .clone(),
-        };
-        histogram.observe(seconds);
+                .observe(seconds),
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4) of this node.
@@ -385,57 +405,108 @@ impl AuthObserver for GateObserver {
     }
 }
 
-/// Middleware: time every request by matched route and status; count API sign-ins by
-/// outcome (from the status) and every 429.
-pub async fn track_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let status = response.status();
-    let metrics = &state.metrics;
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        metrics.throttled.fetch_add(1, Ordering::Relaxed);
+/// Layer: time every request by matched route and status; count API sign-ins by outcome
+/// (from the status) and every 429. Added with `Router::layer`, so it runs after routing
+/// and sees the [`MatchedPath`]; it holds only an `Arc<Metrics>`.
+#[derive(Clone)]
+pub struct TrackRequestsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl TrackRequestsLayer {
+    /// Count into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        TrackRequestsLayer { metrics }
     }
-    let key = route_key(&method, route.as_deref());
-    if key == "POST /v1/auth/signin" {
-        match status {
-            StatusCode::OK => metrics.signin(SigninOutcome::Ok),
-            StatusCode::UNAUTHORIZED => metrics.signin(SigninOutcome::Invalid),
-            StatusCode::FORBIDDEN => metrics.signin(SigninOutcome::Disabled),
-            StatusCode::TOO_MANY_REQUESTS => metrics.signin(SigninOutcome::Throttled),
-            _ => {}
+}
+
+impl<S> Layer<S> for TrackRequestsLayer {
+    type Service = TrackRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TrackRequests {
+            inner,
+            metrics: self.metrics.clone(),
         }
     }
-    metrics.request(key, status.as_u16(), seconds);
-    response
+}
+
+/// The service of [`TrackRequestsLayer`].
+#[derive(Clone)]
+pub struct TrackRequests<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackRequests<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = TrackRequestsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let key = route_key(request.method(), route);
+        TrackRequestsFuture {
+            started: Instant::now(),
+            future: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            key,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TrackRequests`].
+    pub struct TrackRequestsFuture<F> {
+        #[pin]
+        future: F,
+        metrics: Arc<Metrics>,
+        key: &'static str,
+        started: Instant,
+    }
+}
+
+impl<F, B, E> Future for TrackRequestsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx))?;
+        let seconds = this.started.elapsed().as_secs_f64();
+        this.metrics.track(this.key, response.status(), seconds);
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// `METHOD ROUTE` as a `'static` label: only the routes of [`crate::routes::ROUTES`] (and
 /// `unmatched`), so a scanner cannot grow the label set.
-fn route_key(method: &axum::http::Method, route: Option<&str>) -> &'static str {
+fn route_key(method: &Method, route: Option<&str>) -> &'static str {
     let Some(route) = route else {
         return "- unmatched";
     };
-    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    type Keys = HashMap<(&'static str, &'static str), &'static str, foldhash::fast::FixedState>;
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| {
         crate::routes::ROUTES
             .iter()
-            .map(|(m, p)| &*Box::leak(format!("{m} {p}").into_boxed_str()))
+            .map(|&(m, p)| ((m, p), &*Box::leak(format!("{m} {p}").into_boxed_str())))
             .collect()
     });
-    crate::routes::ROUTES
-        .iter()
-        .position(|(m, p)| *m == method.as_str() && *p == route)
-        .and_then(|i| keys.get(i).copied())
+    keys.get(&(method.as_str(), route))
+        .copied()
         .unwrap_or("- other")
 }
 
@@ -449,7 +520,7 @@ fn route_key(method: &axum::http::Method, route: Option<&str>) -> &'static str {
         (status = 200, description = "Prometheus text exposition (format 0.0.4) of this node's counters, gauges and histograms; see the README's Metrics section", content_type = "text/plain", body = String),
     )
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let body = state.metrics.render(&state);
     (
         [(

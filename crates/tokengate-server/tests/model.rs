@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::ServiceExt as _;
 use common::{Client, NEW_PASSWORD, PASSWORD};
 use proptest::prelude::*;
 use reqwest::StatusCode;

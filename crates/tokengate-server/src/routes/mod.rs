@@ -6,22 +6,24 @@ pub mod health;
 pub mod interop;
 pub mod sessions;
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::headers::SecurityHeaders;
+use crate::metrics::TrackRequestsLayer;
 use crate::state::AppState;
+use crate::trace::RequestTraceLayer;
 
 /// Request bodies above this get 413 (API.md).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -63,6 +65,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/account/signout-all"),
 ];
 
+/// The hot paths that log nothing: they are answered from the verified token and memory
+/// alone (no store, no signing) and their handlers write no log line. [`crate::trace`] serves
+/// them in a DEBUG rather than an INFO request span, so by default they cost no span; keep a
+/// route here only while its handler logs nothing.
+pub const QUIET_ROUTES: &[(&str, &str)] = &[("GET", "/v1/verify"), ("GET", "/v1/auth/me")];
+
+/// The entry of [`QUIET_ROUTES`] that `method` and `path` name, if any.
+pub fn quiet_route(method: &Method, path: &str) -> Option<&'static (&'static str, &'static str)> {
+    QUIET_ROUTES
+        .iter()
+        .find(|(m, p)| *p == path && *m == method.as_str())
+}
+
 /// The routes with their OpenAPI operations, before state, fallbacks and outer layers.
 /// [`router`] serves it; [`crate::openapi::document`] describes it.
 pub fn api() -> OpenApiRouter<AppState> {
@@ -91,53 +106,45 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::pages::signin_submit))
         .routes(routes!(crate::pages::sessions_page))
         .routes(routes!(crate::pages::end_session_submit))
-        .routes(routes!(crate::pages::signout_all_submit))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .routes(routes!(crate::pages::signout_all_submit));
+    // The other routes get BODY_LIMIT, set around the whole router (see `router`).
     let import = OpenApiRouter::new()
         .routes(routes!(admin::import))
         .layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT));
     api.merge(import)
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP API: the routes, and around them (outermost first) the request id and
+/// span ([`RequestTraceLayer`]), the security headers, panics answered as 503 and the
+/// default body limit.
+///
+/// Those layers wrap the router once, so they run once per request on one small service
+/// (`Router::layer` would wrap every route and clone each layer per request); serve it with
+/// `axum::ServiceExt::into_make_service_with_connect_info`. Only the metrics layer runs
+/// after routing, as it needs the matched route.
+pub fn router(
+    state: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     let (api, _document) = api().split_for_parts();
-    api.fallback(not_found)
+    let security_headers = SecurityHeaders::for_listen(state.config.listen);
+    let routes = api
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Innermost, so it sees the matched route.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track_requests,
-        ))
+        .layer(TrackRequestsLayer::new(state.metrics.clone()))
+        .with_state(state);
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(RequestTraceLayer)
+        .layer(security_headers)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Unavailable("internal error; it has been logged".into()).into_response()
         }))
-        .layer(axum::middleware::from_fn_with_state(
-            crate::headers::SecurityHeaders::for_listen(state.config.listen),
-            crate::headers::security_headers,
-        ))
-        // A request id (the client's `x-request-id`, else a new UUID) on the request span, so
-        // every log line of a request carries it, and echoed on the response.
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
-}
-
-/// The span of one request: method, path (never the query string or headers, which may
-/// carry credentials) and request id.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %request_id,
-    )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .service(routes)
 }
 
 async fn not_found() -> ApiError {

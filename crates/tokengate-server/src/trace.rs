@@ -1,0 +1,313 @@
+//! The request id and request span of every request: one layer, [`RequestTraceLayer`],
+//! outermost in [`crate::routes::router`].
+//!
+//! - The request id is the client's `x-request-id` when it sends one, else a new random
+//!   UUID (v4, from the thread-local CSPRNG: no system call per request). It is echoed in
+//!   the `x-request-id` response header (unless the handler set one).
+//! - The request is served inside a span `request{method, path, request_id}` (the path
+//!   without its query string, which may carry credentials; no headers), so every line
+//!   logged while serving it names its id. The
+//!   span is at INFO, except for the [`QUIET_ROUTES`](crate::routes::QUIET_ROUTES): those
+//!   hot paths log nothing, so their span is at DEBUG and, by default, costs nothing.
+//! - One line per request that ends in a server error (5xx), at ERROR, with the status and
+//!   the latency (and the request id, method and path as fields when the span is off);
+//!   with `RUST_LOG` at DEBUG for this module, one line for every request. Other requests
+//!   log nothing here: handlers log what happens (sign-in, sign-out, ...).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use axum::http::{HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
+use tracing::Span;
+
+/// The request id header, read from requests and set on responses.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Layer: a request id and an INFO span for every request; see the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestTraceLayer;
+
+impl<S> Layer<S> for RequestTraceLayer {
+    type Service = RequestTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestTrace { inner }
+    }
+}
+
+/// The service of [`RequestTraceLayer`].
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTrace<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestTrace<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = RequestTraceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = match request.headers().get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => new_request_id(),
+        };
+        let method = request.method();
+        let path = request.uri().path();
+        let id = request_id.to_str().unwrap_or("-");
+        let quiet_route = crate::routes::quiet_route(method, path);
+        let span = if quiet_route.is_some() {
+            tracing::debug_span!("request", %method, %path, request_id = %id)
+        } else {
+            tracing::info_span!("request", %method, %path, request_id = %id)
+        };
+        let future = span.in_scope(|| self.inner.call(request));
+        RequestTraceFuture {
+            future,
+            span,
+            quiet_route,
+            request_id: Some(request_id),
+            started,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestTrace`].
+    pub struct RequestTraceFuture<F> {
+        #[pin]
+        future: F,
+        span: Span,
+        // The method and path of a quiet route, for the failure line when its span is off.
+        quiet_route: Option<&'static (&'static str, &'static str)>,
+        request_id: Option<HeaderValue>,
+        started: Instant,
+    }
+}
+
+impl<F, B, E> Future for RequestTraceFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut response = ready!(this.future.poll(cx))?;
+        let status = response.status();
+        let latency_ms = || this.started.elapsed().as_millis() as u64;
+        if status.is_server_error() {
+            match this.quiet_route {
+                // No span to name the request: the line names it itself.
+                Some((method, path)) if this.span.is_disabled() => tracing::error!(
+                    %method,
+                    %path,
+                    request_id = %this.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
+                    status = status.as_u16(),
+                    latency_ms = latency_ms(),
+                    "request failed"
+                ),
+                _ => tracing::error!(
+                    status = status.as_u16(),
+                    latency_ms = latency_ms(),
+                    "request failed"
+                ),
+            }
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                latency_us = this.started.elapsed().as_micros() as u64,
+                "request served"
+            );
+        }
+        if let Some(request_id) = this.request_id.take() {
+            response
+                .headers_mut()
+                .entry(X_REQUEST_ID)
+                .or_insert(request_id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// A new request id: a random UUID v4 in its hyphenated text form.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut text);
+    // Hex digits and hyphens: always a valid header value.
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    fn app() -> RequestTrace<Router> {
+        let router = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route(
+                "/own-id",
+                get(|| async { ([(X_REQUEST_ID, "set-by-the-handler")], "ok") }),
+            )
+            .route(
+                "/v1/auth/signin",
+                get(|| async {
+                    tracing::info!("signed in");
+                    StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route("/v1/verify", get(|| async { StatusCode::OK }))
+            .route(
+                "/v1/auth/me",
+                get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        RequestTraceLayer.layer(router)
+    }
+
+    async fn send(path: &str, sent_id: Option<&str>) -> axum::http::Response<Body> {
+        let mut request = Request::get(path);
+        if let Some(id) = sent_id {
+            request = request.header(X_REQUEST_ID, id);
+        }
+        app()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn request_id(path: &str, sent_id: Option<&str>) -> String {
+        let response = send(path, sent_id).await;
+        response.headers()[X_REQUEST_ID]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The text log lines written at `filter` while `requests` are served.
+    async fn log_of(filter: &str, requests: &[(&str, &str)]) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        for (path, id) in requests {
+            send(path, Some(id)).await;
+        }
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn the_clients_request_id_is_echoed() {
+        assert_eq!(request_id("/", Some("client-id-1")).await, "client-id-1");
+        assert_eq!(
+            request_id("/missing", Some("client-id-2")).await,
+            "client-id-2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_random_uuid_is_generated_when_absent() {
+        let first = request_id("/", None).await;
+        let second = request_id("/", None).await;
+        let uuid = uuid::Uuid::parse_str(&first).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(first, uuid.hyphenated().to_string());
+        assert_ne!(first, second);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_set_by_the_handler_is_kept() {
+        assert_eq!(request_id("/own-id", None).await, "set-by-the-handler");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn lines_inside_a_request_and_its_failure_line_carry_the_request_id() {
+        let log = log_of("info", &[("/v1/auth/signin", "id-of-signin")]).await;
+        assert_eq!(log.len(), 2, "{log:?}");
+        for line in &log {
+            assert!(
+                line.contains("request{method=GET path=/v1/auth/signin request_id=id-of-signin}"),
+                "{line}"
+            );
+        }
+        assert!(log[0].contains("signed in"), "{log:?}");
+        assert!(
+            log[1].contains("ERROR") && log[1].contains("request failed status=503"),
+            "{log:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn quiet_routes_log_only_failures_and_name_the_request_themselves() {
+        let log = log_of(
+            "info",
+            &[("/v1/verify", "id-of-verify"), ("/v1/auth/me", "id-of-me")],
+        )
+        .await;
+        assert_eq!(log.len(), 1, "only the failure is logged: {log:?}");
+        assert!(!log[0].contains("request{"), "no span at INFO: {}", log[0]);
+        assert!(
+            log[0].contains(
+                "request failed method=GET path=/v1/auth/me request_id=id-of-me status=503"
+            ),
+            "{}",
+            log[0]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_debug_every_request_is_logged_in_its_span() {
+        let log = log_of(
+            "info,tokengate_server::trace=debug",
+            &[("/", "id-of-root"), ("/v1/verify", "id-of-verify")],
+        )
+        .await;
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(
+            log[0].contains("request{method=GET path=/ request_id=id-of-root}")
+                && log[0].contains("request served status=200"),
+            "{}",
+            log[0]
+        );
+        assert!(
+            log[1].contains("request{method=GET path=/v1/verify request_id=id-of-verify}"),
+            "{}",
+            log[1]
+        );
+    }
+}
