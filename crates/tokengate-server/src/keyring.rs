@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// The current signing key and, through the [`Verifier`], every key still accepted.
 pub struct KeyRing {
-    signer: ArcSwap<SigningKey>,
+    signing: ArcSwap<Signing>,
     verifier: Arc<Verifier>,
     /// The configured HS256 secret, if any; it is never stored in the database.
     hs256_secret: Option<Vec<u8>>,
@@ -21,7 +21,7 @@ pub struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("current_kid", &self.signer.load().kid())
+            .field("kids", &self.signing.load().kids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -63,18 +63,34 @@ impl KeyRing {
                 stored = store.signing_keys().await?;
             }
         }
-        let (signer, keys) = build(&stored, hs256_secret.as_deref(), now)?;
+        let (signing, keys) = build(&stored, hs256_secret.as_deref(), now)?;
         verifier.set_keys(keys);
         Ok(KeyRing {
-            signer: ArcSwap::from_pointee(signer),
+            signing: ArcSwap::from_pointee(signing),
             verifier,
             hs256_secret,
         })
     }
 
-    /// The key that signs new tokens.
-    pub fn signer(&self) -> Arc<SigningKey> {
-        self.signer.load_full()
+    /// The key that signs new tokens at `now`: the newest key every node has had time to
+    /// learn and that has not been retired. Chosen per call from the keys last loaded, so a
+    /// node whose reload is late (the store unreachable for a while) still switches to the
+    /// rotated key on time and never signs with a key the others have dropped.
+    pub fn signer(&self, now: Timestamp) -> Arc<SigningKey> {
+        self.signing.load().at(now)
+    }
+
+    /// [`signer`](Self::signer), but when no loaded key qualifies at `now` (every one
+    /// retired, say after the clock jumped past a rotation this node has not reloaded yet),
+    /// reload from the store first rather than sign with a key the others may have dropped.
+    pub async fn signer_reloading(&self, store: &dyn Store, now: Timestamp) -> Arc<SigningKey> {
+        if let Some(key) = self.signing.load().active(now) {
+            return key;
+        }
+        if let Err(error) = self.reload(store, now).await {
+            tracing::warn!(%error, "reloading signing keys before signing failed");
+        }
+        self.signer(now)
     }
 
     /// The verifier whose key set this ring maintains.
@@ -86,8 +102,10 @@ impl KeyRing {
     /// keys whose `verify_until` has passed.
     pub async fn reload(&self, store: &dyn Store, now: Timestamp) -> anyhow::Result<()> {
         let stored = store.signing_keys().await?;
-        let (signer, keys) = build(&stored, self.hs256_secret.as_deref(), now)?;
-        let changed = signer.kid() != self.signer.load().kid()
+        let (signing, keys) = build(&stored, self.hs256_secret.as_deref(), now)?;
+        let current = self.signing.load();
+        let changed = signing.at(now).kid() != current.at(now).kid()
+            || signing.kids().ne(current.kids())
             || keys.iter().map(VerifyingKey::kid).ne(self
                 .verifier
                 .keys()
@@ -95,12 +113,12 @@ impl KeyRing {
                 .map(VerifyingKey::kid));
         if changed {
             tracing::info!(
-                current_kid = signer.kid(),
+                current_kid = signing.at(now).kid(),
                 accepted = keys.len(),
                 "signing keys changed"
             );
             self.verifier.set_keys(keys);
-            self.signer.store(Arc::new(signer));
+            self.signing.store(Arc::new(signing));
         }
         Ok(())
     }
@@ -133,15 +151,55 @@ fn new_stored_key(alg: Algorithm, now: Timestamp) -> anyhow::Result<StoredKey> {
     })
 }
 
-/// The signing key and the accepted keys from the stored ones.
+/// A key that may sign, and the span of time in which it may.
+struct Candidate {
+    key: Arc<SigningKey>,
+    /// When every node has had time to learn it ([`KEY_ACTIVATION_DELAY`] after creation).
+    signs_from: Timestamp,
+    /// When the others drop it, if it has been replaced.
+    verify_until: Option<Timestamp>,
+}
+
+/// The keys that may sign, oldest first, and the one to fall back on.
+struct Signing {
+    candidates: Vec<Candidate>,
+    /// What signs when no candidate qualifies at `now`: the configured HS256 secret, or on
+    /// a fresh store the only key, brand new, which signs at once.
+    fallback: Arc<SigningKey>,
+}
+
+impl Signing {
+    /// The newest candidate that is active and not retired at `now`, else the fallback.
+    fn at(&self, now: Timestamp) -> Arc<SigningKey> {
+        self.active(now)
+            .unwrap_or_else(|| Arc::clone(&self.fallback))
+    }
+
+    /// The newest candidate that is active and not retired at `now` (the HS256 secret
+    /// always is), if any.
+    fn active(&self, now: Timestamp) -> Option<Arc<SigningKey>> {
+        if self.candidates.is_empty() {
+            return Some(Arc::clone(&self.fallback));
+        }
+        self.candidates
+            .iter()
+            .rev()
+            .find(|c| c.signs_from <= now && c.verify_until.is_none_or(|until| until >= now))
+            .map(|c| Arc::clone(&c.key))
+    }
+
+    fn kids(&self) -> impl Iterator<Item = &str> {
+        self.candidates.iter().map(|c| c.key.kid())
+    }
+}
+
+/// The signing keys and the accepted keys from the stored ones.
 fn build(
     stored: &[StoredKey],
     hs256_secret: Option<&[u8]>,
     now: Timestamp,
-) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>)> {
-    let mut live = Vec::with_capacity(stored.len() + 1);
-    // The newest key that every node has had time to learn signs; a newer one only verifies.
-    let mut signer_at = None;
+) -> anyhow::Result<(Signing, Vec<VerifyingKey>)> {
+    let mut candidates = Vec::with_capacity(stored.len());
     for key in stored {
         if key.verify_until.is_some_and(|until| until < now) {
             continue;
@@ -150,30 +208,103 @@ fn build(
             .alg
             .parse()
             .map_err(|e| anyhow::anyhow!("stored key {}: {e}", key.kid))?;
-        if key.created_at.plus(KEY_ACTIVATION_DELAY) <= now {
-            signer_at = Some(live.len());
-        }
-        live.push(SigningKey::from_pkcs8_der(
-            alg,
-            key.kid.clone(),
-            &key.private_der,
-        )?);
+        candidates.push(Candidate {
+            key: Arc::new(SigningKey::from_pkcs8_der(
+                alg,
+                key.kid.clone(),
+                &key.private_der,
+            )?),
+            signs_from: key.created_at.plus(KEY_ACTIVATION_DELAY),
+            verify_until: key.verify_until,
+        });
     }
-    let mut verifying: Vec<VerifyingKey> = live.iter().map(SigningKey::verifying_key).collect();
-    let signer = match hs256_secret {
+    let mut verifying: Vec<VerifyingKey> =
+        candidates.iter().map(|c| c.key.verifying_key()).collect();
+    let signing = match hs256_secret {
         Some(secret) => {
             let key = SigningKey::hs256(secret)?;
             verifying.push(key.verifying_key());
-            key
+            // The secret is the only signer: stored keys (from an earlier asymmetric
+            // configuration) only verify.
+            Signing {
+                candidates: Vec::new(),
+                fallback: Arc::new(key),
+            }
         }
         None => {
-            // On a fresh store the only key is brand new: it signs at once.
-            let at = signer_at.unwrap_or(live.len().saturating_sub(1));
-            if at >= live.len() {
+            let Some(newest) = candidates.last() else {
                 anyhow::bail!("the store has no current signing key");
+            };
+            let fallback = Arc::clone(&newest.key);
+            Signing {
+                candidates,
+                fallback,
             }
-            live.swap_remove(at)
         }
     };
-    Ok((signer, verifying))
+    Ok((signing, verifying))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_secs(1_700_000_000 + secs)
+    }
+
+    /// Found by the model test: a node that loaded the keys just after a rotation (the new
+    /// key not active yet) and then saw the clock pass the old key's retirement before its
+    /// next reload signed with the retired key, and its own tokens were refused once the
+    /// reload dropped that key.
+    #[test]
+    fn the_signer_follows_the_clock_between_reloads() {
+        let mut old = new_stored_key(Algorithm::EdDSA, at(0)).unwrap();
+        let new = new_stored_key(Algorithm::EdDSA, at(400)).unwrap();
+        old.verify_until = Some(at(400 + 933));
+        // Loaded one second after the rotation.
+        let (signing, verifying) = build(&[old.clone(), new.clone()], None, at(401)).unwrap();
+        assert_eq!(verifying.len(), 2);
+        assert_eq!(
+            signing.at(at(401)).kid(),
+            old.kid,
+            "the new key is not active yet"
+        );
+        assert_eq!(
+            signing.at(at(403)).kid(),
+            new.kid,
+            "active 3 s after its creation"
+        );
+        assert_eq!(
+            signing.at(at(2_000)).kid(),
+            new.kid,
+            "never the retired key"
+        );
+        assert!(signing.active(at(2_000)).is_some());
+
+        // Only retired keys loaded: nothing qualifies, so minting reloads first.
+        let (stale, _) = build(&[old.clone()], None, at(401)).unwrap();
+        assert!(stale.active(at(2_000)).is_none());
+        assert_eq!(
+            stale.at(at(2_000)).kid(),
+            old.kid,
+            "the fallback, after a failed reload"
+        );
+    }
+
+    #[test]
+    fn a_fresh_store_signs_with_its_only_key_at_once_and_hs256_with_the_secret() {
+        let only = new_stored_key(Algorithm::EdDSA, at(0)).unwrap();
+        let (signing, _) = build(std::slice::from_ref(&only), None, at(0)).unwrap();
+        assert_eq!(signing.at(at(0)).kid(), only.kid);
+
+        let secret = [7u8; 32];
+        let (signing, verifying) = build(&[only], Some(&secret), at(0)).unwrap();
+        let hs = SigningKey::hs256(&secret).unwrap();
+        assert_eq!(signing.at(at(0)).kid(), hs.kid());
+        assert!(signing.active(at(10_000)).is_some());
+        assert_eq!(verifying.len(), 2, "the stored key still verifies");
+    }
 }

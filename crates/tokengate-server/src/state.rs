@@ -74,7 +74,7 @@ impl AppState {
     }
 
     /// Sign an access token for `user` in session `sid`, expiring at `exp`.
-    pub fn mint(
+    pub async fn mint(
         &self,
         user: &User,
         sid: Uuid,
@@ -93,7 +93,8 @@ impl AppState {
             email: user.email.clone(),
             role: user.role,
         };
-        let token = self.keys.signer().sign(&claims).map_err(|error| {
+        let signer = self.keys.signer_reloading(self.store.as_ref(), now).await;
+        let token = signer.sign(&claims).map_err(|error| {
             tracing::error!(%error, "signing failed");
             ApiError::Unavailable("token signing is unavailable; retry shortly".into())
         })?;

@@ -653,7 +653,7 @@ async fn bulk_import_makes_every_imported_id_refused() {
     }
 
     // And over HTTP: tokens signed by the server's own key, carrying imported ids.
-    let signer = state.keys.signer();
+    let signer = state.keys.signer(state.now());
     for jti in [jtis[0], jtis[1], jtis[50_000], jtis[99_999]] {
         let token = signer
             .sign(&Claims {

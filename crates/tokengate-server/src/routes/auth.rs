@@ -275,7 +275,7 @@ pub async fn start_session(
         // checked: the credentials are no longer good.
         return Err(invalid_credentials());
     }
-    let access = state.mint(user, sid, now, access_exp)?;
+    let access = state.mint(user, sid, now, access_exp).await?;
     tracing::info!(user_id = %user.id, session_id = %sid, "signed in");
     Ok(token_response(
         access.token,
@@ -455,7 +455,7 @@ pub async fn refresh(
     let grant = |text: &str| Err(ApiError::Unauthorized("invalid_grant", text.to_owned()));
     match outcome {
         RefreshOutcome::Rotated { session, user } => {
-            let access = state.mint(&user, session.id, now, access_exp)?;
+            let access = state.mint(&user, session.id, now, access_exp).await?;
             Ok(axum::Json(token_response(
                 access.token,
                 access.exp,
