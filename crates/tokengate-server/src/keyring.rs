@@ -80,9 +80,9 @@ impl KeyRing {
         self.signing.load().at(now)
     }
 
-    /// [`signer`](Self::signer), but when no loaded key qualifies at `now` (every one
-    /// retired, say after the clock jumped past a rotation this node has not reloaded yet),
-    /// reload from the store first rather than sign with a key the others may have dropped.
+    /// [`signer`](Self::signer), but when every loaded key is retired at `now` (say the
+    /// clock jumped past a rotation this node has not reloaded yet), reload from the store
+    /// first rather than sign with a key the others may have dropped.
     pub async fn signer_reloading(&self, store: &dyn Store, now: Timestamp) -> Arc<SigningKey> {
         if let Some(key) = self.signing.load().active(now) {
             return key;
@@ -163,29 +163,33 @@ struct Candidate {
 /// The keys that may sign, oldest first, and the one to fall back on.
 struct Signing {
     candidates: Vec<Candidate>,
-    /// What signs when no candidate qualifies at `now`: the configured HS256 secret, or on
-    /// a fresh store the only key, brand new, which signs at once.
+    /// What signs when no candidate qualifies at `now`: the configured HS256 secret, or
+    /// the newest stored key (every key retired and the reload failed).
     fallback: Arc<SigningKey>,
 }
 
 impl Signing {
-    /// The newest candidate that is active and not retired at `now`, else the fallback.
+    /// [`active`](Self::active), else the fallback.
     fn at(&self, now: Timestamp) -> Arc<SigningKey> {
         self.active(now)
             .unwrap_or_else(|| Arc::clone(&self.fallback))
     }
 
-    /// The newest candidate that is active and not retired at `now` (the HS256 secret
-    /// always is), if any.
+    /// The key to sign with at `now`, if any is not retired: the newest one that is active,
+    /// else (every key younger than [`KEY_ACTIVATION_DELAY`], as on a fresh store or right
+    /// after a rotation that followed it) the oldest, which the other nodes have known
+    /// longest. The HS256 secret always qualifies.
     fn active(&self, now: Timestamp) -> Option<Arc<SigningKey>> {
         if self.candidates.is_empty() {
             return Some(Arc::clone(&self.fallback));
         }
-        self.candidates
-            .iter()
-            .rev()
-            .find(|c| c.signs_from <= now && c.verify_until.is_none_or(|until| until >= now))
-            .map(|c| Arc::clone(&c.key))
+        let live = |c: &&Candidate| c.verify_until.is_none_or(|until| until >= now);
+        let oldest = self.candidates.iter().find(live)?;
+        let chosen = (self.candidates.iter().rev())
+            .filter(live)
+            .find(|c| c.signs_from <= now)
+            .unwrap_or(oldest);
+        Some(Arc::clone(&chosen.key))
     }
 
     fn kids(&self) -> impl Iterator<Item = &str> {
@@ -292,6 +296,27 @@ mod tests {
             old.kid,
             "the fallback, after a failed reload"
         );
+    }
+
+    /// Found by the cluster test on a fast machine: a rotation within 3 s of the store's
+    /// first key left no key active, and a node signed with the brand-new one before the
+    /// other node had loaded it.
+    #[test]
+    fn with_no_key_active_yet_the_oldest_signs() {
+        let first = new_stored_key(Algorithm::EdDSA, at(0)).unwrap();
+        let mut first_retired = first.clone();
+        first_retired.verify_until = Some(at(1 + 933));
+        let rotated = new_stored_key(Algorithm::EdDSA, at(1)).unwrap();
+        let (signing, _) = build(&[first_retired, rotated.clone()], None, at(1)).unwrap();
+        assert_eq!(signing.at(at(1)).kid(), first.kid);
+        assert_eq!(signing.at(at(3)).kid(), first.kid);
+        assert_eq!(signing.at(at(4)).kid(), rotated.kid);
+
+        // Made in the same second: once both are active, the newer one signs.
+        let same_second = new_stored_key(Algorithm::EdDSA, at(0)).unwrap();
+        let (signing, _) = build(&[first.clone(), same_second.clone()], None, at(0)).unwrap();
+        assert_eq!(signing.at(at(0)).kid(), first.kid);
+        assert_eq!(signing.at(at(3)).kid(), same_second.kid);
     }
 
     #[test]
