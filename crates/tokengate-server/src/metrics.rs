@@ -269,6 +269,18 @@ impl Metrics {
         }
         family(
             &mut out,
+            "tokengate_revocation_index_bytes",
+            "gauge",
+            "Bytes held by this node's revocation index tables (slots and control bytes).",
+        );
+        sample(
+            &mut out,
+            "tokengate_revocation_index_bytes",
+            &[],
+            index.table_bytes() as u64,
+        );
+        family(
+            &mut out,
             "tokengate_revocation_index_purged_total",
             "counter",
             "Expired index entries dropped by the purge task.",

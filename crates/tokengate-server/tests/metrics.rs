@@ -90,6 +90,9 @@ async fn sign_in_sign_out_and_refused_tokens_are_counted() {
     expect("tokengate_auth_requests_total{outcome=\"ok\"}", 2.0);
     expect("tokengate_revocation_index_entries{kind=\"session\"}", 1.0);
     expect("tokengate_store_errors_total", 0.0);
+    // 192 shards of at least one 8-slot group each, whatever the index holds.
+    let bytes = value(&text, "tokengate_revocation_index_bytes").expect("bytes gauge");
+    assert!(bytes >= 192.0 * 8.0 * 25.0, "index bytes {bytes}");
     let lag = value(&text, "tokengate_revocation_index_lag_seconds").expect("lag gauge");
     assert!((0.0..5.0).contains(&lag), "lag {lag}");
     // The latency histogram has the sign-in route, by status.
@@ -104,6 +107,7 @@ async fn sign_in_sign_out_and_refused_tokens_are_counted() {
         "tokengate_throttled_requests_total",
         "tokengate_revocations_total",
         "tokengate_revocation_index_entries",
+        "tokengate_revocation_index_bytes",
         "tokengate_revocation_index_purged_total",
         "tokengate_revocation_index_lag_seconds",
         "tokengate_store_errors_total",
