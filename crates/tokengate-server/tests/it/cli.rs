@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The admin commands on the data of a running server (issue 3). The server tails the
+//! The admin commands on the data of a running server. The server tails the
 //! revocation record every 250 ms; we allow it 3 s to pick a CLI revocation up.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

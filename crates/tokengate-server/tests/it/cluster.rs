@@ -4,9 +4,8 @@
 //! Without them they print `skipped: ...` and pass, unless `TOKENGATE_REQUIRE_SERVICES=1`,
 //! which turns a skip into a failure. Outage tests start their own `redis-server` on a
 //! random port; the shared one is never stopped.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

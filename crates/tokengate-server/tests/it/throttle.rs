@@ -1,9 +1,8 @@
 //! Sign-in throttling of failed attempts, end to end: 429 with `Retry-After` past the
 //! limit (before the password is checked), per (email, client IP) and per IP, the same for
 //! unknown and known emails, and the window read from the node's clock.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::sync::Arc;

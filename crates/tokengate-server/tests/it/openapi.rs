@@ -1,10 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! `GET /openapi.json` (issue 4): the document is valid OpenAPI 3.x, describes the security
+//! `GET /openapi.json`: the document is valid OpenAPI 3.x, describes the security
 //! schemes, and lists exactly the routes the router serves — checked against the one list
 //! `tokengate_server::routes::ROUTES`, whose every entry must also answer on a running
 //! server with something other than the 404 fallback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! A sign-out survives a crash: SIGKILL right after the 204, restart on the same data dir
-//! (issue 2).
+//!.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::StatusCode;

@@ -1,9 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Logs (issue 8): a full sign-in / refresh / sign-out run, through the API and the pages,
+//! Logs: a full sign-in / refresh / sign-out run, through the API and the pages,
 //! leaves no token, refresh token or password in the server's log, and every line written
 //! inside a request carries its request id (text and JSON formats).
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::{Method, StatusCode};

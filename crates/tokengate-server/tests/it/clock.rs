@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! In process, with a set clock and a store that can be made to fail: expiry and leeway,
 //! refresh token lifetime, bounded index, and no false 204 when the store cannot write.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! The attack battery: forged and mangled tokens (RFC 8725 and the CVEs behind it) sent to a
 //! running server. Every one must get 401 with an RFC 6750 `WWW-Authenticate` challenge on
 //! both `GET /v1/auth/me` and `GET /v1/verify` (forward auth), and never a 500.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;

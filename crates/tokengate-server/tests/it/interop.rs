@@ -1,9 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Interop (issue 4), against the real binary or in process with a manual clock: the JWKS
+//! Interop, against the real binary or in process with a manual clock: the JWKS
 //! under each signing algorithm, key rotation, RFC 7009 revoke, RFC 7662 introspect,
 //! forward auth (`/v1/verify`) and the revocation event stream.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

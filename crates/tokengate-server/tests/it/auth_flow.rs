@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End to end against the real binary: sign-up, sign-in, `me`, sign-out, sign-out
-//! everywhere, forged tokens and bad input (issue 2).
+//! everywhere, forged tokens and bad input.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! `GET /metrics` (issue 8): after a sign-in, a wrong password, a sign-out and a refused
+//! `GET /metrics`: after a sign-in, a wrong password, a sign-out and a refused
 //! token, each is counted in the Prometheus text.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

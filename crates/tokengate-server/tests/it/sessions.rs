@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Sessions end to end (issue 3): refresh rotation and reuse detection, password change,
+//! Sessions end to end: refresh rotation and reuse detection, password change,
 //! sign-out everywhere, listing and ending sessions, the admin endpoints and bulk import.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::StatusCode;

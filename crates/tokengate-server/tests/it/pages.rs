@@ -1,10 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The server-rendered pages (issue 8) over HTTP, with cookies handled by hand the way a
+//! The server-rendered pages over HTTP, with cookies handled by hand the way a
 //! browser does: the sign-in form and its messages, the session cookie's flags, the CSRF
 //! defences of every form, the sessions list, signing one session or every session out,
 //! and renewing an expired page session with the refresh cookie.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,12 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Forward auth behind a real nginx (issue 4): the `auth_request` configuration of
+//! Forward auth behind a real nginx: the `auth_request` configuration of
 //! `docs/forward-auth.md`, taken verbatim from the doc, in front of a small upstream that
 //! echoes the identity headers it receives.
 //!
 //! Needs the `nginx` binary (Debian's package `nginx`; `.ci/run` installs it). Without it the
 //! test prints `skipped: nginx not installed` and passes, unless `TOKENGATE_REQUIRE_NGINX=1`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Model-based test of the revocation rules (issue 7).
+//! Model-based test of the revocation rules.
 //!
 //! Random sequences of sign-in, refresh, refresh-token reuse, sign-out, sign-out-all,
 //! password change, admin disable, key rotation and clock advance run against TWO
@@ -14,7 +13,7 @@
 //! propagation delay (a bounded wait, no timing assertion). On a mismatch the whole
 //! sequence is printed. `PROPTEST_CASES` overrides the number of cases (default 8).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
