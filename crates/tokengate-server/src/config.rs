@@ -64,6 +64,15 @@ pub struct Config {
     /// The sliding window of the sign-in failure limits.
     #[serde(with = "duration")]
     pub signin_failure_window: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request head, and to start its next request on a
+    /// kept-alive connection (the idle timeout).
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request body once its head has arrived.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -100,6 +109,9 @@ impl Default for Config {
             signin_max_failures: 5,
             signin_max_failures_per_ip: 50,
             signin_failure_window: Duration::from_secs(15 * 60),
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -126,6 +138,9 @@ const KEYS: &[&str] = &[
     "signin_max_failures",
     "signin_max_failures_per_ip",
     "signin_failure_window",
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
 ];
 
 /// Values given as command-line flags; they beat the environment and the file.
@@ -180,6 +195,10 @@ impl Config {
         }
         if self.max_staleness.is_zero() {
             anyhow::bail!("max_staleness must be positive");
+        }
+        if self.max_connections == 0 || self.header_timeout.is_zero() || self.body_timeout.is_zero()
+        {
+            anyhow::bail!("max_connections, header_timeout and body_timeout must be positive");
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! tasks that keep a node's revocation index current.
 //!
 //! - [`config`]: the one place configuration is read (defaults < file < env < flags).
+//! - [`connections`]: the listener, with a connection limit and header and body deadlines.
 //! - [`cli`]: `serve` and the admin commands.
 //! - [`server`]: start-up (keys, then the live revocation set, then the listener) and the
 //!   background tasks (tail the revocation record, purge, flush activity, reload keys).
@@ -16,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod headers;
 pub mod keyring;
@@ -29,7 +31,6 @@ pub mod state;
 pub mod throttle;
 pub mod trace;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokengate_core::SystemClock;
@@ -65,23 +66,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("tokengate listening on http://{addr}");
-    let app = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(routes::router(
-        node.state.clone(),
-    ));
+    let app = routes::router(node.state.clone());
+    let limits = connections::ConnectionLimits::from_config(&node.state.config);
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = connections::serve(listener, app, limits, async move {
         shutdown_signal().await;
         let _ = signalled.send(true);
     });
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        finished = &mut server => finished??,
+        finished = &mut server => finished?,
         _ = on_signal.changed() => {
             tracing::info!("shutting down: finishing in-flight requests");
             // Long-lived responses (the revocation event stream) never finish by
             // themselves: give in-flight requests a bounded time, then stop anyway.
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(finished) => finished??,
+                Ok(finished) => finished?,
                 Err(_) => {
                     tracing::warn!("requests still open after the grace period; closing them");
                     server.abort();

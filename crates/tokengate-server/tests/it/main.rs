@@ -13,6 +13,7 @@ mod auth_flow;
 mod cli;
 mod clock;
 mod cluster;
+mod connections;
 mod interop;
 mod logs;
 mod metrics;
