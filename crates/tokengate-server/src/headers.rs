@@ -1,5 +1,5 @@
 //! Security headers on every response: one layer, [`SecurityHeaders`], around the whole
-//! router in [`crate::routes::router`].
+//! router in `routes::router`.
 //!
 //! - always: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
 //!   `X-Frame-Options: DENY`;
@@ -176,7 +176,7 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt;
 
-    /// Around the whole router, as [`crate::routes::router`] adds it.
+    /// Around the whole router, as `routes::router` adds it.
     fn app(hsts: bool) -> SetSecurityHeaders<Router> {
         let router = Router::new()
             .route("/page", get(|| async { Html("<p>hi</p>") }))

@@ -1,5 +1,5 @@
 //! The request id and request span of every request: one layer, [`RequestTraceLayer`],
-//! outermost in [`crate::routes::router`].
+//! outermost in `routes::router`.
 //!
 //! - The request id is the client's `x-request-id` when it sends an acceptable one (see
 //!   [`is_acceptable_request_id`]: at most 64 bytes of `[A-Za-z0-9._:-]`, so it can neither
