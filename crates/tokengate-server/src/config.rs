@@ -12,7 +12,10 @@ use tokengate_axum::StalenessPolicy;
 use tokengate_core::Algorithm;
 
 /// Every configuration key, with its default. Each is also read from `TOKENGATE_<KEY>`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Its `Debug` form redacts the secrets (the HS256 secret, passwords in database and Redis
+/// URLs): a configuration printed into a log or a panic message must not leak them.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -73,6 +76,80 @@ pub struct Config {
     /// Time a client has to send a request body once its head has arrived.
     #[serde(with = "duration")]
     pub body_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field does not compile until it is listed here.
+        let Config {
+            listen,
+            data_dir,
+            database_url,
+            redis_url,
+            redis_namespace,
+            signing_alg,
+            hs256_secret,
+            access_ttl,
+            refresh_ttl,
+            refresh_grace,
+            issuer,
+            audience,
+            leeway,
+            max_staleness,
+            staleness_policy,
+            allow_signup,
+            log_format,
+            signin_max_failures,
+            signin_max_failures_per_ip,
+            signin_failure_window,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("data_dir", data_dir)
+            .field("database_url", &database_url.as_deref().map(redact_url))
+            .field("redis_url", &redis_url.as_deref().map(redact_url))
+            .field("redis_namespace", redis_namespace)
+            .field("signing_alg", signing_alg)
+            .field("hs256_secret", &hs256_secret.as_ref().map(|_| REDACTED))
+            .field("access_ttl", access_ttl)
+            .field("refresh_ttl", refresh_ttl)
+            .field("refresh_grace", refresh_grace)
+            .field("issuer", issuer)
+            .field("audience", audience)
+            .field("leeway", leeway)
+            .field("max_staleness", max_staleness)
+            .field("staleness_policy", staleness_policy)
+            .field("allow_signup", allow_signup)
+            .field("log_format", log_format)
+            .field("signin_max_failures", signin_max_failures)
+            .field("signin_max_failures_per_ip", signin_max_failures_per_ip)
+            .field("signin_failure_window", signin_failure_window)
+            .finish()
+    }
+}
+
+/// What a redacted secret prints as.
+const REDACTED: &str = "<redacted>";
+
+/// `url` with the password of its user info (`scheme://user:PASSWORD@host/...`) replaced by
+/// [`REDACTED`]; a URL without one is returned as it is.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let Some((user_info, _host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => {
+            format!(
+                "{scheme}://{user}:{REDACTED}@{}",
+                &rest[user_info.len() + 1..]
+            )
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// How log lines are written.
@@ -347,5 +424,36 @@ mod tests {
         assert!(load(Some("signing_alg = \"HS256\""), &[], Overrides::default()).is_err());
         let ok = "signing_alg = \"HS256\"\nhs256_secret = \"0123456789abcdef0123456789abcdef\"";
         assert!(load(Some(ok), &[], Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secrets() {
+        let config = Config {
+            hs256_secret: Some("the-hs256-secret-0123456789abcdef".to_owned()),
+            database_url: Some("postgres://tokengate:db-password@db.internal:5432/tg".to_owned()),
+            redis_url: Some("redis://:redis-password@127.0.0.1:6379/0".to_owned()),
+            ..Config::default()
+        };
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            for secret in ["the-hs256-secret", "db-password", "redis-password"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("\"<redacted>\""), "{text}");
+            assert!(
+                text.contains("postgres://tokengate:<redacted>@db.internal:5432/tg"),
+                "{text}"
+            );
+            assert!(
+                text.contains("redis://:<redacted>@127.0.0.1:6379/0"),
+                "{text}"
+            );
+            assert!(text.contains("issuer: \"tokengate\""), "{text}");
+        }
+        assert_eq!(
+            redact_url("sqlite://./data/tokengate.db"),
+            "sqlite://./data/tokengate.db"
+        );
+        assert_eq!(redact_url("redis://user@host/0"), "redis://user@host/0");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -2,10 +2,9 @@
 //! variant maps to a 4xx or 503 with a JSON body. Nothing maps to a panic.
 
 use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::FromRequest;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use tokengate_axum::{error_response, AuthError};
 use tokengate_store::StoreError;
 
@@ -39,26 +38,43 @@ pub enum ApiError {
     /// 429 with `Retry-After` seconds.
     #[error("too many failed attempts; retry after {0} seconds")]
     TooManyRequests(u64),
-    /// 503: the store cannot be reached or written; nothing was acknowledged.
+    /// 503: something this node depends on is unavailable; nothing was acknowledged.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the store cannot be reached or written; nothing was acknowledged. Logged and
+    /// counted (`tokengate_store_errors_total`) once, when the response is built.
+    #[error("the database is unavailable; nothing was changed, retry shortly")]
+    Store(#[source] StoreError),
     /// The authentication extractor refused.
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
 
+/// A pure conversion: a conflict is a 409, any other store error a 503 that keeps the
+/// error as its source. Nothing is logged or counted here (an error may be converted and
+/// then handled), only where the response is built ([`StoreFailure::answer`]).
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(what) => ApiError::Conflict(what),
-            other => {
-                crate::metrics::store_error();
-                tracing::error!(error = %other, "store error");
-                ApiError::Unavailable(
-                    "the database is unavailable; nothing was changed, retry shortly".into(),
-                )
-            }
+            other => ApiError::Store(other),
         }
+    }
+}
+
+/// The mark of a response that answers a store error, in its extensions: the metrics layer
+/// counts these responses (`tokengate_store_errors_total`), so the count follows what was
+/// answered rather than what was converted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFailure;
+
+impl StoreFailure {
+    /// Log `error` (once per answered request, inside its request span) and mark
+    /// `response` as answering it. For any response built for a store error: the JSON 503
+    /// of [`ApiError`] and the pages' own 503 page.
+    pub fn answer(error: &StoreError, response: &mut Response) {
+        tracing::error!(%error, "store error");
+        response.extensions_mut().insert(StoreFailure);
     }
 }
 
@@ -66,6 +82,17 @@ impl From<crate::password::HashError> for ApiError {
     fn from(error: crate::password::HashError) -> Self {
         tracing::error!(%error, "password hashing failed");
         ApiError::Unavailable("password hashing is unavailable; retry shortly".into())
+    }
+}
+
+impl ApiError {
+    /// Note that `response`, built for this error by other means than
+    /// [`IntoResponse::into_response`] (a page), answers it: a store error is logged and
+    /// marked for counting there ([`StoreFailure::answer`]); other errors need nothing.
+    pub fn answered_by(&self, response: &mut Response) {
+        if let ApiError::Store(error) = self {
+            StoreFailure::answer(error, response);
+        }
     }
 }
 
@@ -84,83 +111,200 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
             }
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Store(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
             ApiError::Auth(error) => return error.clone().into_response(),
         };
         let mut response = error_response(status, code, &description);
-        if let ApiError::TooManyRequests(secs) = self {
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+        match self {
+            ApiError::TooManyRequests(secs) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
+            ApiError::Store(error) => StoreFailure::answer(&error, &mut response),
+            _ => {}
         }
         response
     }
 }
 
-/// `axum::Json` with our error answers: malformed JSON 400, missing or mistyped fields
-/// 422, wrong content type 415, body over the limit 413.
-#[derive(Debug, Clone, Copy, Default)]
+/// `axum::Json` with our error answers (see `From<JsonRejection>`): malformed JSON 400,
+/// missing or mistyped fields 422, wrong content type 415, body over the limit 413.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct Json<T>(pub T);
 
-impl<T, S> FromRequest<S> for Json<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::TooLarge;
+        }
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                ApiError::Unprocessable(format!("invalid request body: {}", e.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
+            }
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+            }
+            other => ApiError::BadRequest(other.body_text()),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::TooLarge;
-    }
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            ApiError::Unprocessable(format!("invalid request body: {}", e.body_text()))
-        }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
-        }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-        }
-        other => ApiError::BadRequest(other.body_text()),
-    }
-}
-
-/// `axum::Form` with our error answers (for RFC 7009/7662 and the web pages).
-#[derive(Debug, Clone, Copy, Default)]
+/// `axum::Form` with our error answers (for RFC 7009/7662 and the web pages; see
+/// `From<FormRejection>`): wrong content type 415, body over the limit 413, else 400.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Form), rejection(ApiError))]
 pub struct Form<T>(pub T);
 
-impl<T, S> FromRequest<S> for Form<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Form::<T>::from_request(req, state).await {
-            Ok(axum::Form(value)) => Ok(Form(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge)
-            }
-            Err(FormRejection::InvalidFormContentType(_)) => Err(ApiError::UnsupportedMediaType(
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::TooLarge;
+        }
+        match rejection {
+            FormRejection::InvalidFormContentType(_) => ApiError::UnsupportedMediaType(
                 "expected Content-Type: application/x-www-form-urlencoded".into(),
-            )),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+            ),
+            other => ApiError::BadRequest(other.body_text()),
         }
     }
 }
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::error::Error as _;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// The log lines written while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[test]
+    fn converting_a_store_error_has_no_side_effect_and_keeps_its_source() {
+        let (error, log) = logged(|| ApiError::from(StoreError::Unavailable("disk full".into())));
+        assert_eq!(log, "", "the conversion logs nothing");
+        assert!(matches!(error, ApiError::Store(_)), "{error:?}");
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("store unavailable: disk full")
+        );
+        let conflict = ApiError::from(StoreError::Conflict("email".into()));
+        assert!(matches!(conflict, ApiError::Conflict(_)), "{conflict:?}");
+    }
+
+    #[test]
+    fn a_store_error_is_logged_and_marked_once_when_answered() {
+        let (response, log) =
+            logged(|| ApiError::from(StoreError::Unavailable("disk full".into())).into_response());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.extensions().get::<StoreFailure>(),
+            Some(&StoreFailure)
+        );
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("ERROR") && log.contains("disk full"), "{log}");
+        // Other answers carry no mark.
+        let other = ApiError::Unavailable("signing".into()).into_response();
+        assert!(other.extensions().get::<StoreFailure>().is_none());
+        let conflict = ApiError::from(StoreError::Conflict("email".into())).into_response();
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        assert!(conflict.extensions().get::<StoreFailure>().is_none());
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Body1 {
+        #[allow(dead_code)] // Only its presence and type are checked.
+        n: u32,
+    }
+
+    async fn status_of(path: &str, content_type: &str, body: &'static str) -> StatusCode {
+        let app = Router::new()
+            .route("/json", post(|Json(_): Json<Body1>| async { "ok" }))
+            .route("/form", post(|Form(_): Form<Body1>| async { "ok" }))
+            .layer(axum::extract::DefaultBodyLimit::max(64));
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        app.oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn json_rejections_keep_their_status() {
+        let json = "application/json";
+        assert_eq!(
+            status_of("/json", json, r#"{"n": 1}"#).await,
+            StatusCode::OK
+        );
+        assert_eq!(status_of("/json", json, "{").await, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_of("/json", json, r#"{"n": "x"}"#).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of("/json", "text/plain", r#"{"n": 1}"#).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        let large = r#"{"n": 1, "padding": "................................................................"}"#;
+        assert_eq!(
+            status_of("/json", json, large).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[tokio::test]
+    async fn form_rejections_keep_their_status() {
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(status_of("/form", form, "n=1").await, StatusCode::OK);
+        assert_eq!(
+            status_of("/form", form, "n=x").await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of("/form", "application/json", "n=1").await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        let large = "n=1&padding=.................................................................";
+        assert_eq!(
+            status_of("/form", form, large).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

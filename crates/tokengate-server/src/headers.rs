@@ -1,5 +1,5 @@
 //! Security headers on every response: one layer, [`SecurityHeaders`], around the whole
-//! router in [`crate::routes::router`].
+//! router in `routes::router`.
 //!
 //! - always: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
 //!   `X-Frame-Options: DENY`;
@@ -10,13 +10,18 @@
 //!   loopback listener is a development setup or sits behind a local TLS proxy).
 //!
 //! A header a handler already set is left alone.
+//!
+//! The headers that depend only on the response are `tower-http`'s
+//! [`SetResponseHeaderLayer::if_not_present`]; `Cache-Control: no-store` depends on the
+//! request's path, which that layer does not see, so [`NoStore`] is written here.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response};
 use tower::{Layer, Service};
+use tower_http::set_header::{MakeHeaderValue, SetResponseHeader, SetResponseHeaderLayer};
 
 /// The policy of server-rendered pages: nothing but our own styles, images and forms.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -39,32 +44,85 @@ impl SecurityHeaders {
     }
 }
 
+/// The service of [`SecurityHeaders`]: `tower-http` layers around [`NoStore`]. Each holds
+/// a static header value (cloning one allocates nothing), so nothing is allocated per
+/// request.
+pub type SetSecurityHeaders<S> = SetResponseHeader<
+    SetResponseHeader<
+        SetResponseHeader<
+            SetResponseHeader<SetResponseHeader<NoStore<S>, Option<HeaderValue>>, HtmlOnly>,
+            HeaderValue,
+        >,
+        HeaderValue,
+    >,
+    HeaderValue,
+>;
+
 impl<S> Layer<S> for SecurityHeaders {
     type Service = SetSecurityHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SetSecurityHeaders {
-            inner,
-            config: *self,
-        }
+        let hsts = self
+            .hsts
+            .then_some(HeaderValue::from_static(STRICT_TRANSPORT_SECURITY));
+        let inner = NoStore { inner };
+        let inner = SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts)
+            .layer(inner);
+        let inner = SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HtmlOnly(HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+        )
+        .layer(inner);
+        let inner = SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        )
+        .layer(inner);
+        let inner = SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        )
+        .layer(inner);
+        SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        )
+        .layer(inner)
     }
 }
 
-/// The service of [`SecurityHeaders`]: holds nothing but the inner service and a flag, so
-/// nothing is cloned or allocated per request.
-#[derive(Clone, Copy, Debug)]
-pub struct SetSecurityHeaders<S> {
-    inner: S,
-    config: SecurityHeaders,
+/// A header value for HTML (`text/html`, any case, any parameters) responses only.
+#[derive(Clone, Debug)]
+pub struct HtmlOnly(HeaderValue);
+
+impl<B> MakeHeaderValue<Response<B>> for HtmlOnly {
+    fn make_header_value(&mut self, response: &Response<B>) -> Option<HeaderValue> {
+        is_html(response.headers()).then(|| self.0.clone())
+    }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SetSecurityHeaders<S>
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.trim_start().get(.."text/html".len()))
+        .is_some_and(|ct| ct.eq_ignore_ascii_case("text/html"))
+}
+
+/// `Cache-Control: no-store` (unless set) on the answers to `/v1/auth/*` and `/oauth2/*`,
+/// matched or not: tokens and session data must not sit in a shared or browser cache.
+#[derive(Clone, Copy, Debug)]
+pub struct NoStore<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NoStore<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = SecurityHeadersFuture<S::Future>;
+    type Future = NoStoreFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -73,25 +131,23 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
         let no_store = path.starts_with("/v1/auth/") || path.starts_with("/oauth2/");
-        SecurityHeadersFuture {
+        NoStoreFuture {
             future: self.inner.call(request),
             no_store,
-            hsts: self.config.hsts,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`SetSecurityHeaders`].
-    pub struct SecurityHeadersFuture<F> {
+    /// The response future of [`NoStore`].
+    pub struct NoStoreFuture<F> {
         #[pin]
         future: F,
         no_store: bool,
-        hsts: bool,
     }
 }
 
-impl<F, B, E> Future for SecurityHeadersFuture<F>
+impl<F, B, E> Future for NoStoreFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -100,33 +156,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.future.poll(cx))?;
-        add_security_headers(response.headers_mut(), *this.no_store, *this.hsts);
-        Poll::Ready(Ok(response))
-    }
-}
-
-fn add_security_headers(headers: &mut HeaderMap, no_store: bool, hsts: bool) {
-    let is_html = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.trim_start().get(.."text/html".len()))
-        .is_some_and(|ct| ct.eq_ignore_ascii_case("text/html"));
-    let mut set = |name: HeaderName, value: &'static str| {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
+        if *this.no_store {
+            response
+                .headers_mut()
+                .entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("no-store"));
         }
-    };
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::REFERRER_POLICY, "no-referrer");
-    set(header::X_FRAME_OPTIONS, "DENY");
-    if no_store {
-        set(header::CACHE_CONTROL, "no-store");
-    }
-    if is_html {
-        set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
-    }
-    if hsts {
-        set(header::STRICT_TRANSPORT_SECURITY, STRICT_TRANSPORT_SECURITY);
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -140,7 +176,7 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt;
 
-    /// Around the whole router, as [`crate::routes::router`] adds it.
+    /// Around the whole router, as `routes::router` adds it.
     fn app(hsts: bool) -> SetSecurityHeaders<Router> {
         let router = Router::new()
             .route("/page", get(|| async { Html("<p>hi</p>") }))

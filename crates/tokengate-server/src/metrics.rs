@@ -1,21 +1,23 @@
-//! `GET /metrics`: Prometheus text exposition of what a node does, kept cheap on the request
-//! path: every counter is an atomic, histograms are arrays of atomics, and the per-route
-//! latency map is lock-free (papaya). Gauges (index size, lag) are read at scrape time.
+//! `GET /metrics`: the Prometheus exposition of what a node does, through the
+//! `prometheus-client` crate and a [`Registry`] per node ([`Metrics`], in the state): no
+//! process-global counter. Kept cheap on the request path: counters are atomics; the request
+//! latency histograms are a `prometheus-client` [`Family`] keyed by method, the route
+//! template (axum's [`MatchedPath`], so only the router's own routes) and status. Gauges
+//! that read the state (index size, lag) are collected at scrape time.
 //!
 //! Sources:
 //! - [`GateObserver`]: every authentication decision of the [`Gate`](tokengate_axum::Gate)
 //!   (it also records sessions' `last_seen_at`);
 //! - [`TrackRequestsLayer`]: times each request by matched route and status, and counts
-//!   sign-ins by outcome and throttled (429) answers;
+//!   API sign-ins by outcome, throttled (429) answers and answered store errors (the
+//!   [`StoreFailure`] mark of a response);
 //! - [`count_revocations`]: a task subscribed to the revocation index, so revocations made
-//!   here, read from the store, or pushed by other nodes are all counted;
-//! - the purge task and the store error conversion.
+//!   here, read from the store, or pushed by other nodes are all counted, each once (the
+//!   index tells only of entries it newly applies);
+//! - the pages' sign-ins ([`Metrics::signin`]) and the purge task ([`Metrics::index_purged`]).
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
@@ -23,12 +25,22 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, State};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use axum::response::IntoResponse;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokengate_axum::{AuthError, AuthObserver};
 use tokengate_core::{Claims, RevocationKind, Timestamp};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
+use crate::error::StoreFailure;
 use crate::state::{AppState, SessionActivity};
 
 /// Outcomes of an authentication decision ([`AuthError::outcome`] plus `ok`).
@@ -43,7 +55,7 @@ const AUTH_OUTCOMES: [&str; 8] = [
     "forbidden",
 ];
 
-/// Outcomes of a sign-in.
+/// Outcomes of a sign-in, in [`SigninOutcome`] order.
 const SIGNIN_OUTCOMES: [&str; 4] = ["ok", "invalid", "disabled", "throttled"];
 
 /// Revocation kinds, in [`RevocationKind`] order.
@@ -59,13 +71,13 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Store errors seen anywhere in the process (the `ApiError` conversion has no state).
-static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// The `route` label of a request that matched no route (404s): one fixed value, so a
+/// scanner cannot grow the label set.
+pub const UNMATCHED: &str = "unmatched";
 
-/// Count one store error (called where a [`tokengate_store::StoreError`] becomes a 503).
-pub fn store_error() {
-    STORE_ERRORS.fetch_add(1, Ordering::Relaxed);
-}
+/// The content type of `GET /metrics`: the OpenMetrics text format `prometheus-client`
+/// writes (Prometheus asks for it first).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How a sign-in ended, for `tokengate_signins_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,44 +92,212 @@ pub enum SigninOutcome {
     Throttled,
 }
 
-/// One latency histogram: cumulative-on-render bucket counts, a count and a sum.
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// The labels of `tokengate_http_request_duration_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: RouteLabel,
+    status: u16,
 }
 
-impl Histogram {
-    fn observe(&self, seconds: f64) {
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+/// The route template a request matched (shared with the router: cloning it allocates
+/// nothing), or [`UNMATCHED`].
+#[derive(Clone, Debug)]
+enum RouteLabel {
+    Matched(MatchedPath),
+    Unmatched,
+}
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::Matched(path) => path.as_str(),
+            RouteLabel::Unmatched => UNMATCHED,
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = (seconds * 1e6) as u64;
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
-/// Every counter of a node.
-#[derive(Default)]
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// The `method` label: a standard method by name, anything else (an extension method,
+/// or a request that matched no route) `-`, so the label set stays bounded.
+fn method_label(method: &Method, matched: bool) -> &'static str {
+    if !matched {
+        return "-";
+    }
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "-",
+    }
+}
+
+/// Counters sharing one name, each with its value of one label: a counter family whose
+/// label values are known up front, so the request path finds its counter by index
+/// (an atomic add) rather than by hashing a label set.
+#[derive(Debug)]
+struct LabelledCounters {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    series: Vec<(&'static str, Counter)>,
+}
+
+impl Collector for LabelledCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((_, first)) = self.series.first() else {
+            return Ok(());
+        };
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, first.metric_type())?;
+        for (value, counter) in &self.series {
+            counter.encode(family.encode_family(&[(self.label, *value)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every counter of a node, and the registry that exposes them.
 pub struct Metrics {
-    auth: [AtomicU64; AUTH_OUTCOMES.len()],
-    served_stale: AtomicU64,
-    signins: [AtomicU64; SIGNIN_OUTCOMES.len()],
-    throttled: AtomicU64,
-    revocations: [AtomicU64; KINDS.len()],
-    revocation_events_missed: AtomicU64,
-    index_purged: AtomicU64,
-    latency: papaya::HashMap<(&'static str, u16), Arc<Histogram>, foldhash::fast::RandomState>,
+    registry: Registry,
+    auth: [Counter; AUTH_OUTCOMES.len()],
+    served_stale: Counter,
+    signins: [Counter; SIGNIN_OUTCOMES.len()],
+    throttled: Counter,
+    revocations: [Counter; KINDS.len()],
+    revocation_events_missed: Counter,
+    index_purged: Counter,
+    store_errors: Counter,
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
+    /// Zeroed counters, registered in a new registry.
+    pub fn new() -> Self {
+        let auth: [Counter; AUTH_OUTCOMES.len()] = Default::default();
+        let signins: [Counter; SIGNIN_OUTCOMES.len()] = Default::default();
+        let revocations: [Counter; KINDS.len()] = Default::default();
+        let requests: Family<RequestLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let metrics = Metrics {
+            registry: Registry::default(),
+            auth,
+            served_stale: Counter::default(),
+            signins,
+            throttled: Counter::default(),
+            revocations,
+            revocation_events_missed: Counter::default(),
+            index_purged: Counter::default(),
+            store_errors: Counter::default(),
+            requests,
+        };
+        metrics.registered()
+    }
+
+    /// Register every family (clones share their values) in `self.registry`. Counter names
+    /// are given without `_total`: the encoder appends it to the samples, as OpenMetrics
+    /// names a counter family.
+    fn registered(mut self) -> Self {
+        let registry = &mut self.registry;
+        registry.register_collector(Box::new(LabelledCounters {
+            name: "tokengate_auth_requests",
+            help: "Authentication decisions on authenticated routes, by outcome.",
+            label: "outcome",
+            series: AUTH_OUTCOMES.into_iter().zip(self.auth.clone()).collect(),
+        }));
+        registry.register(
+            "tokengate_auth_served_stale",
+            "Requests served from a stale revocation index under fail_open",
+            self.served_stale.clone(),
+        );
+        registry.register_collector(Box::new(LabelledCounters {
+            name: "tokengate_signins",
+            help: "Password sign-ins (API and sign-in page), by outcome.",
+            label: "outcome",
+            series: SIGNIN_OUTCOMES
+                .into_iter()
+                .zip(self.signins.clone())
+                .collect(),
+        }));
+        registry.register(
+            "tokengate_throttled_requests",
+            "Requests answered 429 (throttled)",
+            self.throttled.clone(),
+        );
+        registry.register_collector(Box::new(LabelledCounters {
+            name: "tokengate_revocations",
+            help: "Revocations newly applied to this node's index (made here, read from the store or pushed by another node), by kind.",
+            label: "kind",
+            series: KINDS
+                .into_iter()
+                .map(RevocationKind::as_str)
+                .zip(self.revocations.clone())
+                .collect(),
+        }));
+        registry.register(
+            "tokengate_revocation_events_missed",
+            "Revocations applied but not counted by kind because the counter fell behind",
+            self.revocation_events_missed.clone(),
+        );
+        registry.register(
+            "tokengate_revocation_index_purged",
+            "Expired index entries dropped by the purge task",
+            self.index_purged.clone(),
+        );
+        registry.register(
+            "tokengate_store_errors",
+            "Store (database) errors answered as 503",
+            self.store_errors.clone(),
+        );
+        registry.register(
+            "tokengate_http_request_duration_seconds",
+            "HTTP request latency by matched route, method and status",
+            self.requests.clone(),
+        );
+        self
+    }
+
     /// Count an authentication decision by its outcome label.
     pub fn auth(&self, outcome: &str) {
         if let Some(i) = AUTH_OUTCOMES.iter().position(|o| *o == outcome) {
-            self.auth[i].fetch_add(1, Ordering::Relaxed);
+            self.auth[i].inc();
         }
+    }
+
+    /// Count a request served from a stale index under `fail_open`.
+    pub fn served_stale(&self) {
+        self.served_stale.inc();
     }
 
     /// Count a sign-in.
@@ -128,27 +308,48 @@ impl Metrics {
             SigninOutcome::Disabled => 2,
             SigninOutcome::Throttled => 3,
         };
-        self.signins[i].fetch_add(1, Ordering::Relaxed);
+        self.signins[i].inc();
     }
 
     /// Count a revocation newly applied to the index.
     pub fn revocation(&self, kind: RevocationKind) {
         if let Some(i) = KINDS.iter().position(|k| *k == kind) {
-            self.revocations[i].fetch_add(1, Ordering::Relaxed);
+            self.revocations[i].inc();
         }
+    }
+
+    /// Count revocations applied to the index but missed by [`Metrics::revocation`].
+    pub fn revocation_events_missed(&self, n: u64) {
+        self.revocation_events_missed.inc_by(n);
     }
 
     /// Count index entries dropped by the purge.
     pub fn index_purged(&self, n: usize) {
-        self.index_purged.fetch_add(n as u64, Ordering::Relaxed);
+        self.index_purged.inc_by(n as u64);
     }
 
-    /// Count one answered request of the route `key` (see [`route_key`]).
-    fn track(&self, key: &'static str, status: StatusCode, seconds: f64) {
+    /// Count one store error answered (as a 503).
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// Count one answered request; `signin` tells whether it was an API sign-in.
+    fn track<B>(
+        &self,
+        method: &'static str,
+        route: RouteLabel,
+        signin: bool,
+        response: &Response<B>,
+        seconds: f64,
+    ) {
+        let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
+            self.throttled.inc();
         }
-        if key == "POST /v1/auth/signin" {
+        if response.extensions().get::<StoreFailure>().is_some() {
+            self.store_error();
+        }
+        if signin {
             match status {
                 StatusCode::OK => self.signin(SigninOutcome::Ok),
                 StatusCode::UNAUTHORIZED => self.signin(SigninOutcome::Invalid),
@@ -157,241 +358,84 @@ impl Metrics {
                 _ => {}
             }
         }
-        self.request(key, status.as_u16(), seconds);
+        let labels = RequestLabels {
+            method,
+            route,
+            status: status.as_u16(),
+        };
+        self.requests.get_or_create(&labels).observe(seconds);
     }
 
-    fn request(&self, route: &'static str, status: u16, seconds: f64) {
-        let map = self.latency.pin();
-        match map.get(&(route, status)) {
-            Some(histogram) => histogram.observe(seconds),
-            None => map
-                .get_or_insert_with((route, status), || Arc::new(Histogram::default()))
-                .observe(seconds),
-        }
-    }
-
-    /// The Prometheus text exposition (format 0.0.4) of this node.
+    /// The exposition (OpenMetrics text, [`CONTENT_TYPE`]) of this node: the registry's
+    /// counters and histograms, then the gauges read from `state` now.
     pub fn render(&self, state: &AppState) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        let now = state.now();
-
-        family(
-            &mut out,
-            "tokengate_auth_requests_total",
-            "counter",
-            "Authentication decisions on authenticated routes, by outcome.",
-        );
-        for (label, n) in AUTH_OUTCOMES.iter().zip(&self.auth) {
-            sample(
-                &mut out,
-                "tokengate_auth_requests_total",
-                &[("outcome", label)],
-                load(n),
-            );
-        }
-        family(
-            &mut out,
-            "tokengate_auth_served_stale_total",
-            "counter",
-            "Requests served from a stale revocation index under fail_open.",
-        );
-        sample(
-            &mut out,
-            "tokengate_auth_served_stale_total",
-            &[],
-            load(&self.served_stale),
-        );
-
-        family(
-            &mut out,
-            "tokengate_signins_total",
-            "counter",
-            "Password sign-ins (API and sign-in page), by outcome.",
-        );
-        for (label, n) in SIGNIN_OUTCOMES.iter().zip(&self.signins) {
-            sample(
-                &mut out,
-                "tokengate_signins_total",
-                &[("outcome", label)],
-                load(n),
-            );
-        }
-        family(
-            &mut out,
-            "tokengate_throttled_requests_total",
-            "counter",
-            "Requests answered 429 (throttled).",
-        );
-        sample(
-            &mut out,
-            "tokengate_throttled_requests_total",
-            &[],
-            load(&self.throttled),
-        );
-
-        family(&mut out, "tokengate_revocations_total", "counter",
-            "Revocations newly applied to this node's index (made here, read from the store or pushed by another node), by kind.");
-        for (kind, n) in KINDS.iter().zip(&self.revocations) {
-            sample(
-                &mut out,
-                "tokengate_revocations_total",
-                &[("kind", kind.as_str())],
-                load(n),
-            );
-        }
-        family(
-            &mut out,
-            "tokengate_revocation_events_missed_total",
-            "counter",
-            "Revocations applied but not counted by kind because the counter fell behind.",
-        );
-        sample(
-            &mut out,
-            "tokengate_revocation_events_missed_total",
-            &[],
-            load(&self.revocation_events_missed),
-        );
-
-        let index = state.index();
-        family(
-            &mut out,
-            "tokengate_revocation_index_entries",
-            "gauge",
-            "Entries in this node's revocation index, by kind.",
-        );
-        for kind in KINDS {
-            sample(
-                &mut out,
-                "tokengate_revocation_index_entries",
-                &[("kind", kind.as_str())],
-                index.len_of(kind) as u64,
-            );
-        }
-        family(
-            &mut out,
-            "tokengate_revocation_index_bytes",
-            "gauge",
-            "Bytes held by this node's revocation index tables (slots and control bytes).",
-        );
-        sample(
-            &mut out,
-            "tokengate_revocation_index_bytes",
-            &[],
-            index.table_bytes() as u64,
-        );
-        family(
-            &mut out,
-            "tokengate_revocation_index_purged_total",
-            "counter",
-            "Expired index entries dropped by the purge task.",
-        );
-        sample(
-            &mut out,
-            "tokengate_revocation_index_purged_total",
-            &[],
-            load(&self.index_purged),
-        );
-
-        let freshness = state.gate.freshness();
-        family(&mut out, "tokengate_revocation_index_lag_seconds", "gauge",
-            "Seconds since this node's revocation index was last confirmed current (the per-node propagation lag bound); -1 if never.");
-        let lag = freshness.lag_secs(now).unwrap_or(-1);
-        let _ = writeln!(out, "tokengate_revocation_index_lag_seconds {lag}");
-        family(
-            &mut out,
-            "tokengate_revocation_index_stale",
-            "gauge",
-            "1 while the index counts as stale (older than max_staleness), else 0.",
-        );
-        sample(
-            &mut out,
-            "tokengate_revocation_index_stale",
-            &[],
-            u64::from(freshness.is_stale(now)),
-        );
-
-        family(
-            &mut out,
-            "tokengate_store_errors_total",
-            "counter",
-            "Store (database) errors answered as 503.",
-        );
-        sample(
-            &mut out,
-            "tokengate_store_errors_total",
-            &[],
-            STORE_ERRORS.load(Ordering::Relaxed),
-        );
-
-        self.render_latency(&mut out);
+        let mut gauges = Registry::default();
+        gauges.register_collector(Box::new(StateGauges::read(state)));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &gauges);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
+}
 
-    fn render_latency(&self, out: &mut String) {
-        const NAME: &str = "tokengate_http_request_duration_seconds";
-        family(
-            out,
-            NAME,
-            "histogram",
-            "HTTP request latency by matched route, method and status.",
-        );
-        let map = self.latency.pin();
-        let mut entries: Vec<_> = map.iter().map(|(k, v)| (*k, v.clone())).collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((route, status), h) in entries {
-            let (method, path) = route.split_once(' ').unwrap_or(("", route));
-            let status = status.to_string();
-            let labels = [
-                ("method", method),
-                ("route", path),
-                ("status", status.as_str()),
-            ];
-            let mut cumulative = 0;
-            for (le, n) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
-                cumulative += load(n);
-                let le = le.to_string();
-                let mut with_le = labels.to_vec();
-                with_le.push(("le", &le));
-                sample(out, &format!("{NAME}_bucket"), &with_le, cumulative);
-            }
-            let count = load(&h.count);
-            let mut with_le = labels.to_vec();
-            with_le.push(("le", "+Inf"));
-            sample(out, &format!("{NAME}_bucket"), &with_le, count);
-            let sum = load(&h.sum_micros) as f64 / 1e6;
-            let _ = writeln!(out, "{NAME}_sum{} {sum}", label_text(&labels));
-            sample(out, &format!("{NAME}_count"), &labels, count);
+/// The gauges of a node's state, read once per scrape.
+#[derive(Debug)]
+struct StateGauges {
+    entries: [(RevocationKind, i64); KINDS.len()],
+    bytes: i64,
+    lag: i64,
+    stale: bool,
+}
+
+impl StateGauges {
+    fn read(state: &AppState) -> Self {
+        let now = state.now();
+        let index = state.index();
+        let freshness = state.gate.freshness();
+        let size = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        StateGauges {
+            entries: KINDS.map(|kind| (kind, size(index.len_of(kind)))),
+            bytes: size(index.table_bytes()),
+            lag: freshness.lag_secs(now).unwrap_or(-1),
+            stale: freshness.is_stale(now),
         }
     }
 }
 
-fn load(n: &AtomicU64) -> u64 {
-    n.load(Ordering::Relaxed)
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn label_text(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
+impl Collector for StateGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+        };
+        gauge(
+            "tokengate_revocation_index_bytes",
+            "Bytes held by this node's revocation index tables (slots and control bytes).",
+            self.bytes,
+        )?;
+        gauge(
+            "tokengate_revocation_index_lag_seconds",
+            "Seconds since this node's revocation index was last confirmed current (the per-node propagation lag bound); -1 if never.",
+            self.lag,
+        )?;
+        gauge(
+            "tokengate_revocation_index_stale",
+            "1 while the index counts as stale (older than max_staleness), else 0.",
+            i64::from(self.stale),
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "tokengate_revocation_index_entries",
+            "Entries in this node's revocation index, by kind.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, n) in &self.entries {
+            ConstGauge::new(*n).encode(family.encode_family(&[("kind", kind.as_str())])?)?;
+        }
+        Ok(())
     }
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
-    let _ = writeln!(out, "{name}{} {value}", label_text(labels));
 }
 
 /// The gate's observer: records `last_seen_at` ([`SessionActivity`]) and counts decisions.
@@ -413,22 +457,36 @@ impl AuthObserver for GateObserver {
     }
 
     fn served_stale(&self) {
-        self.metrics.served_stale.fetch_add(1, Ordering::Relaxed);
+        self.metrics.served_stale();
     }
 }
 
-/// Layer: time every request by matched route and status; count API sign-ins by outcome
-/// (from the status) and every 429. Added with `Router::layer`, so it runs after routing
-/// and sees the [`MatchedPath`]; it holds only an `Arc<Metrics>`.
+/// Layer: time every request by matched route and status; count every 429, every
+/// answered store error and API sign-ins by outcome (from the status). Added with
+/// `Router::layer`, so it runs after routing and sees the [`MatchedPath`]; it holds only an
+/// `Arc<Metrics>` and the sign-in route it was given.
 #[derive(Clone)]
 pub struct TrackRequestsLayer {
     metrics: Arc<Metrics>,
+    signin_route: Option<&'static str>,
 }
 
 impl TrackRequestsLayer {
     /// Count into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        TrackRequestsLayer { metrics }
+        TrackRequestsLayer {
+            metrics,
+            signin_route: None,
+        }
+    }
+
+    /// Also count the answers to `POST route` as sign-ins (200 ok, 401 invalid, 403
+    /// disabled, 429 throttled).
+    pub fn counting_signins_at(self, route: &'static str) -> Self {
+        TrackRequestsLayer {
+            signin_route: Some(route),
+            ..self
+        }
     }
 }
 
@@ -438,7 +496,7 @@ impl<S> Layer<S> for TrackRequestsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         TrackRequests {
             inner,
-            metrics: self.metrics.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -447,7 +505,7 @@ impl<S> Layer<S> for TrackRequestsLayer {
 #[derive(Clone)]
 pub struct TrackRequests<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    layer: TrackRequestsLayer,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackRequests<S>
@@ -463,16 +521,24 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        let key = route_key(request.method(), route);
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(path) => RouteLabel::Matched(path.clone()),
+            None => RouteLabel::Unmatched,
+        };
+        let matched = matches!(route, RouteLabel::Matched(_));
+        let method = method_label(request.method(), matched);
+        let signin = method == "POST"
+            && self
+                .layer
+                .signin_route
+                .is_some_and(|signin| signin == route.as_str());
         TrackRequestsFuture {
             started: Instant::now(),
             future: self.inner.call(request),
-            metrics: self.metrics.clone(),
-            key,
+            metrics: self.layer.metrics.clone(),
+            method,
+            route: Some(route),
+            signin,
         }
     }
 }
@@ -483,7 +549,9 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         metrics: Arc<Metrics>,
-        key: &'static str,
+        method: &'static str,
+        route: Option<RouteLabel>,
+        signin: bool,
         started: Instant,
     }
 }
@@ -498,47 +566,28 @@ where
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
         let seconds = this.started.elapsed().as_secs_f64();
-        this.metrics.track(this.key, response.status(), seconds);
+        if let Some(route) = this.route.take() {
+            this.metrics
+                .track(this.method, route, *this.signin, &response, seconds);
+        }
         Poll::Ready(Ok(response))
     }
 }
 
-/// `METHOD ROUTE` as a `'static` label: only the routes of [`crate::routes::ROUTES`] (and
-/// `unmatched`), so a scanner cannot grow the label set.
-fn route_key(method: &Method, route: Option<&str>) -> &'static str {
-    let Some(route) = route else {
-        return "- unmatched";
-    };
-    type Keys = HashMap<(&'static str, &'static str), &'static str, foldhash::fast::FixedState>;
-    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
-    let keys = KEYS.get_or_init(|| {
-        crate::routes::ROUTES
-            .iter()
-            .map(|&(m, p)| ((m, p), &*Box::leak(format!("{m} {p}").into_boxed_str())))
-            .collect()
-    });
-    keys.get(&(method.as_str(), route))
-        .copied()
-        .unwrap_or("- other")
-}
-
-/// `GET /metrics`: Prometheus text format; unauthenticated (put it behind the network's
+/// `GET /metrics`: Prometheus (OpenMetrics) text format; unauthenticated (put it behind the network's
 /// own access control), and holds no user data.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "health",
     responses(
-        (status = 200, description = "Prometheus text exposition (format 0.0.4) of this node's counters, gauges and histograms; see the README's Metrics section", content_type = "text/plain", body = String),
+        (status = 200, description = "OpenMetrics text exposition of this node's counters, gauges and histograms; see the README's Metrics section", content_type = "application/openmetrics-text", body = String),
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let body = state.metrics.render(&state);
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
         body,
     )
         .into_response()
@@ -557,7 +606,7 @@ pub fn count_revocations(
                 event = events.recv() => match event {
                     Ok(revocation) => state.metrics.revocation(revocation.kind()),
                     Err(RecvError::Lagged(n)) => {
-                        state.metrics.revocation_events_missed.fetch_add(n, Ordering::Relaxed);
+                        state.metrics.revocation_events_missed(n);
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -571,21 +620,112 @@ pub fn count_revocations(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use axum::Router;
+    use tower::ServiceExt;
 
-    #[test]
-    fn histogram_buckets_are_cumulative_when_rendered() {
-        let h = Histogram::default();
-        h.observe(0.0001);
-        h.observe(0.2);
-        h.observe(99.0);
-        assert_eq!(load(&h.count), 3);
-        assert_eq!(load(&h.buckets[0]), 1);
-        assert_eq!(h.buckets.iter().map(load).sum::<u64>(), 2);
+    fn registry_text(metrics: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &metrics.registry).unwrap();
+        out
     }
 
     #[test]
-    fn labels_are_escaped() {
-        assert_eq!(label_text(&[("a", "x\"y")]), "{a=\"x\\\"y\"}");
-        assert_eq!(label_text(&[]), "");
+    fn counters_keep_their_names_and_labels() {
+        let metrics = Metrics::new();
+        metrics.auth("revoked");
+        metrics.auth("no such outcome");
+        metrics.signin(SigninOutcome::Throttled);
+        metrics.revocation(RevocationKind::IssuedBefore);
+        metrics.index_purged(3);
+        let text = registry_text(&metrics);
+        for line in [
+            "# TYPE tokengate_auth_requests counter",
+            "tokengate_auth_requests_total{outcome=\"revoked\"} 1",
+            "tokengate_auth_requests_total{outcome=\"ok\"} 0",
+            "tokengate_signins_total{outcome=\"throttled\"} 1",
+            "tokengate_revocations_total{kind=\"issued_before\"} 1",
+            "tokengate_revocation_index_purged_total 3",
+            "tokengate_store_errors_total 0",
+            "# HELP tokengate_store_errors Store (database) errors answered as 503.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    /// Two registries do not share counts: nothing is process-global.
+    #[test]
+    fn each_node_counts_for_itself() {
+        let one = Metrics::new();
+        let other = Metrics::new();
+        one.store_error();
+        assert!(registry_text(&one).contains("tokengate_store_errors_total 1"));
+        assert!(registry_text(&other).contains("tokengate_store_errors_total 0"));
+    }
+
+    #[tokio::test]
+    async fn requests_are_labelled_by_route_template_and_unmatched_ones_by_one_label() {
+        let metrics = Arc::new(Metrics::new());
+        let app = Router::new()
+            .route("/items/{id}", get(|| async { "item" }))
+            .route("/signin", post(|| async { StatusCode::TOO_MANY_REQUESTS }))
+            .route(
+                "/broken",
+                get(|| async {
+                    let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    response.extensions_mut().insert(StoreFailure);
+                    response
+                }),
+            )
+            .layer(TrackRequestsLayer::new(metrics.clone()).counting_signins_at("/signin"));
+        for (method, path) in [
+            (Method::GET, "/items/1"),
+            (Method::GET, "/items/2"),
+            (Method::POST, "/signin"),
+            (Method::GET, "/broken"),
+            (Method::GET, "/no/such/path/1"),
+            (Method::from_bytes(b"SCAN").unwrap(), "/no/such/path/2"),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+        let text = registry_text(&metrics);
+        let count = |labels: &str| {
+            let series = format!("tokengate_http_request_duration_seconds_count{{{labels}}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            count("method=\"GET\",route=\"/items/{id}\",status=\"200\""),
+            "2"
+        );
+        assert_eq!(
+            count("method=\"-\",route=\"unmatched\",status=\"404\""),
+            "2"
+        );
+        assert_eq!(
+            count("method=\"POST\",route=\"/signin\",status=\"429\""),
+            "1"
+        );
+        assert!(
+            text.contains("tokengate_signins_total{outcome=\"throttled\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tokengate_throttled_requests_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("tokengate_store_errors_total 1"), "{text}");
+        assert!(
+            text.contains("tokengate_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/items/{id}\",status=\"200\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokengate_axum::{AuthError, Principal, Revoker, SESSION_COOKIE};
 use tokengate_core::VerifyError;
 
-use crate::error::{ApiError, Form};
+use crate::error::{ApiError, Form, StoreFailure};
 use crate::metrics::SigninOutcome;
 use crate::routes::auth::{RefreshRequest, TokenResponse};
 use crate::routes::ClientInfo;
@@ -199,11 +199,13 @@ pub async fn signin_submit(
             state.metrics.signin(SigninOutcome::Disabled);
             return failed(StatusCode::FORBIDDEN, "This account is disabled.");
         }
-        Err(ApiError::Unavailable(_)) => {
-            return failed(
+        Err(error @ (ApiError::Unavailable(_) | ApiError::Store(_))) => {
+            let mut response = failed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is unavailable right now. Please try again shortly.",
             );
+            error.answered_by(&mut response);
+            return response;
         }
         Err(_) => {
             state.metrics.signin(SigninOutcome::Invalid);
@@ -216,10 +218,14 @@ pub async fn signin_submit(
             state.metrics.signin(SigninOutcome::Ok);
             redirect(SESSIONS_PATH, signed_in_cookies(&state, &issued, true))
         }
-        Err(ApiError::Unavailable(_)) => failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable right now. Please try again shortly.",
-        ),
+        Err(error @ (ApiError::Unavailable(_) | ApiError::Store(_))) => {
+            let mut response = failed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable right now. Please try again shortly.",
+            );
+            error.answered_by(&mut response);
+            response
+        }
         Err(_) => {
             state.metrics.signin(SigninOutcome::Invalid);
             failed(StatusCode::UNAUTHORIZED, "Wrong email or password.")
@@ -384,12 +390,16 @@ pub async fn end_session_submit(
         ),
         Ok(()) => redirect("/account/sessions?m=ended", Vec::new()),
         Err(ApiError::NotFound(_)) => redirect("/account/sessions?m=gone", Vec::new()),
-        Err(_) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Try again in a moment",
-            "The session could not be signed out right now; nothing was changed. Please try again shortly.",
-            SESSIONS_PATH,
-        ),
+        Err(error) => {
+            let mut response = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again in a moment",
+                "The session could not be signed out right now; nothing was changed. Please try again shortly.",
+                SESSIONS_PATH,
+            );
+            error.answered_by(&mut response);
+            response
+        }
     }
 }
 
@@ -435,14 +445,14 @@ pub async fn signout_all_submit(
             )
         }
         Err(error) => {
-            // The conversion counts and logs the store error.
-            let _ = ApiError::from(error);
-            problem(
+            let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again in a moment",
                 "Your sessions could not be signed out right now; nothing was changed. Please try again shortly.",
                 SESSIONS_PATH,
-            )
+            );
+            StoreFailure::answer(&error, &mut response);
+            response
         }
     }
 }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,7 +35,7 @@ pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The router registers each handler through `utoipa_axum::routes!`, so a served route is
 /// always in the OpenAPI document; `tests/openapi.rs` checks this list against the document
 /// in both directions and calls each entry on a running server. Add a route here when you
-/// add one to [`api`].
+/// add one to [`api`]. (The metrics take their route labels from the router itself.)
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -66,17 +66,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The hot paths that log nothing: they are answered from the verified token and memory
-/// alone (no store, no signing) and their handlers write no log line. [`crate::trace`] serves
-/// them in a DEBUG rather than an INFO request span, so by default they cost no span; keep a
-/// route here only while its handler logs nothing.
+/// alone (no store, no signing) and their handlers write no log line. [`router`] gives them
+/// to [`RequestTraceLayer`], which serves them in a DEBUG rather than an INFO request span,
+/// so by default they cost no span; keep a route here only while its handler logs nothing.
 pub const QUIET_ROUTES: &[(&str, &str)] = &[("GET", "/v1/verify"), ("GET", "/v1/auth/me")];
 
-/// The entry of [`QUIET_ROUTES`] that `method` and `path` name, if any.
-pub fn quiet_route(method: &Method, path: &str) -> Option<&'static (&'static str, &'static str)> {
-    QUIET_ROUTES
-        .iter()
-        .find(|(m, p)| *p == path && *m == method.as_str())
-}
+/// The API sign-in, whose answers the metrics count by outcome (the pages count their own).
+pub const SIGNIN_ROUTE: &str = "/v1/auth/signin";
 
 /// The routes with their OpenAPI operations, before state, fallbacks and outer layers.
 /// [`router`] serves it; [`crate::openapi::document`] describes it.
@@ -134,11 +130,11 @@ pub fn router(
     let routes = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TrackRequestsLayer::new(state.metrics.clone()))
+        .layer(TrackRequestsLayer::new(state.metrics.clone()).counting_signins_at(SIGNIN_ROUTE))
         .with_state(state);
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
-        .layer(RequestTraceLayer)
+        .layer(RequestTraceLayer::new(QUIET_ROUTES))
         .layer(security_headers)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Unavailable("internal error; it has been logged".into()).into_response()

@@ -362,6 +362,16 @@ async fn signout_answers_503_while_the_store_cannot_write_and_applies_nothing() 
         let (error, _) = resp.expect_error(StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error, "temporarily_unavailable", "{}", resp.text);
     }
+    // Each store error answered is counted once (where the answer is built).
+    let metrics = client.get("/metrics", None).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l == "tokengate_store_errors_total 6"),
+        "{}",
+        metrics.text
+    );
     // Nothing was half-applied: every token and refresh token still works.
     assert_eq!(server.node.state.index().len(), index_before);
     client.me(&tokens.access_token).await.expect(StatusCode::OK);

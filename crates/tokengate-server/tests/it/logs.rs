@@ -179,3 +179,37 @@ async fn json_logs_carry_the_request_id_and_no_secret() {
         "{log}"
     );
 }
+
+/// Issue 16: a client's `x-request-id` that could forge a text log record (spaces, `=`)
+/// or flood the log (over 64 bytes) is replaced by a generated id, in the log and in the
+/// answer.
+#[tokio::test]
+async fn an_unsafe_or_overlong_request_id_is_replaced_and_never_logged() {
+    let server = Server::start();
+    let client = server.client();
+    let email = unique_email("logs-forged-id");
+    client.signup_ok(&email).await;
+    let forged = "x signed in user_id=00000000-0000-0000-0000-00000000f04d";
+    let overlong = "a".repeat(65);
+    for sent in [forged, overlong.as_str()] {
+        let signin = client
+            .send(
+                client
+                    .raw(Method::POST, "/v1/auth/signin")
+                    .header("x-request-id", sent)
+                    .json(&json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        signin.expect(StatusCode::OK);
+        let echoed = signin.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_ne!(echoed, sent);
+        uuid::Uuid::parse_str(&echoed).unwrap_or_else(|e| panic!("{e}: {echoed}"));
+        let log = server.log();
+        assert!(!log.contains(sent), "the client's id is logged:\n{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("signed in") && l.contains(&echoed)),
+            "no `signed in` line with the generated id {echoed}:\n{log}"
+        );
+    }
+}

@@ -1,5 +1,5 @@
-//! `GET /metrics`: after a sign-in, a wrong password, a sign-out and a refused
-//! token, each is counted in the Prometheus text.
+//! `GET /metrics`: after a sign-in, a wrong password, a sign-out and a refused token, each
+//! is counted in the Prometheus (OpenMetrics) text; one sign-out counts one revocation.
 
 use crate::common;
 
@@ -22,7 +22,11 @@ async fn scrape(client: &Client) -> String {
     let resp = client.get("/metrics", None).await;
     resp.expect(StatusCode::OK);
     let content_type = resp.headers["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(resp.text.ends_with("# EOF\n"), "{}", resp.text);
     resp.text
 }
 
@@ -97,23 +101,41 @@ async fn sign_in_sign_out_and_refused_tokens_are_counted() {
     // The latency histogram has the sign-in route, by status.
     let count = "tokengate_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/auth/signin\",status=\"200\"}";
     expect(count, 1.0);
-    let inf = "tokengate_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/auth/signin\",status=\"401\",le=\"+Inf\"}";
+    let inf = "tokengate_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"POST\",route=\"/v1/auth/signin\",status=\"401\"}";
     expect(inf, 1.0);
-    // Every family is documented for Prometheus.
-    for family in [
-        "tokengate_auth_requests_total",
-        "tokengate_signins_total",
-        "tokengate_throttled_requests_total",
-        "tokengate_revocations_total",
-        "tokengate_revocation_index_entries",
-        "tokengate_revocation_index_bytes",
-        "tokengate_revocation_index_purged_total",
-        "tokengate_revocation_index_lag_seconds",
-        "tokengate_store_errors_total",
-        "tokengate_http_request_duration_seconds",
+    // Every family is documented for Prometheus, with its type. OpenMetrics names a
+    // counter family without the `_total` of its samples.
+    for (family, kind) in [
+        ("tokengate_auth_requests", "counter"),
+        ("tokengate_auth_served_stale", "counter"),
+        ("tokengate_signins", "counter"),
+        ("tokengate_throttled_requests", "counter"),
+        ("tokengate_revocations", "counter"),
+        ("tokengate_revocation_events_missed", "counter"),
+        ("tokengate_revocation_index_entries", "gauge"),
+        ("tokengate_revocation_index_bytes", "gauge"),
+        ("tokengate_revocation_index_purged", "counter"),
+        ("tokengate_revocation_index_lag_seconds", "gauge"),
+        ("tokengate_revocation_index_stale", "gauge"),
+        ("tokengate_store_errors", "counter"),
+        ("tokengate_http_request_duration_seconds", "histogram"),
     ] {
-        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+        let type_line = format!("# TYPE {family} {kind}");
+        assert!(
+            text.lines().any(|l| l == type_line),
+            "{type_line} in\n{text}"
+        );
+        assert!(text.contains(&format!("# HELP {family} ")), "{family}");
     }
+    // A path no route matches is labelled `unmatched`, whatever the path.
+    client
+        .get("/no/such/path", None)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let text = scrape(&client).await;
+    let unmatched = "tokengate_http_request_duration_seconds_count{method=\"-\",route=\"unmatched\",status=\"404\"}";
+    assert_eq!(value(&text, unmatched), Some(1.0), "{text}");
+    assert!(!text.contains("/no/such/path"), "{text}");
 }
 
 #[tokio::test]
@@ -141,4 +163,51 @@ async fn throttled_sign_ins_are_counted() {
         Some(1.0),
         "{text}"
     );
+}
+
+/// Issue 12: a sign-out revokes its session in the index twice over (the handler applies
+/// it, then the store tail reads it back), and once counted both. It must count once.
+#[tokio::test]
+async fn one_sign_out_counts_one_revocation() {
+    let node = InProcess::start().await;
+    let client = node.client();
+    let email = unique_email("metrics-one-signout");
+    client.signup_ok(&email).await;
+    let series = "tokengate_revocations_total{kind=\"session\"}";
+    let before = value(&scrape(&client).await, series).expect("session counter");
+
+    let tokens = client.signin_ok(&email).await;
+    client
+        .signout(&tokens.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // The node turns stale when its clock jumps, and ready again only once the store
+    // tail has read the record at the new time: so the tail has seen the sign-out.
+    node.advance(Duration::from_secs(10)).await;
+    // The counter reads the index's events in order: once a later revocation (of
+    // another kind) is counted, whatever the tail applied before it is counted too.
+    let other = client.signin_ok(&email).await;
+    let token_series = "tokengate_revocations_total{kind=\"token\"}";
+    let tokens_before = value(&scrape(&client).await, token_series).expect("token counter");
+    let form = format!("token={}", other.access_token);
+    let revoked = client
+        .send(
+            client
+                .raw(reqwest::Method::POST, "/oauth2/revoke")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form),
+        )
+        .await;
+    revoked.expect(StatusCode::OK);
+    eventually(
+        Duration::from_secs(5),
+        "the token revocation to be counted",
+        || {
+            let client = client.clone();
+            async move { value(&scrape(&client).await, token_series) == Some(tokens_before + 1.0) }
+        },
+    )
+    .await;
+    let after = value(&scrape(&client).await, series).expect("session counter");
+    assert_eq!(after, before + 1.0, "one sign-out, one session revocation");
 }
