@@ -238,22 +238,58 @@ impl<const W: usize> Table<W> {
     /// A copy holding only the live entries, in a table of `groups` groups (at least enough
     /// for them). `rehash` gives an id's hash. Writer only (the copy is consistent because
     /// no other writer runs).
+    ///
+    /// Every live entry is copied: none may be lost, since a lost entry is a lost
+    /// revocation. Each goes to the first empty slot on its probe path in the new table,
+    /// which has more slots than there are live entries, and a probe visits every group
+    /// before it gives up, so there always is one. Should that ever fail, the copy starts
+    /// over in a table twice the size rather than drop the entry.
     pub(crate) fn copied(&self, groups: usize, rehash: impl Fn(u64, u64) -> Hashed) -> Self {
         let live = self.live_in(0..self.groups()).count();
-        let table = Table::with_groups(groups.max(groups_for(live, 7, 8)));
+        let mut groups = groups.max(groups_for(live, 7, 8));
+        loop {
+            let table = Table::with_groups(groups);
+            if self.copy_into(&table, &rehash) {
+                return table;
+            }
+            groups = groups.saturating_mul(2);
+        }
+    }
+
+    /// Publish every live entry of `self` in the fresh `table`; `false` if one found no
+    /// empty slot.
+    fn copy_into(&self, table: &Self, rehash: &impl Fn(u64, u64) -> Hashed) -> bool {
         let mut values = [0u64; W];
         for (_, slot) in self.live_in(0..self.groups()) {
-            let lo = slot[0].load(Ordering::Relaxed);
-            let hi = slot[1].load(Ordering::Relaxed);
-            for (value, word) in values.iter_mut().zip(slot.iter()).skip(2) {
+            for (value, word) in values.iter_mut().zip(slot.iter()) {
                 *value = word.load(Ordering::Relaxed);
             }
-            let id = rehash(lo, hi);
-            if let Some(Spot::Vacant(index)) = table.locate(id) {
-                table.publish(index, id, &values[2..]);
+            let id = rehash(values[0], values[1]);
+            let Some(index) = table.empty_on_path(id) else {
+                return false;
+            };
+            table.publish(index, id, &values[2..]);
+        }
+        true
+    }
+
+    /// The first empty slot on `id`'s probe path, whatever the slots before it hold.
+    fn empty_on_path(&self, id: Hashed) -> Option<usize> {
+        let groups = self.groups();
+        let mut group = id.home(groups);
+        for _ in 0..groups {
+            let word = self.control[group].load(Ordering::Relaxed);
+            let empty = matching(word, EMPTY);
+            if empty != 0 {
+                // The lowest flagged byte is exact (see `matching`).
+                return Some(group * GROUP + empty.trailing_zeros() as usize / 8);
+            }
+            group += 1;
+            if group == groups {
+                group = 0;
             }
         }
-        table
+        None
     }
 }
 
@@ -331,6 +367,53 @@ mod tests {
                 n as u64 * 10
             );
         }
+    }
+
+    #[test]
+    fn copy_keeps_every_live_entry_of_a_full_table() {
+        // Filled to the 7/8 limit, every id on one home group and tag, a few removed.
+        let table: Table<3> = Table::with_groups(8);
+        let ids: Vec<Hashed> = (0..56).map(|n| hashed(n, 3)).collect();
+        for (n, &id) in ids.iter().enumerate() {
+            assert!(table.fits(n + 1));
+            let Some(Spot::Vacant(index)) = table.locate(id) else {
+                panic!("no room for {n}");
+            };
+            table.publish(index, id, &[n as u64]);
+        }
+        for &id in ids.iter().step_by(5) {
+            let Some(Spot::Found(index)) = table.locate(id) else {
+                panic!()
+            };
+            table.remove(index);
+        }
+        let live: Vec<(usize, Hashed)> = (ids.iter().copied().enumerate())
+            .filter(|&(n, _)| n % 5 != 0)
+            .collect();
+        // Asked for one group: the copy takes as many as the live entries need.
+        let copy = table.copied(1, |lo, hi| Hashed { lo, hi, hash: 3 });
+        assert_eq!(copy.live_in(0..copy.groups()).count(), live.len());
+        assert!(copy.fits(live.len()));
+        for (n, id) in live {
+            assert_eq!(copy.get(id).unwrap()[2].load(Ordering::Relaxed), n as u64);
+        }
+    }
+
+    #[test]
+    fn copy_never_skips_a_live_slot() {
+        // Two live slots with one id: the writer never makes them, but a copy that met them
+        // would keep both rather than silently drop one.
+        let table: Table<3> = Table::with_groups(1);
+        let id = hashed(1, 9);
+        for value in [10, 20] {
+            let index = table.empty_on_path(id).unwrap();
+            table.publish(index, id, &[value]);
+        }
+        let copy = table.copied(1, |lo, hi| Hashed { lo, hi, hash: 9 });
+        let values: Vec<u64> = (copy.live_in(0..copy.groups()))
+            .map(|(_, slot)| slot[2].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(values, [10, 20]);
     }
 
     #[test]
