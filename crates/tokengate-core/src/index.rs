@@ -67,6 +67,17 @@ const COPY_LOAD: (usize, usize) = (7, 12);
 /// since a bulk load knows what is coming.
 const RESERVE_LOAD: (usize, usize) = (13, 16);
 
+/// What merging one revocation did to the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Merged {
+    /// Past `exp + leeway` at `now`: ignored.
+    Dead,
+    /// Already covered by what the index holds.
+    Unchanged,
+    /// A new entry, or a later `exp` or cutoff.
+    Changed,
+}
+
 /// Gives each index its own id for [`SNAPSHOTS`].
 static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -308,13 +319,16 @@ impl RevocationIndex {
         }
     }
 
-    /// Apply one revocation, made on this node or pushed from another, and tell subscribers.
+    /// Apply one revocation, made on this node or pushed from another, and tell subscribers
+    /// if it changed the index.
     ///
-    /// Idempotent: applying the same revocation again changes nothing; a revocation of an id
-    /// already present keeps the later `exp` (and, for users, the later cutoff). Returns
-    /// `false`, and does nothing, if it was already past `exp + leeway` at `now`: it could
-    /// not refuse any token the verifier still accepts. Every live revocation is sent to
-    /// subscribers, duplicates included, so a handler never misses one.
+    /// Idempotent: a revocation of an id already present keeps the later `exp` (and, for
+    /// users, the later cutoff). Returns whether the index changed: `true` for a new entry
+    /// or a later `exp` or cutoff; `false` for a revocation the index already holds (the
+    /// same one applied again, as when a node applies its own revocation and then reads it
+    /// back from the store) or one already past `exp + leeway` at `now`, which could not
+    /// refuse any token the verifier still accepts. Only a change is sent to subscribers,
+    /// so each revocation is announced once however often it is applied.
     ///
     /// ```
     /// use std::time::Duration;
@@ -322,11 +336,15 @@ impl RevocationIndex {
     /// let index = RevocationIndex::new(Duration::from_secs(0));
     /// let now = Timestamp::from_secs(1_000);
     /// let jti = uuid::Uuid::new_v4();
-    /// assert!(index.apply(&Revocation::Token { jti, exp: Timestamp::from_secs(1_900) }, now));
+    /// let rev = Revocation::Token { jti, exp: Timestamp::from_secs(1_900) };
+    /// assert!(index.apply(&rev, now));
+    /// // Already known: nothing changes, nobody is told again.
+    /// assert!(!index.apply(&rev, now));
+    /// // Dead on arrival.
     /// assert!(!index.apply(&Revocation::Token { jti, exp: Timestamp::from_secs(999) }, now));
     /// ```
     pub fn apply(&self, rev: &Revocation, now: Timestamp) -> bool {
-        if !self.merge(rev, now.as_secs()) {
+        if self.merge(rev, now.as_secs()) != Merged::Changed {
             return false;
         }
         // An error only means nobody is subscribed right now.
@@ -345,7 +363,9 @@ impl RevocationIndex {
         let revs: Vec<Revocation> = revs.into_iter().collect();
         self.reserve_for(&revs);
         let now = now.as_secs();
-        revs.iter().filter(|rev| self.merge(rev, now)).count()
+        revs.iter()
+            .filter(|rev| self.merge(rev, now) != Merged::Dead)
+            .count()
     }
 
     /// Whether the token with these (already verified) claims has been revoked: by its `jti`,
@@ -592,48 +612,58 @@ impl RevocationIndex {
         }
     }
 
-    /// Merge `rev` into the tables; `false` if it is dead at `now`.
-    fn merge(&self, rev: &Revocation, now: i64) -> bool {
+    /// Merge `rev` into the tables.
+    fn merge(&self, rev: &Revocation, now: i64) -> Merged {
         let until = rev.exp().as_secs().saturating_add(self.leeway_secs);
         if until < now {
-            return false;
+            return Merged::Dead;
         }
-        match *rev {
+        let changed = match *rev {
             Revocation::Token { jti, .. } => self.merge_until(&self.tokens, jti, until),
             Revocation::Session { sid, .. } => self.merge_until(&self.sessions, sid, until),
             Revocation::User {
                 sub, issued_before, ..
             } => self.merge_user(sub, issued_before.as_secs(), until, now),
             Revocation::IssuedBefore { issued_before, .. } => {
-                self.merge_global(issued_before.as_secs(), until, now);
+                self.merge_global(issued_before.as_secs(), until, now)
             }
+        };
+        if changed {
+            Merged::Changed
+        } else {
+            Merged::Unchanged
         }
-        true
     }
 
-    /// Raise the entry of `id` to `until` (which is live, so this also replaces a dead one).
-    fn merge_until(&self, kind: &Kind<PLAIN>, id: Uuid, until: i64) {
+    /// Raise the entry of `id` to `until` (which is live, so this also replaces a dead one);
+    /// whether anything changed.
+    fn merge_until(&self, kind: &Kind<PLAIN>, id: Uuid, until: i64) -> bool {
         let id = self.hashed(id);
         let shard = id.shard(SHARDS);
         let mut state = kind.lock(shard);
         let (table, spot) = self.spot(kind, shard, &mut state, id);
-        match spot {
+        let changed = match spot {
             Spot::Found(index) => {
                 let word = &table.slot(index)[PLAIN_UNTIL];
-                if (word.load(Ordering::Relaxed) as i64) < until {
+                let later = (word.load(Ordering::Relaxed) as i64) < until;
+                if later {
                     word.store(until as u64, Ordering::Release);
                 }
+                later
             }
             Spot::Vacant(index) => {
                 table.publish(index, id, &[until as u64]);
                 state.live += 1;
                 kind.len.fetch_add(1, Ordering::Relaxed);
+                true
             }
-        }
+        };
         state.note(until);
+        changed
     }
 
-    fn merge_user(&self, sub: Uuid, cutoff: i64, until: i64, now: i64) {
+    /// Merge a user's cutoff and `until` into its entry; whether anything changed.
+    fn merge_user(&self, sub: Uuid, cutoff: i64, until: i64, now: i64) -> bool {
         let kind = &self.users;
         let id = self.hashed(sub);
         let shard = id.shard(SHARDS);
@@ -649,16 +679,19 @@ impl RevocationIndex {
                 } else {
                     (until, cutoff)
                 };
-                if (new_until, new_cutoff) != (old_until, old_cutoff) {
+                let changed = (new_until, new_cutoff) != (old_until, old_cutoff);
+                if changed {
                     write_user(slot, new_until, new_cutoff);
                 }
                 state.note(new_until);
+                changed
             }
             Spot::Vacant(index) => {
                 table.publish(index, id, &[0, until as u64, cutoff as u64]);
                 state.live += 1;
                 kind.len.fetch_add(1, Ordering::Relaxed);
                 state.note(until);
+                true
             }
         }
     }
@@ -806,18 +839,24 @@ impl RevocationIndex {
         (removed, true)
     }
 
-    fn merge_global(&self, issued_before: i64, until: i64, now: i64) {
+    /// Merge a global cutoff and its `until`; whether anything changed.
+    fn merge_global(&self, issued_before: i64, until: i64, now: i64) -> bool {
         let _global = self.lock_global();
         let old_until = self.global_until.load(Ordering::Acquire);
+        let old_cutoff = self.global_cutoff.load(Ordering::Acquire);
+        // A dead cutoff is replaced, not merged (as for users).
         let (cutoff, until) = if old_until >= now {
-            let old_cutoff = self.global_cutoff.load(Ordering::Acquire);
             (old_cutoff.max(issued_before), old_until.max(until))
         } else {
             (issued_before, until)
         };
+        if (cutoff, until) == (old_cutoff, old_until) {
+            return false;
+        }
         // Cutoff first: see the field comment.
         self.global_cutoff.store(cutoff, Ordering::Release);
         self.global_until.store(until, Ordering::Release);
+        true
     }
 
     /// Forget the global cutoff if it is dead at `now`.
@@ -1078,8 +1117,8 @@ mod tests {
             exp: at(T0 + 100),
         };
         assert!(index.apply(&late, at(T0)));
-        assert!(index.apply(&late, at(T0)));
-        assert!(index.apply(&early, at(T0)));
+        assert!(!index.apply(&late, at(T0)));
+        assert!(!index.apply(&early, at(T0)));
         assert_eq!(index.len(), 1);
         // Still refused after the earlier exp: the later one won.
         assert_eq!(index.check(&c, at(T0 + 500)), Err(RevocationKind::Token));
@@ -1369,6 +1408,51 @@ mod tests {
     }
 
     #[test]
+    fn a_revocation_applied_twice_is_announced_once() {
+        let index = RevocationIndex::new(Duration::from_secs(30));
+        let mut events = index.subscribe();
+        let sub = Uuid::new_v4();
+        let session = Revocation::Session {
+            sid: Uuid::new_v4(),
+            exp: at(T0 + 900),
+        };
+        let user = Revocation::User {
+            sub,
+            issued_before: at(T0),
+            exp: at(T0 + 900),
+        };
+        let global = Revocation::IssuedBefore {
+            issued_before: at(T0),
+            exp: at(T0 + 900),
+        };
+        for rev in [session, user, global] {
+            // Applied by the handler, then again when read back from the store.
+            assert!(index.apply(&rev, at(T0)));
+            assert!(!index.apply(&rev, at(T0 + 1)));
+            assert_eq!(events.try_recv(), Ok(rev));
+            assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+        }
+        // A later cutoff for the same user changes the entry: announced again.
+        let later = Revocation::User {
+            sub,
+            issued_before: at(T0 + 60),
+            exp: at(T0 + 960),
+        };
+        assert!(index.apply(&later, at(T0 + 60)));
+        assert_eq!(events.try_recv(), Ok(later));
+        // An earlier one is covered by what the index holds: not announced.
+        assert!(!index.apply(&user, at(T0 + 60)));
+        assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+        // A later exp alone is a change too.
+        let longer = Revocation::Session {
+            sid: session.subject_id(),
+            exp: at(T0 + 1800),
+        };
+        assert!(index.apply(&longer, at(T0 + 60)));
+        assert_eq!(events.try_recv(), Ok(longer));
+    }
+
+    #[test]
     fn load_does_not_notify_subscribers() {
         let index = RevocationIndex::new(Duration::from_secs(30));
         let mut events = index.subscribe();
@@ -1491,13 +1575,18 @@ mod tests {
     }
 
     impl Model {
-        fn apply(&mut self, rev: Revocation, leeway: i64, now: i64) -> bool {
+        /// Records `rev`; `None` if it is dead at `now`, else whether it changes what the
+        /// index must hold: with cutoffs `TTL` before `exp` (see `TTL`), whether its `until`
+        /// is later than every earlier one of its kind and id.
+        fn apply(&mut self, rev: Revocation, leeway: i64, now: i64) -> Option<bool> {
             let until = rev.exp().as_secs() + leeway;
             if until < now {
-                return false;
+                return None;
             }
+            let key = (rev.kind(), rev.subject_id());
+            let changed = self.entries().get(&key).is_none_or(|&last| last < until);
             self.revs.push((rev, until));
-            true
+            Some(changed)
         }
 
         fn check(&self, c: &Claims, now: i64) -> Result<(), RevocationKind> {
@@ -1622,17 +1711,21 @@ mod tests {
             ops in prop::collection::vec(op(), 1..80),
         ) {
             let index = RevocationIndex::new(Duration::from_secs(leeway as u64));
+            let mut events = index.subscribe();
             let mut model = Model::default();
             let mut now = T0;
             for op in ops {
                 match op {
                     Op::Apply(rev) => {
                         let rev = shifted(rev, now);
-                        prop_assert_eq!(index.apply(&rev, at(now)), model.apply(rev, leeway, now));
+                        let changed = model.apply(rev, leeway, now).unwrap_or(false);
+                        prop_assert_eq!(index.apply(&rev, at(now)), changed);
+                        // Announced exactly when it changed the index.
+                        prop_assert_eq!(events.try_recv().ok(), changed.then_some(rev));
                     }
                     Op::Load(revs) => {
                         let revs: Vec<_> = revs.into_iter().map(|r| shifted(r, now)).collect();
-                        let live = revs.iter().filter(|&&r| model.apply(r, leeway, now)).count();
+                        let live = revs.iter().filter(|&&r| model.apply(r, leeway, now).is_some()).count();
                         prop_assert_eq!(index.load(revs, at(now)), live);
                     }
                     Op::Check { jti, sid, sub, age } => {
