@@ -499,27 +499,6 @@ impl RevocationIndex {
         plain + snapshot.users.iter().map(|t| t.bytes()).sum::<usize>()
     }
 
-    /// The earliest `now` at which [`purge`](Self::purge) would have work, if any.
-    pub fn next_expiry(&self) -> Option<Timestamp> {
-        let mut due = i64::MAX;
-        for shard in 0..SHARDS {
-            for earliest in [
-                self.tokens.lock(shard).earliest,
-                self.sessions.lock(shard).earliest,
-                self.users.lock(shard).earliest,
-            ] {
-                if earliest != i64::MAX {
-                    due = due.min(earliest.saturating_add(PURGE_GRACE_SECS));
-                }
-            }
-        }
-        let until = self.global_until.load(Ordering::Acquire);
-        if until != NONE {
-            due = due.min(until.saturating_add(1));
-        }
-        (due != i64::MAX).then(|| Timestamp::from_secs(due))
-    }
-
     /// A receiver of every revocation applied from now on (not those [`load`](Self::load)ed),
     /// so that, say, a websocket handler can close a connection whose session was just
     /// revoked. It buffers about 1024; a receiver further behind gets `Lagged` and should
@@ -537,30 +516,6 @@ impl RevocationIndex {
     /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
         self.events.subscribe()
-    }
-
-    /// Drop every entry, before a full reload after a reconnect.
-    pub fn clear(&self) {
-        // Every shard lock, in a fixed order, so no write lands in a table being dropped.
-        let mut held = Vec::with_capacity(3 * SHARDS);
-        held.extend((0..SHARDS).map(|s| self.tokens.lock(s)));
-        held.extend((0..SHARDS).map(|s| self.sessions.lock(s)));
-        held.extend((0..SHARDS).map(|s| self.users.lock(s)));
-        {
-            let _publish = self.lock_publish();
-            self.snapshot.store(Arc::new(Snapshot::empty()));
-            self.generation.fetch_add(1, Ordering::Release);
-        }
-        for shard in &mut held {
-            **shard = Shard::new();
-        }
-        for len in [&self.tokens.len, &self.sessions.len, &self.users.len] {
-            len.store(0, Ordering::Relaxed);
-        }
-        drop(held);
-        let _global = self.lock_global();
-        self.global_cutoff.store(NONE, Ordering::Release);
-        self.global_until.store(NONE, Ordering::Release);
     }
 
     fn hashed(&self, id: Uuid) -> Hashed {
@@ -1057,11 +1012,9 @@ mod tests {
             Err(RevocationKind::IssuedBefore)
         );
         assert_eq!(index.check(&fresh_claims(T0), at(cutoff + 931)), Ok(()));
-        assert_eq!(index.next_expiry(), Some(at(cutoff + 931)));
         assert_eq!(purge_all(&index, cutoff + 930), 0);
         assert_eq!(purge_all(&index, cutoff + 931), 1);
         assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
     }
 
     #[test]
@@ -1199,16 +1152,42 @@ mod tests {
         assert_eq!(index.check(&c, at(exp + 30)), Err(RevocationKind::Token));
         assert_eq!(index.check(&c, at(exp + 31)), Ok(()));
         assert_eq!(index.len(), 1);
-        let due = index.next_expiry().unwrap().as_secs();
-        assert!(
-            (exp + 31..exp + 31 + PURGE_GRACE_SECS).contains(&due),
-            "due at {due}"
-        );
+        // Dead from exp + 31, forgotten a grace period later.
+        let due = exp + 30 + PURGE_GRACE_SECS;
         assert_eq!(purge_all(&index, due - 1), 0);
         assert_eq!(index.len(), 1);
         assert_eq!(purge_all(&index, due), 1);
         assert_eq!(index.len(), 0);
-        assert_eq!(index.next_expiry(), None);
+    }
+
+    #[test]
+    fn purge_forgets_each_entry_a_grace_period_after_it_dies() {
+        let index = RevocationIndex::new(Duration::ZERO);
+        index.apply(
+            &Revocation::Token {
+                jti: id(1),
+                exp: at(T0 + 500),
+            },
+            at(T0),
+        );
+        index.apply(
+            &Revocation::User {
+                sub: id(2),
+                issued_before: at(T0),
+                exp: at(T0 + 100),
+            },
+            at(T0),
+        );
+        // The user entry dies first (after T0 + 100) and is purged a grace period later.
+        let due = T0 + 100 + PURGE_GRACE_SECS;
+        assert_eq!(purge_all(&index, due - 1), 0);
+        assert_eq!(purge_all(&index, due), 1);
+        assert_eq!(index.len_of(RevocationKind::User), 0);
+        assert_eq!(index.len_of(RevocationKind::Token), 1);
+        let due = T0 + 500 + PURGE_GRACE_SECS;
+        assert_eq!(purge_all(&index, due - 1), 0);
+        assert_eq!(purge_all(&index, due), 1);
+        assert!(index.is_empty());
     }
 
     #[test]
@@ -1282,7 +1261,6 @@ mod tests {
         }
         assert_eq!(calls, vec![300, 300, 300, 300, 300]);
         assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
         assert_eq!(index.purge(at(now), 0), 0);
     }
 
@@ -1296,7 +1274,6 @@ mod tests {
         index.load(revs, at(T0));
         assert_eq!(index.purge(at(T0 + 100), 30), 30);
         assert_eq!(index.len_of(RevocationKind::Session), 70);
-        assert!(index.next_expiry().is_some_and(|t| t.as_secs() <= T0 + 100));
         assert_eq!(index.purge(at(T0 + 100), 1000), 70);
         assert!(index.is_empty());
     }
@@ -1324,67 +1301,6 @@ mod tests {
         assert_eq!(index.check(&c, at(T0 + 100)), Err(RevocationKind::Session));
         assert_eq!(purge_all(&index, T0 + 2000), 1);
         assert!(index.is_empty());
-    }
-
-    #[test]
-    fn next_expiry_reports_when_the_first_entry_is_due_for_purge() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        assert_eq!(index.next_expiry(), None);
-        index.apply(
-            &Revocation::Token {
-                jti: id(1),
-                exp: at(T0 + 500),
-            },
-            at(T0),
-        );
-        index.apply(
-            &Revocation::User {
-                sub: id(2),
-                issued_before: at(T0),
-                exp: at(T0 + 100),
-            },
-            at(T0),
-        );
-        let due = index.next_expiry().unwrap().as_secs();
-        // The user entry dies first (after T0 + 100) and is purged a grace period later.
-        assert_eq!(due, T0 + 100 + PURGE_GRACE_SECS);
-        assert_eq!(purge_all(&index, due - 1), 0);
-        assert_eq!(purge_all(&index, due), 1);
-        assert_eq!(index.len_of(RevocationKind::User), 0);
-        assert_eq!(index.next_expiry(), Some(at(T0 + 500 + PURGE_GRACE_SECS)));
-    }
-
-    #[test]
-    fn clear_drops_everything() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let c = fresh_claims(T0);
-        index.load(
-            [
-                Revocation::Token {
-                    jti: c.jti,
-                    exp: c.exp,
-                },
-                Revocation::Session {
-                    sid: c.sid,
-                    exp: c.exp,
-                },
-                Revocation::User {
-                    sub: c.sub,
-                    issued_before: at(T0 + 1),
-                    exp: c.exp,
-                },
-                Revocation::IssuedBefore {
-                    issued_before: at(T0 + 1),
-                    exp: c.exp,
-                },
-            ],
-            at(T0),
-        );
-        assert_eq!(index.len(), 4);
-        index.clear();
-        assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
-        assert_eq!(index.check(&c, at(T0)), Ok(()));
     }
 
     #[test]
@@ -1745,7 +1661,6 @@ mod tests {
             let recent = entries.values().filter(|&&until| until > now - PURGE_GRACE_SECS).count();
             prop_assert!(live <= index.len() && index.len() <= recent,
                 "live {} <= len {} <= recent {}", live, index.len(), recent);
-            prop_assert!(index.next_expiry().is_none_or(|t| t.as_secs() > now));
         }
     }
 

@@ -71,12 +71,6 @@ impl Algorithm {
         }
     }
 
-    /// Whether signing and verifying share one secret (HS256), so the verifying key
-    /// must never be published.
-    pub fn is_symmetric(self) -> bool {
-        matches!(self, Algorithm::HS256)
-    }
-
     /// The algorithm with exactly this JOSE name; anything else, `none` included, is `None`.
     pub(crate) fn from_jose_name(name: &str) -> Option<Self> {
         match name {
@@ -698,13 +692,6 @@ pub(crate) mod tests {
                 ),
                 "{name} parsed"
             );
-        }
-    }
-
-    #[test]
-    fn only_hs256_is_symmetric() {
-        for alg in ALL {
-            assert_eq!(alg.is_symmetric(), alg == Algorithm::HS256);
         }
     }
 
