@@ -266,8 +266,7 @@ fn jwk_round_trip_keeps_the_key_and_its_public_members_only() {
 #[test]
 fn a_private_jwk_deserializes_to_its_public_part_only() {
     let mut json =
-        serde_json::to_value(test_key(Algorithm::EdDSA).verifying_key().to_jwk().unwrap())
-            .unwrap();
+        serde_json::to_value(test_key(Algorithm::EdDSA).verifying_key().to_jwk().unwrap()).unwrap();
     json["d"] = "c2VjcmV0".into();
     let jwk: Jwk = serde_json::from_value(json).unwrap();
     let out = serde_json::to_value(&jwk).unwrap();
