@@ -19,7 +19,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,8 +29,10 @@ use uuid::Uuid;
 
 use crate::claims::Claims;
 use crate::revocation::{Revocation, RevocationKind};
+use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use crate::table::{groups_for, Hashed, Spot, Table, GROUP};
 use crate::time::Timestamp;
+use crate::user_slot;
 
 /// How long a shard's earliest entry may stay dead before [`RevocationIndex::purge`] sweeps
 /// the shard: an entry is forgotten at most about this long after it died (and
@@ -48,13 +49,12 @@ const EVENT_CAPACITY: usize = 1024;
 
 /// Token and session slots: id (2 words), then `until`.
 const PLAIN: usize = 3;
-/// User slots: id, then a sequence word, `until` and the cutoff (which change together).
-const USER: usize = 5;
+/// User slots: id, then a sequence word, `until` and the cutoff, which change together
+/// (see `user_slot`).
+const USER: usize = user_slot::WORDS;
 /// Where `until` sits in a slot of either layout.
 const PLAIN_UNTIL: usize = 2;
-const USER_SEQ: usize = 2;
-const USER_UNTIL: usize = 3;
-const USER_CUTOFF: usize = 4;
+const USER_UNTIL: usize = user_slot::UNTIL;
 
 /// Marks "no global cutoff": `until` is then in the past for every `now`, and no `iat` is
 /// below the cutoff.
@@ -79,7 +79,9 @@ enum Merged {
 }
 
 /// Gives each index its own id for [`SNAPSHOTS`].
-static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
+/// std's even in the loom build: a static needs a `const` constructor, and it is not
+/// model-checked.
+static NEXT_INDEX_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The snapshot a thread last checked against, and of which index and generation.
 struct CachedSnapshot {
@@ -420,7 +422,7 @@ impl RevocationIndex {
         }
         let sub = self.hashed(claims.sub);
         if let Some(slot) = snapshot.users[sub.shard(SHARDS)].get(sub) {
-            let (until, cutoff) = read_user(slot);
+            let (until, cutoff) = user_slot::read(slot);
             if now <= until && iat < cutoff {
                 return Err(RevocationKind::User);
             }
@@ -627,7 +629,7 @@ impl RevocationIndex {
         match spot {
             Spot::Found(index) => {
                 let slot = table.slot(index);
-                let (old_until, old_cutoff) = read_user(slot);
+                let (old_until, old_cutoff) = user_slot::read(slot);
                 // A dead entry is replaced, not merged: its cutoff must not come back to life.
                 let (new_until, new_cutoff) = if old_until >= now {
                     (old_until.max(until), old_cutoff.max(cutoff))
@@ -636,13 +638,13 @@ impl RevocationIndex {
                 };
                 let changed = (new_until, new_cutoff) != (old_until, old_cutoff);
                 if changed {
-                    write_user(slot, new_until, new_cutoff);
+                    user_slot::write(slot, new_until, new_cutoff);
                 }
                 state.note(new_until);
                 changed
             }
             Spot::Vacant(index) => {
-                table.publish(index, id, &[0, until as u64, cutoff as u64]);
+                table.publish(index, id, &user_slot::new_values(until, cutoff));
                 state.live += 1;
                 kind.len.fetch_add(1, Ordering::Relaxed);
                 state.note(until);
@@ -839,33 +841,6 @@ impl RevocationIndex {
     fn lock_publish(&self) -> MutexGuard<'_, ()> {
         self.publish.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// A user slot's `until` and cutoff, read consistently: the two change together under the
-/// slot's sequence word (odd while a write is in progress), so a reader retries if the word
-/// moved while it read.
-fn read_user(slot: &[AtomicU64; USER]) -> (i64, i64) {
-    loop {
-        let before = slot[USER_SEQ].load(Ordering::Acquire);
-        let until = slot[USER_UNTIL].load(Ordering::Relaxed) as i64;
-        let cutoff = slot[USER_CUTOFF].load(Ordering::Relaxed) as i64;
-        fence(Ordering::Acquire);
-        let after = slot[USER_SEQ].load(Ordering::Relaxed);
-        if before == after && before.is_multiple_of(2) {
-            return (until, cutoff);
-        }
-        std::hint::spin_loop();
-    }
-}
-
-/// Change a published user slot's `until` and cutoff together. Writer only (shard lock held).
-fn write_user(slot: &[AtomicU64; USER], until: i64, cutoff: i64) {
-    let seq = slot[USER_SEQ].load(Ordering::Relaxed);
-    slot[USER_SEQ].store(seq.wrapping_add(1), Ordering::Relaxed);
-    fence(Ordering::Release);
-    slot[USER_UNTIL].store(until as u64, Ordering::Relaxed);
-    slot[USER_CUTOFF].store(cutoff as u64, Ordering::Relaxed);
-    slot[USER_SEQ].store(seq.wrapping_add(2), Ordering::Release);
 }
 
 #[cfg(test)]
