@@ -8,9 +8,11 @@
 //!   29–43 bytes per revoked id, and a lookup that misses (the common case: a valid token)
 //!   reads one control word. Readers take no lock; writers lock one shard.
 //! - Every shard's current table in one [`ArcSwap`] snapshot, so [`RevocationIndex::check`]
-//!   pays one lock-free snapshot load for its three lookups. A shard's table is replaced
-//!   (grown, shrunk, or copied without its removed entries) under that shard's lock, then
-//!   published in a new snapshot; readers of the old one finish on it.
+//!   pays at most one lock-free snapshot load for its three lookups, and usually none: each
+//!   thread keeps the snapshot it last used while a generation counter says it is current.
+//!   A shard's table is replaced (grown, shrunk, or copied without its removed entries)
+//!   under that shard's lock, then published in a new snapshot; readers of the old one
+//!   finish on it.
 //! - The global `IssuedBefore` cutoff in two atomics: two loads in [`RevocationIndex::check`].
 //! - No expiry queue: each shard remembers the earliest expiry it holds, and
 //!   [`RevocationIndex::purge`] sweeps a shard once its earliest entry has been dead for
@@ -203,8 +205,8 @@ impl<const W: usize> Kind<W> {
 /// The record of revoked tokens, sessions and users that every request is checked against.
 ///
 /// Share it as `Arc<RevocationIndex>`. [`check`](Self::check) is the hot path (three
-/// lock-free lookups, ~100 ns); [`apply`](Self::apply) records one revocation and tells
-/// [`subscribers`](Self::subscribe); [`load`](Self::load) fills it at start-up;
+/// lock-free lookups, ~100 ns); [`apply`](Self::apply) records one revocation and, if it
+/// changed the index, tells [`subscribers`](Self::subscribe); [`load`](Self::load) fills it at start-up;
 /// [`purge`](Self::purge), called about once a second, forgets entries that can no longer
 /// refuse anything. Each entry lives until its `exp` plus the verifier's leeway, so memory is
 /// bounded by live tokens, not by history.
@@ -501,9 +503,10 @@ impl RevocationIndex {
         plain + snapshot.users.iter().map(|t| t.bytes()).sum::<usize>()
     }
 
-    /// A receiver of every revocation applied from now on (not those [`load`](Self::load)ed),
-    /// so that, say, a websocket handler can close a connection whose session was just
-    /// revoked. It buffers about 1024; a receiver further behind gets `Lagged` and should
+    /// A receiver of every revocation [`apply`](Self::apply) adds from now on: each once,
+    /// when it changes the index (not when it is applied again, and not those
+    /// [`load`](Self::load)ed), so that, say, a websocket handler can close a connection whose
+    /// session was just revoked, or a counter count it once. It buffers about 1024; a receiver further behind gets `Lagged` and should
     /// re-check what it holds against [`check`](Self::check).
     ///
     /// ```
