@@ -8,9 +8,11 @@
 //!   29–43 bytes per revoked id, and a lookup that misses (the common case: a valid token)
 //!   reads one control word. Readers take no lock; writers lock one shard.
 //! - Every shard's current table in one [`ArcSwap`] snapshot, so [`RevocationIndex::check`]
-//!   pays one lock-free snapshot load for its three lookups. A shard's table is replaced
-//!   (grown, shrunk, or copied without its removed entries) under that shard's lock, then
-//!   published in a new snapshot; readers of the old one finish on it.
+//!   pays at most one lock-free snapshot load for its three lookups, and usually none: each
+//!   thread keeps the snapshot it last used while a generation counter says it is current.
+//!   A shard's table is replaced (grown, shrunk, or copied without its removed entries)
+//!   under that shard's lock, then published in a new snapshot; readers of the old one
+//!   finish on it.
 //! - The global `IssuedBefore` cutoff in two atomics: two loads in [`RevocationIndex::check`].
 //! - No expiry queue: each shard remembers the earliest expiry it holds, and
 //!   [`RevocationIndex::purge`] sweeps a shard once its earliest entry has been dead for
@@ -19,7 +21,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ use uuid::Uuid;
 
 use crate::claims::Claims;
 use crate::revocation::{Revocation, RevocationKind};
+use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use crate::table::{groups_for, Hashed, Spot, Table, GROUP};
 use crate::time::Timestamp;
+use crate::user_slot;
 
 /// How long a shard's earliest entry may stay dead before [`RevocationIndex::purge`] sweeps
 /// the shard: an entry is forgotten at most about this long after it died (and
@@ -48,13 +51,12 @@ const EVENT_CAPACITY: usize = 1024;
 
 /// Token and session slots: id (2 words), then `until`.
 const PLAIN: usize = 3;
-/// User slots: id, then a sequence word, `until` and the cutoff (which change together).
-const USER: usize = 5;
+/// User slots: id, then a sequence word, `until` and the cutoff, which change together
+/// (see `user_slot`).
+const USER: usize = user_slot::WORDS;
 /// Where `until` sits in a slot of either layout.
 const PLAIN_UNTIL: usize = 2;
-const USER_SEQ: usize = 2;
-const USER_UNTIL: usize = 3;
-const USER_CUTOFF: usize = 4;
+const USER_UNTIL: usize = user_slot::UNTIL;
 
 /// Marks "no global cutoff": `until` is then in the past for every `now`, and no `iat` is
 /// below the cutoff.
@@ -67,8 +69,21 @@ const COPY_LOAD: (usize, usize) = (7, 12);
 /// since a bulk load knows what is coming.
 const RESERVE_LOAD: (usize, usize) = (13, 16);
 
+/// What merging one revocation did to the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Merged {
+    /// Past `exp + leeway` at `now`: ignored.
+    Dead,
+    /// Already covered by what the index holds.
+    Unchanged,
+    /// A new entry, or a later `exp` or cutoff.
+    Changed,
+}
+
 /// Gives each index its own id for [`SNAPSHOTS`].
-static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
+/// std's even in the loom build: a static needs a `const` constructor, and it is not
+/// model-checked.
+static NEXT_INDEX_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The snapshot a thread last checked against, and of which index and generation.
 struct CachedSnapshot {
@@ -190,8 +205,8 @@ impl<const W: usize> Kind<W> {
 /// The record of revoked tokens, sessions and users that every request is checked against.
 ///
 /// Share it as `Arc<RevocationIndex>`. [`check`](Self::check) is the hot path (three
-/// lock-free lookups, ~100 ns); [`apply`](Self::apply) records one revocation and tells
-/// [`subscribers`](Self::subscribe); [`load`](Self::load) fills it at start-up;
+/// lock-free lookups, ~100 ns); [`apply`](Self::apply) records one revocation and, if it
+/// changed the index, tells [`subscribers`](Self::subscribe); [`load`](Self::load) fills it at start-up;
 /// [`purge`](Self::purge), called about once a second, forgets entries that can no longer
 /// refuse anything. Each entry lives until its `exp` plus the verifier's leeway, so memory is
 /// bounded by live tokens, not by history.
@@ -308,13 +323,16 @@ impl RevocationIndex {
         }
     }
 
-    /// Apply one revocation, made on this node or pushed from another, and tell subscribers.
+    /// Apply one revocation, made on this node or pushed from another, and tell subscribers
+    /// if it changed the index.
     ///
-    /// Idempotent: applying the same revocation again changes nothing; a revocation of an id
-    /// already present keeps the later `exp` (and, for users, the later cutoff). Returns
-    /// `false`, and does nothing, if it was already past `exp + leeway` at `now`: it could
-    /// not refuse any token the verifier still accepts. Every live revocation is sent to
-    /// subscribers, duplicates included, so a handler never misses one.
+    /// Idempotent: a revocation of an id already present keeps the later `exp` (and, for
+    /// users, the later cutoff). Returns whether the index changed: `true` for a new entry
+    /// or a later `exp` or cutoff; `false` for a revocation the index already holds (the
+    /// same one applied again, as when a node applies its own revocation and then reads it
+    /// back from the store) or one already past `exp + leeway` at `now`, which could not
+    /// refuse any token the verifier still accepts. Only a change is sent to subscribers,
+    /// so each revocation is announced once however often it is applied.
     ///
     /// ```
     /// use std::time::Duration;
@@ -322,11 +340,15 @@ impl RevocationIndex {
     /// let index = RevocationIndex::new(Duration::from_secs(0));
     /// let now = Timestamp::from_secs(1_000);
     /// let jti = uuid::Uuid::new_v4();
-    /// assert!(index.apply(&Revocation::Token { jti, exp: Timestamp::from_secs(1_900) }, now));
+    /// let rev = Revocation::Token { jti, exp: Timestamp::from_secs(1_900) };
+    /// assert!(index.apply(&rev, now));
+    /// // Already known: nothing changes, nobody is told again.
+    /// assert!(!index.apply(&rev, now));
+    /// // Dead on arrival.
     /// assert!(!index.apply(&Revocation::Token { jti, exp: Timestamp::from_secs(999) }, now));
     /// ```
     pub fn apply(&self, rev: &Revocation, now: Timestamp) -> bool {
-        if !self.merge(rev, now.as_secs()) {
+        if self.merge(rev, now.as_secs()) != Merged::Changed {
             return false;
         }
         // An error only means nobody is subscribed right now.
@@ -345,7 +367,9 @@ impl RevocationIndex {
         let revs: Vec<Revocation> = revs.into_iter().collect();
         self.reserve_for(&revs);
         let now = now.as_secs();
-        revs.iter().filter(|rev| self.merge(rev, now)).count()
+        revs.iter()
+            .filter(|rev| self.merge(rev, now) != Merged::Dead)
+            .count()
     }
 
     /// Whether the token with these (already verified) claims has been revoked: by its `jti`,
@@ -400,7 +424,7 @@ impl RevocationIndex {
         }
         let sub = self.hashed(claims.sub);
         if let Some(slot) = snapshot.users[sub.shard(SHARDS)].get(sub) {
-            let (until, cutoff) = read_user(slot);
+            let (until, cutoff) = user_slot::read(slot);
             if now <= until && iat < cutoff {
                 return Err(RevocationKind::User);
             }
@@ -479,30 +503,10 @@ impl RevocationIndex {
         plain + snapshot.users.iter().map(|t| t.bytes()).sum::<usize>()
     }
 
-    /// The earliest `now` at which [`purge`](Self::purge) would have work, if any.
-    pub fn next_expiry(&self) -> Option<Timestamp> {
-        let mut due = i64::MAX;
-        for shard in 0..SHARDS {
-            for earliest in [
-                self.tokens.lock(shard).earliest,
-                self.sessions.lock(shard).earliest,
-                self.users.lock(shard).earliest,
-            ] {
-                if earliest != i64::MAX {
-                    due = due.min(earliest.saturating_add(PURGE_GRACE_SECS));
-                }
-            }
-        }
-        let until = self.global_until.load(Ordering::Acquire);
-        if until != NONE {
-            due = due.min(until.saturating_add(1));
-        }
-        (due != i64::MAX).then(|| Timestamp::from_secs(due))
-    }
-
-    /// A receiver of every revocation applied from now on (not those [`load`](Self::load)ed),
-    /// so that, say, a websocket handler can close a connection whose session was just
-    /// revoked. It buffers about 1024; a receiver further behind gets `Lagged` and should
+    /// A receiver of every revocation [`apply`](Self::apply) adds from now on: each once,
+    /// when it changes the index (not when it is applied again, and not those
+    /// [`load`](Self::load)ed), so that, say, a websocket handler can close a connection whose
+    /// session was just revoked, or a counter count it once. It buffers about 1024; a receiver further behind gets `Lagged` and should
     /// re-check what it holds against [`check`](Self::check).
     ///
     /// ```
@@ -517,30 +521,6 @@ impl RevocationIndex {
     /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
         self.events.subscribe()
-    }
-
-    /// Drop every entry, before a full reload after a reconnect.
-    pub fn clear(&self) {
-        // Every shard lock, in a fixed order, so no write lands in a table being dropped.
-        let mut held = Vec::with_capacity(3 * SHARDS);
-        held.extend((0..SHARDS).map(|s| self.tokens.lock(s)));
-        held.extend((0..SHARDS).map(|s| self.sessions.lock(s)));
-        held.extend((0..SHARDS).map(|s| self.users.lock(s)));
-        {
-            let _publish = self.lock_publish();
-            self.snapshot.store(Arc::new(Snapshot::empty()));
-            self.generation.fetch_add(1, Ordering::Release);
-        }
-        for shard in &mut held {
-            **shard = Shard::new();
-        }
-        for len in [&self.tokens.len, &self.sessions.len, &self.users.len] {
-            len.store(0, Ordering::Relaxed);
-        }
-        drop(held);
-        let _global = self.lock_global();
-        self.global_cutoff.store(NONE, Ordering::Release);
-        self.global_until.store(NONE, Ordering::Release);
     }
 
     fn hashed(&self, id: Uuid) -> Hashed {
@@ -592,48 +572,58 @@ impl RevocationIndex {
         }
     }
 
-    /// Merge `rev` into the tables; `false` if it is dead at `now`.
-    fn merge(&self, rev: &Revocation, now: i64) -> bool {
+    /// Merge `rev` into the tables.
+    fn merge(&self, rev: &Revocation, now: i64) -> Merged {
         let until = rev.exp().as_secs().saturating_add(self.leeway_secs);
         if until < now {
-            return false;
+            return Merged::Dead;
         }
-        match *rev {
+        let changed = match *rev {
             Revocation::Token { jti, .. } => self.merge_until(&self.tokens, jti, until),
             Revocation::Session { sid, .. } => self.merge_until(&self.sessions, sid, until),
             Revocation::User {
                 sub, issued_before, ..
             } => self.merge_user(sub, issued_before.as_secs(), until, now),
             Revocation::IssuedBefore { issued_before, .. } => {
-                self.merge_global(issued_before.as_secs(), until, now);
+                self.merge_global(issued_before.as_secs(), until, now)
             }
+        };
+        if changed {
+            Merged::Changed
+        } else {
+            Merged::Unchanged
         }
-        true
     }
 
-    /// Raise the entry of `id` to `until` (which is live, so this also replaces a dead one).
-    fn merge_until(&self, kind: &Kind<PLAIN>, id: Uuid, until: i64) {
+    /// Raise the entry of `id` to `until` (which is live, so this also replaces a dead one);
+    /// whether anything changed.
+    fn merge_until(&self, kind: &Kind<PLAIN>, id: Uuid, until: i64) -> bool {
         let id = self.hashed(id);
         let shard = id.shard(SHARDS);
         let mut state = kind.lock(shard);
         let (table, spot) = self.spot(kind, shard, &mut state, id);
-        match spot {
+        let changed = match spot {
             Spot::Found(index) => {
                 let word = &table.slot(index)[PLAIN_UNTIL];
-                if (word.load(Ordering::Relaxed) as i64) < until {
+                let later = (word.load(Ordering::Relaxed) as i64) < until;
+                if later {
                     word.store(until as u64, Ordering::Release);
                 }
+                later
             }
             Spot::Vacant(index) => {
                 table.publish(index, id, &[until as u64]);
                 state.live += 1;
                 kind.len.fetch_add(1, Ordering::Relaxed);
+                true
             }
-        }
+        };
         state.note(until);
+        changed
     }
 
-    fn merge_user(&self, sub: Uuid, cutoff: i64, until: i64, now: i64) {
+    /// Merge a user's cutoff and `until` into its entry; whether anything changed.
+    fn merge_user(&self, sub: Uuid, cutoff: i64, until: i64, now: i64) -> bool {
         let kind = &self.users;
         let id = self.hashed(sub);
         let shard = id.shard(SHARDS);
@@ -642,23 +632,26 @@ impl RevocationIndex {
         match spot {
             Spot::Found(index) => {
                 let slot = table.slot(index);
-                let (old_until, old_cutoff) = read_user(slot);
+                let (old_until, old_cutoff) = user_slot::read(slot);
                 // A dead entry is replaced, not merged: its cutoff must not come back to life.
                 let (new_until, new_cutoff) = if old_until >= now {
                     (old_until.max(until), old_cutoff.max(cutoff))
                 } else {
                     (until, cutoff)
                 };
-                if (new_until, new_cutoff) != (old_until, old_cutoff) {
-                    write_user(slot, new_until, new_cutoff);
+                let changed = (new_until, new_cutoff) != (old_until, old_cutoff);
+                if changed {
+                    user_slot::write(slot, new_until, new_cutoff);
                 }
                 state.note(new_until);
+                changed
             }
             Spot::Vacant(index) => {
-                table.publish(index, id, &[0, until as u64, cutoff as u64]);
+                table.publish(index, id, &user_slot::new_values(until, cutoff));
                 state.live += 1;
                 kind.len.fetch_add(1, Ordering::Relaxed);
                 state.note(until);
+                true
             }
         }
     }
@@ -806,18 +799,24 @@ impl RevocationIndex {
         (removed, true)
     }
 
-    fn merge_global(&self, issued_before: i64, until: i64, now: i64) {
+    /// Merge a global cutoff and its `until`; whether anything changed.
+    fn merge_global(&self, issued_before: i64, until: i64, now: i64) -> bool {
         let _global = self.lock_global();
         let old_until = self.global_until.load(Ordering::Acquire);
+        let old_cutoff = self.global_cutoff.load(Ordering::Acquire);
+        // A dead cutoff is replaced, not merged (as for users).
         let (cutoff, until) = if old_until >= now {
-            let old_cutoff = self.global_cutoff.load(Ordering::Acquire);
             (old_cutoff.max(issued_before), old_until.max(until))
         } else {
             (issued_before, until)
         };
+        if (cutoff, until) == (old_cutoff, old_until) {
+            return false;
+        }
         // Cutoff first: see the field comment.
         self.global_cutoff.store(cutoff, Ordering::Release);
         self.global_until.store(until, Ordering::Release);
+        true
     }
 
     /// Forget the global cutoff if it is dead at `now`.
@@ -847,889 +846,5 @@ impl RevocationIndex {
     }
 }
 
-/// A user slot's `until` and cutoff, read consistently: the two change together under the
-/// slot's sequence word (odd while a write is in progress), so a reader retries if the word
-/// moved while it read.
-fn read_user(slot: &[AtomicU64; USER]) -> (i64, i64) {
-    loop {
-        let before = slot[USER_SEQ].load(Ordering::Acquire);
-        let until = slot[USER_UNTIL].load(Ordering::Relaxed) as i64;
-        let cutoff = slot[USER_CUTOFF].load(Ordering::Relaxed) as i64;
-        fence(Ordering::Acquire);
-        let after = slot[USER_SEQ].load(Ordering::Relaxed);
-        if before == after && before.is_multiple_of(2) {
-            return (until, cutoff);
-        }
-        std::hint::spin_loop();
-    }
-}
-
-/// Change a published user slot's `until` and cutoff together. Writer only (shard lock held).
-fn write_user(slot: &[AtomicU64; USER], until: i64, cutoff: i64) {
-    let seq = slot[USER_SEQ].load(Ordering::Relaxed);
-    slot[USER_SEQ].store(seq.wrapping_add(1), Ordering::Relaxed);
-    fence(Ordering::Release);
-    slot[USER_UNTIL].store(until as u64, Ordering::Relaxed);
-    slot[USER_CUTOFF].store(cutoff as u64, Ordering::Relaxed);
-    slot[USER_SEQ].store(seq.wrapping_add(2), Ordering::Release);
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
-
-    use proptest::prelude::*;
-    use tokio::sync::broadcast::error::TryRecvError;
-
-    use super::*;
-    use crate::claims::Role;
-
-    const T0: i64 = 1_700_000_000;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_secs(secs)
-    }
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    fn claims(jti: Uuid, sid: Uuid, sub: Uuid, iat: i64) -> Claims {
-        Claims {
-            iss: "tokengate".into(),
-            sub,
-            aud: "app".into(),
-            iat: at(iat),
-            nbf: at(iat),
-            exp: at(iat + 900),
-            jti,
-            sid,
-            email: "a@example.com".into(),
-            role: Role::User,
-        }
-    }
-
-    fn fresh_claims(iat: i64) -> Claims {
-        claims(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), iat)
-    }
-
-    fn purge_all(index: &RevocationIndex, now: i64) -> usize {
-        index.purge(at(now), usize::MAX)
-    }
-
-    #[test]
-    fn index_is_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<RevocationIndex>();
-    }
-
-    #[test]
-    fn revoked_token_is_refused_by_jti() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let revoked = fresh_claims(T0);
-        let other = fresh_claims(T0);
-        assert!(index.apply(
-            &Revocation::Token {
-                jti: revoked.jti,
-                exp: revoked.exp
-            },
-            at(T0)
-        ));
-        assert_eq!(index.check(&revoked, at(T0)), Err(RevocationKind::Token));
-        assert_eq!(index.check(&other, at(T0)), Ok(()));
-        assert_eq!(index.len_of(RevocationKind::Token), 1);
-    }
-
-    #[test]
-    fn session_revocation_refuses_every_token_of_the_session() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let sid = Uuid::new_v4();
-        let sub = Uuid::new_v4();
-        let first = claims(Uuid::new_v4(), sid, sub, T0);
-        let refreshed = claims(Uuid::new_v4(), sid, sub, T0 + 600);
-        let other_session = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 600);
-        index.apply(
-            &Revocation::Session {
-                sid,
-                exp: refreshed.exp,
-            },
-            at(T0 + 700),
-        );
-        assert_eq!(
-            index.check(&first, at(T0 + 700)),
-            Err(RevocationKind::Session)
-        );
-        assert_eq!(
-            index.check(&refreshed, at(T0 + 700)),
-            Err(RevocationKind::Session)
-        );
-        assert_eq!(index.check(&other_session, at(T0 + 700)), Ok(()));
-    }
-
-    #[test]
-    fn user_revocation_refuses_tokens_issued_before_the_cutoff_but_not_a_new_sign_in() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let sub = Uuid::new_v4();
-        let cutoff = T0 + 100;
-        let old = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0);
-        let just_before = claims(Uuid::new_v4(), Uuid::new_v4(), sub, cutoff - 1);
-        let same_second = claims(Uuid::new_v4(), Uuid::new_v4(), sub, cutoff);
-        let someone_else = claims(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), T0);
-        let rev = Revocation::User {
-            sub,
-            issued_before: at(cutoff),
-            exp: at(cutoff + 900),
-        };
-        index.apply(&rev, at(cutoff));
-        assert_eq!(index.check(&old, at(cutoff)), Err(RevocationKind::User));
-        assert_eq!(
-            index.check(&just_before, at(cutoff)),
-            Err(RevocationKind::User)
-        );
-        assert_eq!(index.check(&same_second, at(cutoff)), Ok(()));
-        assert_eq!(index.check(&someone_else, at(cutoff)), Ok(()));
-    }
-
-    #[test]
-    fn issued_before_refuses_every_older_token_and_accepts_newer_ones() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let cutoff = T0 + 100;
-        let rev = Revocation::IssuedBefore {
-            issued_before: at(cutoff),
-            exp: at(cutoff + 900),
-        };
-        assert!(index.apply(&rev, at(cutoff)));
-        assert_eq!(
-            index.check(&fresh_claims(T0), at(cutoff)),
-            Err(RevocationKind::IssuedBefore)
-        );
-        assert_eq!(
-            index.check(&fresh_claims(cutoff - 1), at(cutoff)),
-            Err(RevocationKind::IssuedBefore)
-        );
-        assert_eq!(index.check(&fresh_claims(cutoff), at(cutoff)), Ok(()));
-        assert_eq!(index.len_of(RevocationKind::IssuedBefore), 1);
-        // Dead after exp + leeway, even before purge; then purge forgets it.
-        assert_eq!(
-            index.check(&fresh_claims(T0), at(cutoff + 930)),
-            Err(RevocationKind::IssuedBefore)
-        );
-        assert_eq!(index.check(&fresh_claims(T0), at(cutoff + 931)), Ok(()));
-        assert_eq!(index.next_expiry(), Some(at(cutoff + 931)));
-        assert_eq!(purge_all(&index, cutoff + 930), 0);
-        assert_eq!(purge_all(&index, cutoff + 931), 1);
-        assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
-    }
-
-    #[test]
-    fn most_specific_kind_is_reported_when_several_apply() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let c = fresh_claims(T0);
-        index.apply(
-            &Revocation::IssuedBefore {
-                issued_before: at(T0 + 1),
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(index.check(&c, at(T0)), Err(RevocationKind::IssuedBefore));
-        index.apply(
-            &Revocation::User {
-                sub: c.sub,
-                issued_before: at(T0 + 1),
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(index.check(&c, at(T0)), Err(RevocationKind::User));
-        index.apply(
-            &Revocation::Session {
-                sid: c.sid,
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(index.check(&c, at(T0)), Err(RevocationKind::Session));
-        index.apply(
-            &Revocation::Token {
-                jti: c.jti,
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(index.check(&c, at(T0)), Err(RevocationKind::Token));
-        assert_eq!(index.len(), 4);
-    }
-
-    #[test]
-    fn apply_is_idempotent_and_merging_keeps_the_later_exp() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let c = fresh_claims(T0);
-        let late = Revocation::Token {
-            jti: c.jti,
-            exp: at(T0 + 900),
-        };
-        let early = Revocation::Token {
-            jti: c.jti,
-            exp: at(T0 + 100),
-        };
-        assert!(index.apply(&late, at(T0)));
-        assert!(index.apply(&late, at(T0)));
-        assert!(index.apply(&early, at(T0)));
-        assert_eq!(index.len(), 1);
-        // Still refused after the earlier exp: the later one won.
-        assert_eq!(index.check(&c, at(T0 + 500)), Err(RevocationKind::Token));
-        assert_eq!(purge_all(&index, T0 + 500), 0);
-        assert_eq!(index.check(&c, at(T0 + 901)), Ok(()));
-        assert_eq!(purge_all(&index, T0 + 901 + PURGE_GRACE_SECS), 1);
-        assert!(index.is_empty());
-    }
-
-    #[test]
-    fn user_merge_keeps_the_later_cutoff_and_the_later_exp() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let sub = Uuid::new_v4();
-        let between = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 50);
-        index.apply(
-            &Revocation::User {
-                sub,
-                issued_before: at(T0 + 100),
-                exp: at(T0 + 1000),
-            },
-            at(T0),
-        );
-        index.apply(
-            &Revocation::User {
-                sub,
-                issued_before: at(T0 + 10),
-                exp: at(T0 + 2000),
-            },
-            at(T0),
-        );
-        assert_eq!(index.len_of(RevocationKind::User), 1);
-        assert_eq!(
-            index.check(&between, at(T0 + 1500)),
-            Err(RevocationKind::User)
-        );
-        assert_eq!(index.check(&between, at(T0 + 2001)), Ok(()));
-    }
-
-    #[test]
-    fn dead_user_cutoff_is_replaced_not_merged() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let sub = Uuid::new_v4();
-        index.apply(
-            &Revocation::User {
-                sub,
-                issued_before: at(T0 + 500),
-                exp: at(T0 + 100),
-            },
-            at(T0),
-        );
-        // The first entry died at T0 + 101 but was not purged; its cutoff must not return.
-        index.apply(
-            &Revocation::User {
-                sub,
-                issued_before: at(T0 + 200),
-                exp: at(T0 + 900),
-            },
-            at(T0 + 200),
-        );
-        let signed_in_later = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 300);
-        assert_eq!(index.check(&signed_in_later, at(T0 + 300)), Ok(()));
-        let older = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 199);
-        assert_eq!(index.check(&older, at(T0 + 300)), Err(RevocationKind::User));
-    }
-
-    #[test]
-    fn entry_is_accepted_after_exp_plus_leeway_before_purge_and_gone_after_purge() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let c = fresh_claims(T0);
-        let exp = c.exp.as_secs();
-        index.apply(
-            &Revocation::Token {
-                jti: c.jti,
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(index.check(&c, at(exp + 30)), Err(RevocationKind::Token));
-        assert_eq!(index.check(&c, at(exp + 31)), Ok(()));
-        assert_eq!(index.len(), 1);
-        let due = index.next_expiry().unwrap().as_secs();
-        assert!(
-            (exp + 31..exp + 31 + PURGE_GRACE_SECS).contains(&due),
-            "due at {due}"
-        );
-        assert_eq!(purge_all(&index, due - 1), 0);
-        assert_eq!(index.len(), 1);
-        assert_eq!(purge_all(&index, due), 1);
-        assert_eq!(index.len(), 0);
-        assert_eq!(index.next_expiry(), None);
-    }
-
-    #[test]
-    fn sub_second_leeway_rounds_up() {
-        let index = RevocationIndex::new(Duration::from_millis(1));
-        let c = fresh_claims(T0);
-        index.apply(
-            &Revocation::Token {
-                jti: c.jti,
-                exp: c.exp,
-            },
-            at(T0),
-        );
-        assert_eq!(
-            index.check(&c, c.exp.plus(Duration::from_secs(1))),
-            Err(RevocationKind::Token)
-        );
-    }
-
-    #[test]
-    fn expired_revocations_are_ignored_on_apply_and_load() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let mut events = index.subscribe();
-        let now = T0 + 1000;
-        let dead = Revocation::Token {
-            jti: Uuid::new_v4(),
-            exp: at(now - 31),
-        };
-        let barely_live = Revocation::Token {
-            jti: Uuid::new_v4(),
-            exp: at(now - 30),
-        };
-        assert!(!index.apply(&dead, at(now)));
-        assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
-        assert_eq!(index.len(), 0);
-        let dead_user = Revocation::User {
-            sub: Uuid::new_v4(),
-            issued_before: at(T0),
-            exp: at(T0),
-        };
-        let dead_global = Revocation::IssuedBefore {
-            issued_before: at(T0),
-            exp: at(T0),
-        };
-        assert_eq!(
-            index.load([dead, dead_user, dead_global, barely_live], at(now)),
-            1
-        );
-        assert_eq!(index.len(), 1);
-        assert_eq!(index.len_of(RevocationKind::IssuedBefore), 0);
-    }
-
-    #[test]
-    fn purge_respects_budget_and_finishes_over_several_calls() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        // 1000 entries dying at one time and 500 later.
-        let revs = (0..1500u128).map(|n| Revocation::Token {
-            jti: id(n),
-            exp: at(if n < 1000 { T0 + 100 } else { T0 + 200 }),
-        });
-        assert_eq!(index.load(revs, at(T0)), 1500);
-        let now = T0 + 1000;
-        let mut calls = Vec::new();
-        loop {
-            let removed = index.purge(at(now), 300);
-            assert!(removed <= 300);
-            if removed == 0 {
-                break;
-            }
-            calls.push(removed);
-        }
-        assert_eq!(calls, vec![300, 300, 300, 300, 300]);
-        assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
-        assert_eq!(index.purge(at(now), 0), 0);
-    }
-
-    #[test]
-    fn partly_swept_shard_keeps_its_remainder_for_the_next_call() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let revs = (0..100u128).map(|n| Revocation::Session {
-            sid: id(n),
-            exp: at(T0 + 10),
-        });
-        index.load(revs, at(T0));
-        assert_eq!(index.purge(at(T0 + 100), 30), 30);
-        assert_eq!(index.len_of(RevocationKind::Session), 70);
-        assert!(index.next_expiry().is_some_and(|t| t.as_secs() <= T0 + 100));
-        assert_eq!(index.purge(at(T0 + 100), 1000), 70);
-        assert!(index.is_empty());
-    }
-
-    #[test]
-    fn purge_keeps_an_entry_extended_by_a_later_apply() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let c = fresh_claims(T0);
-        index.apply(
-            &Revocation::Session {
-                sid: c.sid,
-                exp: at(T0 + 10),
-            },
-            at(T0),
-        );
-        index.apply(
-            &Revocation::Session {
-                sid: c.sid,
-                exp: at(T0 + 1000),
-            },
-            at(T0),
-        );
-        // The shard is due (its earliest expiry passed); sweeping it must keep the extended entry.
-        assert_eq!(purge_all(&index, T0 + 100), 0);
-        assert_eq!(index.check(&c, at(T0 + 100)), Err(RevocationKind::Session));
-        assert_eq!(purge_all(&index, T0 + 2000), 1);
-        assert!(index.is_empty());
-    }
-
-    #[test]
-    fn next_expiry_reports_when_the_first_entry_is_due_for_purge() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        assert_eq!(index.next_expiry(), None);
-        index.apply(
-            &Revocation::Token {
-                jti: id(1),
-                exp: at(T0 + 500),
-            },
-            at(T0),
-        );
-        index.apply(
-            &Revocation::User {
-                sub: id(2),
-                issued_before: at(T0),
-                exp: at(T0 + 100),
-            },
-            at(T0),
-        );
-        let due = index.next_expiry().unwrap().as_secs();
-        // The user entry dies first (after T0 + 100) and is purged a grace period later.
-        assert_eq!(due, T0 + 100 + PURGE_GRACE_SECS);
-        assert_eq!(purge_all(&index, due - 1), 0);
-        assert_eq!(purge_all(&index, due), 1);
-        assert_eq!(index.len_of(RevocationKind::User), 0);
-        assert_eq!(index.next_expiry(), Some(at(T0 + 500 + PURGE_GRACE_SECS)));
-    }
-
-    #[test]
-    fn clear_drops_everything() {
-        let index = RevocationIndex::new(Duration::ZERO);
-        let c = fresh_claims(T0);
-        index.load(
-            [
-                Revocation::Token {
-                    jti: c.jti,
-                    exp: c.exp,
-                },
-                Revocation::Session {
-                    sid: c.sid,
-                    exp: c.exp,
-                },
-                Revocation::User {
-                    sub: c.sub,
-                    issued_before: at(T0 + 1),
-                    exp: c.exp,
-                },
-                Revocation::IssuedBefore {
-                    issued_before: at(T0 + 1),
-                    exp: c.exp,
-                },
-            ],
-            at(T0),
-        );
-        assert_eq!(index.len(), 4);
-        index.clear();
-        assert!(index.is_empty());
-        assert_eq!(index.next_expiry(), None);
-        assert_eq!(index.check(&c, at(T0)), Ok(()));
-    }
-
-    #[test]
-    fn subscribers_receive_applied_revocations() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let mut events = index.subscribe();
-        let session = Revocation::Session {
-            sid: Uuid::new_v4(),
-            exp: at(T0 + 900),
-        };
-        let user = Revocation::User {
-            sub: Uuid::new_v4(),
-            issued_before: at(T0),
-            exp: at(T0 + 900),
-        };
-        index.apply(&session, at(T0));
-        index.apply(&user, at(T0));
-        assert_eq!(events.try_recv(), Ok(session));
-        assert_eq!(events.try_recv(), Ok(user));
-        assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
-    }
-
-    #[test]
-    fn load_does_not_notify_subscribers() {
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let mut events = index.subscribe();
-        let revs = (0..10u128).map(|n| Revocation::Token {
-            jti: id(n),
-            exp: at(T0 + 900),
-        });
-        assert_eq!(index.load(revs, at(T0)), 10);
-        assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
-    }
-
-    #[test]
-    fn purge_under_concurrent_reads_never_accepts_an_unexpired_revoked_token() {
-        let index = RevocationIndex::new(Duration::from_secs(5));
-        let far = at(T0 + 100_000);
-        // Revoked for good during the test, loaded up front.
-        let kept: Vec<Claims> = (0..256).map(|_| fresh_claims(T0)).collect();
-        // Sessions revoked while readers run.
-        let added: Vec<Claims> = (0..2_000).map(|_| fresh_claims(T0)).collect();
-        // Tokens expiring within 100 s, purged while readers run; the first 1000 are revoked
-        // again with a far `exp` while their shards are due, so a sweep must read the
-        // current `exp` before it removes.
-        let expiring: Vec<Claims> = (0..20_000).map(|_| fresh_claims(T0)).collect();
-        let (extended, _) = expiring.split_at(1_000);
-        index.load(
-            kept.iter().map(|c| Revocation::Token {
-                jti: c.jti,
-                exp: far,
-            }),
-            at(T0),
-        );
-        let soon = |i: usize| at(T0 + (i % 100) as i64);
-        let revs = expiring.iter().enumerate();
-        index.load(
-            revs.map(|(i, c)| Revocation::Token {
-                jti: c.jti,
-                exp: soon(i),
-            }),
-            at(T0),
-        );
-        let now = AtomicI64::new(T0);
-        let applied = AtomicUsize::new(0);
-        let done = AtomicBool::new(false);
-        let checks = AtomicUsize::new(0);
-
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    let mut rounds = 0;
-                    // At least a few rounds even if the writer finishes first.
-                    while !done.load(Ordering::Acquire) || rounds < 3 {
-                        let t = at(now.load(Ordering::Acquire));
-                        for c in &kept {
-                            assert_eq!(index.check(c, t), Err(RevocationKind::Token));
-                        }
-                        let n = applied.load(Ordering::Acquire);
-                        for c in &added[..n] {
-                            assert_eq!(index.check(c, t), Err(RevocationKind::Session));
-                        }
-                        for c in &extended[..n.min(extended.len())] {
-                            assert_eq!(index.check(c, t), Err(RevocationKind::Token));
-                        }
-                        checks.fetch_add(kept.len() + 2 * n, Ordering::Relaxed);
-                        rounds += 1;
-                    }
-                });
-            }
-            scope.spawn(|| {
-                for (i, c) in added.iter().enumerate() {
-                    // The clock passes every original expiry after 1000 iterations.
-                    let t = at(now.fetch_add(i64::from(i % 10 == 0), Ordering::AcqRel));
-                    assert!(index.apply(
-                        &Revocation::Session {
-                            sid: c.sid,
-                            exp: far
-                        },
-                        t
-                    ));
-                    if let Some(e) = extended.get(i) {
-                        assert!(index.apply(
-                            &Revocation::Token {
-                                jti: e.jti,
-                                exp: far
-                            },
-                            t
-                        ));
-                    }
-                    applied.store(i + 1, Ordering::Release);
-                    if i % 50 == 0 {
-                        index.purge(t, 97);
-                    }
-                }
-                let t = at(now.load(Ordering::Acquire));
-                while index.purge(t, 500) > 0 {}
-                done.store(true, Ordering::Release);
-            });
-        });
-
-        let t = at(now.load(Ordering::Acquire));
-        assert!(
-            t.as_secs() > T0 + 99 + 5 + PURGE_GRACE_SECS,
-            "the clock must pass every expiry"
-        );
-        assert_eq!(
-            index.len_of(RevocationKind::Token),
-            kept.len() + extended.len()
-        );
-        assert_eq!(index.len_of(RevocationKind::Session), added.len());
-        for c in &expiring[extended.len()..] {
-            assert_eq!(index.check(c, t), Ok(()));
-        }
-        assert!(checks.load(Ordering::Relaxed) > 0);
-    }
-
-    /// The reference the index must agree with: every live revocation ever applied, checked
-    /// one by one.
-    #[derive(Default)]
-    struct Model {
-        revs: Vec<(Revocation, i64)>,
-    }
-
-    impl Model {
-        fn apply(&mut self, rev: Revocation, leeway: i64, now: i64) -> bool {
-            let until = rev.exp().as_secs() + leeway;
-            if until < now {
-                return false;
-            }
-            self.revs.push((rev, until));
-            true
-        }
-
-        fn check(&self, c: &Claims, now: i64) -> Result<(), RevocationKind> {
-            let refuses = |kind: RevocationKind| {
-                self.revs.iter().any(|&(rev, until)| {
-                    now <= until
-                        && rev.kind() == kind
-                        && match rev {
-                            Revocation::Token { jti, .. } => jti == c.jti,
-                            Revocation::Session { sid, .. } => sid == c.sid,
-                            Revocation::User {
-                                sub, issued_before, ..
-                            } => sub == c.sub && c.iat < issued_before,
-                            Revocation::IssuedBefore { issued_before, .. } => c.iat < issued_before,
-                        }
-                })
-            };
-            [
-                RevocationKind::Token,
-                RevocationKind::Session,
-                RevocationKind::User,
-                RevocationKind::IssuedBefore,
-            ]
-            .into_iter()
-            .find(|&kind| refuses(kind))
-            .map_or(Ok(()), Err)
-        }
-
-        /// The latest `until` per entry the index keeps (kind and id).
-        fn entries(&self) -> HashMap<(RevocationKind, Uuid), i64> {
-            let mut entries = HashMap::new();
-            for &(rev, until) in &self.revs {
-                let e = entries
-                    .entry((rev.kind(), rev.subject_id()))
-                    .or_insert(until);
-                *e = (*e).max(until);
-            }
-            entries
-        }
-    }
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        Apply(Revocation),
-        Load(Vec<Revocation>),
-        Check {
-            jti: u128,
-            sid: u128,
-            sub: u128,
-            age: i64,
-        },
-        Purge(usize),
-        Advance(i64),
-    }
-
-    /// User and global cutoffs carry `exp = issued_before + TTL`, as the server makes them
-    /// (the cutoff is "now", `exp` the longest a token issued before it can live). Under that
-    /// rule keeping the max of cutoff and of exp is exactly the union of the revocations.
-    const TTL: i64 = 40;
-
-    /// A revocation with times relative to 0, shifted to the current time when run.
-    fn revocation() -> impl Strategy<Value = Revocation> {
-        let ids = 0u128..4;
-        prop_oneof![
-            (ids.clone(), -20i64..60).prop_map(|(n, d)| Revocation::Token {
-                jti: id(n),
-                exp: at(d)
-            }),
-            (ids.clone(), -20i64..60).prop_map(|(n, d)| Revocation::Session {
-                sid: id(n),
-                exp: at(d)
-            }),
-            (ids, -60i64..5).prop_map(|(n, d)| Revocation::User {
-                sub: id(n),
-                issued_before: at(d),
-                exp: at(d + TTL),
-            }),
-            (-60i64..5).prop_map(|d| Revocation::IssuedBefore {
-                issued_before: at(d),
-                exp: at(d + TTL)
-            }),
-        ]
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            4 => revocation().prop_map(Op::Apply),
-            1 => prop::collection::vec(revocation(), 0..6).prop_map(Op::Load),
-            // Id 4 is never revoked.
-            4 => (0u128..5, 0u128..5, 0u128..5, 0i64..70)
-                .prop_map(|(jti, sid, sub, age)| Op::Check { jti, sid, sub, age }),
-            2 => (0usize..4).prop_map(Op::Purge),
-            2 => (0i64..25).prop_map(Op::Advance),
-        ]
-    }
-
-    fn shifted(rev: Revocation, by: i64) -> Revocation {
-        let s = |t: Timestamp| at(t.as_secs() + by);
-        match rev {
-            Revocation::Token { jti, exp } => Revocation::Token { jti, exp: s(exp) },
-            Revocation::Session { sid, exp } => Revocation::Session { sid, exp: s(exp) },
-            Revocation::User {
-                sub,
-                issued_before,
-                exp,
-            } => Revocation::User {
-                sub,
-                issued_before: s(issued_before),
-                exp: s(exp),
-            },
-            Revocation::IssuedBefore { issued_before, exp } => Revocation::IssuedBefore {
-                issued_before: s(issued_before),
-                exp: s(exp),
-            },
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn index_agrees_with_a_list_of_revocations(
-            leeway in 0i64..8,
-            ops in prop::collection::vec(op(), 1..80),
-        ) {
-            let index = RevocationIndex::new(Duration::from_secs(leeway as u64));
-            let mut model = Model::default();
-            let mut now = T0;
-            for op in ops {
-                match op {
-                    Op::Apply(rev) => {
-                        let rev = shifted(rev, now);
-                        prop_assert_eq!(index.apply(&rev, at(now)), model.apply(rev, leeway, now));
-                    }
-                    Op::Load(revs) => {
-                        let revs: Vec<_> = revs.into_iter().map(|r| shifted(r, now)).collect();
-                        let live = revs.iter().filter(|&&r| model.apply(r, leeway, now)).count();
-                        prop_assert_eq!(index.load(revs, at(now)), live);
-                    }
-                    Op::Check { jti, sid, sub, age } => {
-                        let c = claims(id(jti), id(sid), id(sub), now - age);
-                        prop_assert_eq!(index.check(&c, at(now)), model.check(&c, now));
-                    }
-                    Op::Purge(budget) => {
-                        prop_assert!(index.purge(at(now), budget) <= budget);
-                    }
-                    Op::Advance(secs) => now += secs,
-                }
-            }
-            // After a full purge nothing live is gone, and nothing dead for a grace period is left.
-            purge_all(&index, now);
-            let entries = model.entries();
-            let live = entries.values().filter(|&&until| until >= now).count();
-            let recent = entries.values().filter(|&&until| until > now - PURGE_GRACE_SECS).count();
-            prop_assert!(live <= index.len() && index.len() <= recent,
-                "live {} <= len {} <= recent {}", live, index.len(), recent);
-            prop_assert!(index.next_expiry().is_none_or(|t| t.as_secs() > now));
-        }
-    }
-
-    fn rss_bytes() -> Option<usize> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-
-    /// Rough memory cost per revoked token id, from the change in RSS.
-    /// `cargo test --release -p tokengate-core index::tests::memory -- --ignored --nocapture`
-    #[test]
-    #[ignore = "measurement; prints RSS per entry"]
-    fn memory_per_revoked_token_at_one_million() {
-        const N: usize = 1_000_000;
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        // Built before the baseline so only the index is measured. Expiries spread over an hour.
-        let revs: Vec<Revocation> = (0..N)
-            .map(|i| Revocation::Token {
-                jti: Uuid::new_v4(),
-                exp: at(T0 + (i % 3600) as i64),
-            })
-            .collect();
-        let before = rss_bytes().unwrap();
-        assert_eq!(index.load(revs.iter().copied(), at(T0)), N);
-        let after = rss_bytes().unwrap();
-        let per_entry = after.saturating_sub(before) as f64 / N as f64;
-        println!(
-            "RSS delta for {N} token ids: {} MiB, {per_entry:.1} bytes per entry",
-            (after - before) >> 20
-        );
-        drop(revs);
-    }
-
-    /// Rough cost of `check` with a million entries, on one thread.
-    /// `cargo test --release -p tokengate-core index::tests::check_latency -- --ignored
-    /// --nocapture`
-    #[test]
-    #[ignore = "measurement; prints ns per check"]
-    fn check_latency_with_one_million_entries() {
-        const N: usize = 1_000_000;
-        let index = RevocationIndex::new(Duration::from_secs(30));
-        let revs = (0..N).map(|i| Revocation::Token {
-            jti: Uuid::new_v4(),
-            exp: at(T0 + (i % 3600) as i64),
-        });
-        index.load(revs, at(T0));
-        index.apply(
-            &Revocation::User {
-                sub: Uuid::new_v4(),
-                issued_before: at(T0),
-                exp: at(T0 + 900),
-            },
-            at(T0),
-        );
-        index.apply(
-            &Revocation::Session {
-                sid: Uuid::new_v4(),
-                exp: at(T0 + 900),
-            },
-            at(T0),
-        );
-        let tokens: Vec<Claims> = (0..4096).map(|_| fresh_claims(T0)).collect();
-        let rounds = 500;
-        let start = std::time::Instant::now();
-        let mut accepted = 0usize;
-        for _ in 0..rounds {
-            for c in &tokens {
-                accepted += usize::from(std::hint::black_box(index.check(c, at(T0))).is_ok());
-            }
-        }
-        let elapsed = start.elapsed();
-        assert_eq!(accepted, rounds * tokens.len());
-        println!(
-            "check: {:.1} ns",
-            elapsed.as_nanos() as f64 / accepted as f64
-        );
-    }
-}
+mod tests;

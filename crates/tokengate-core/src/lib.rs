@@ -27,9 +27,22 @@ pub mod freshness;
 pub mod index;
 pub mod keys;
 pub mod revocation;
-mod table;
+mod sync;
 pub mod time;
 pub mod verify;
+
+// Private, except in the model-check build (`--cfg loom`), whose checks in `tests/loom.rs`
+// drive the lock-free table and the user-slot sequence lock directly.
+#[cfg(not(loom))]
+mod table;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod table;
+#[cfg(not(loom))]
+mod user_slot;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod user_slot;
 
 pub use claims::{Claims, Role};
 pub use freshness::{Freshness, StalenessPolicy};

@@ -5,9 +5,10 @@
 //! then the values. Apart from the slots, one control byte per slot, eight to an
 //! [`AtomicU64`] (a group's control word): [`EMPTY`], [`TOMBSTONE`] or
 //! `0x80 | 7 bits of the hash`. A lookup hashes the id to a home group, loads that group's
-//! control word, compares the ids only in slots whose byte matches, and stops at the first group that has an empty slot. A miss (a valid
-//! token, the common case) therefore reads one control word: one memory access, however
-//! large the table. With 3 words per slot a slot costs 25 bytes.
+//! control word, compares the ids only in slots whose byte matches, and stops at the first
+//! group that has an empty slot. A miss (a valid token, the common case) therefore reads
+//! one control word: one memory access, however large the table. With 3 words per slot a
+//! slot costs 25 bytes.
 //!
 //! Why readers need no lock:
 //! - A slot is written once. Its id and values are stored before its control byte, and the
@@ -19,15 +20,18 @@
 //!   entries into a new table, which the owner publishes through an `ArcSwap`; a reader
 //!   still holding the old table reads consistent, if slightly stale, data.
 //! - Values change in place (a later `exp`) as single atomic words, or under the slot's own
-//!   sequence word where two must change together (see `RevocationIndex`).
+//!   sequence word where two must change together (see `user_slot`).
 //!
 //! Writers (insert, value update, tombstone, copy) must be serialised by the owner: the
 //! methods that write take `&self` but assume no other writer is active on the table.
+//!
+//! The items are `pub` only for the loom model checks (`tests/loom.rs`), which drive the
+//! table directly; the module is private outside that build.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Slots per group: one control word.
-pub(crate) const GROUP: usize = 8;
+pub const GROUP: usize = 8;
 /// A slot never used. A table always keeps at least one, so every probe ends.
 const EMPTY: u8 = 0x00;
 /// A slot whose entry was removed; its id stays (see the module docs).
@@ -39,10 +43,10 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
 /// An id with its hash, computed once per operation.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Hashed {
-    pub(crate) lo: u64,
-    pub(crate) hi: u64,
-    pub(crate) hash: u64,
+pub struct Hashed {
+    pub lo: u64,
+    pub hi: u64,
+    pub hash: u64,
 }
 
 impl Hashed {
@@ -53,7 +57,7 @@ impl Hashed {
 
     /// Which of `shards` (a power of two) holds this id: bits independent of the tag's
     /// (bits 0..7) and of the home group's (the high bits).
-    pub(crate) fn shard(self, shards: usize) -> usize {
+    pub fn shard(self, shards: usize) -> usize {
         (self.hash >> 7) as usize & (shards - 1)
     }
 
@@ -77,7 +81,7 @@ fn byte_at(word: u64, i: usize) -> u8 {
 
 /// Where an id is, or where it would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Spot {
+pub enum Spot {
     /// The live slot holding the id.
     Found(usize),
     /// The first empty slot on its probe path.
@@ -90,14 +94,14 @@ pub(crate) enum Spot {
 /// 1 000 000 ids it is about 1 MiB and stays in the CPU caches, so a miss rarely goes to
 /// memory at all. (Control words interleaved with their slots measured 3 times slower on
 /// misses at that size.)
-pub(crate) struct Table<const W: usize> {
+pub struct Table<const W: usize> {
     control: Box<[AtomicU64]>,
     slots: Box<[[AtomicU64; W]]>,
 }
 
 impl<const W: usize> Table<W> {
     /// An empty table of `groups` groups (at least one).
-    pub(crate) fn with_groups(groups: usize) -> Self {
+    pub fn with_groups(groups: usize) -> Self {
         let groups = groups.max(1);
         Table {
             control: (0..groups).map(|_| AtomicU64::new(0)).collect(),
@@ -107,28 +111,28 @@ impl<const W: usize> Table<W> {
         }
     }
 
-    pub(crate) fn groups(&self) -> usize {
+    pub fn groups(&self) -> usize {
         self.control.len()
     }
 
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.control.len() * GROUP
     }
 
     /// Bytes allocated for the table.
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.capacity() * (W * 8 + 1)
     }
 
     /// Whether `used` slots (live + tombstones) keep the table at most 7/8 full, so that
     /// probes stay short and at least one slot in eight stays empty.
-    pub(crate) fn fits(&self, used: usize) -> bool {
+    pub fn fits(&self, used: usize) -> bool {
         used.saturating_mul(8) <= self.capacity() * 7
     }
 
     /// The live slot holding `id`. Lock-free; see the module docs for why this is sound
     /// against a concurrent writer.
-    pub(crate) fn get(&self, id: Hashed) -> Option<&[AtomicU64; W]> {
+    pub fn get(&self, id: Hashed) -> Option<&[AtomicU64; W]> {
         let groups = self.groups();
         let tag = id.tag();
         let mut group = id.home(groups);
@@ -161,7 +165,7 @@ impl<const W: usize> Table<W> {
 
     /// Where `id` is or would go. `None` only if the table has no empty slot, which
     /// [`fits`](Self::fits) prevents. Writer only.
-    pub(crate) fn locate(&self, id: Hashed) -> Option<Spot> {
+    pub fn locate(&self, id: Hashed) -> Option<Spot> {
         let groups = self.groups();
         let tag = id.tag();
         let mut group = id.home(groups);
@@ -191,13 +195,13 @@ impl<const W: usize> Table<W> {
     }
 
     /// The slot at `index`.
-    pub(crate) fn slot(&self, index: usize) -> &[AtomicU64; W] {
+    pub fn slot(&self, index: usize) -> &[AtomicU64; W] {
         &self.slots[index]
     }
 
     /// Fill the vacant slot `index` with `id` and `values` (words `2..W`), then make it
     /// visible. Writer only.
-    pub(crate) fn publish(&self, index: usize, id: Hashed, values: &[u64]) {
+    pub fn publish(&self, index: usize, id: Hashed, values: &[u64]) {
         let slot = self.slot(index);
         slot[0].store(id.lo, Ordering::Relaxed);
         slot[1].store(id.hi, Ordering::Relaxed);
@@ -208,7 +212,7 @@ impl<const W: usize> Table<W> {
     }
 
     /// Remove the live entry at `index`: readers skip it from now on. Writer only.
-    pub(crate) fn remove(&self, index: usize) {
+    pub fn remove(&self, index: usize) {
         self.set_control(index, TOMBSTONE);
     }
 
@@ -223,7 +227,7 @@ impl<const W: usize> Table<W> {
     }
 
     /// The live slots of groups `groups` (a range of group numbers), as `(index, slot)`.
-    pub(crate) fn live_in(
+    pub fn live_in(
         &self,
         groups: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (usize, &[AtomicU64; W])> + '_ {
@@ -238,27 +242,63 @@ impl<const W: usize> Table<W> {
     /// A copy holding only the live entries, in a table of `groups` groups (at least enough
     /// for them). `rehash` gives an id's hash. Writer only (the copy is consistent because
     /// no other writer runs).
-    pub(crate) fn copied(&self, groups: usize, rehash: impl Fn(u64, u64) -> Hashed) -> Self {
+    ///
+    /// Every live entry is copied: none may be lost, since a lost entry is a lost
+    /// revocation. Each goes to the first empty slot on its probe path in the new table,
+    /// which has more slots than there are live entries, and a probe visits every group
+    /// before it gives up, so there always is one. Should that ever fail, the copy starts
+    /// over in a table twice the size rather than drop the entry.
+    pub fn copied(&self, groups: usize, rehash: impl Fn(u64, u64) -> Hashed) -> Self {
         let live = self.live_in(0..self.groups()).count();
-        let table = Table::with_groups(groups.max(groups_for(live, 7, 8)));
+        let mut groups = groups.max(groups_for(live, 7, 8));
+        loop {
+            let table = Table::with_groups(groups);
+            if self.copy_into(&table, &rehash) {
+                return table;
+            }
+            groups = groups.saturating_mul(2);
+        }
+    }
+
+    /// Publish every live entry of `self` in the fresh `table`; `false` if one found no
+    /// empty slot.
+    fn copy_into(&self, table: &Self, rehash: &impl Fn(u64, u64) -> Hashed) -> bool {
         let mut values = [0u64; W];
         for (_, slot) in self.live_in(0..self.groups()) {
-            let lo = slot[0].load(Ordering::Relaxed);
-            let hi = slot[1].load(Ordering::Relaxed);
-            for (value, word) in values.iter_mut().zip(slot.iter()).skip(2) {
+            for (value, word) in values.iter_mut().zip(slot.iter()) {
                 *value = word.load(Ordering::Relaxed);
             }
-            let id = rehash(lo, hi);
-            if let Some(Spot::Vacant(index)) = table.locate(id) {
-                table.publish(index, id, &values[2..]);
+            let id = rehash(values[0], values[1]);
+            let Some(index) = table.empty_on_path(id) else {
+                return false;
+            };
+            table.publish(index, id, &values[2..]);
+        }
+        true
+    }
+
+    /// The first empty slot on `id`'s probe path, whatever the slots before it hold.
+    fn empty_on_path(&self, id: Hashed) -> Option<usize> {
+        let groups = self.groups();
+        let mut group = id.home(groups);
+        for _ in 0..groups {
+            let word = self.control[group].load(Ordering::Relaxed);
+            let empty = matching(word, EMPTY);
+            if empty != 0 {
+                // The lowest flagged byte is exact (see `matching`).
+                return Some(group * GROUP + empty.trailing_zeros() as usize / 8);
+            }
+            group += 1;
+            if group == groups {
+                group = 0;
             }
         }
-        table
+        None
     }
 }
 
 /// Groups for `entries` entries at a load of `num / den`, at least one.
-pub(crate) fn groups_for(entries: usize, num: usize, den: usize) -> usize {
+pub fn groups_for(entries: usize, num: usize, den: usize) -> usize {
     entries
         .saturating_mul(den)
         .div_ceil(num.max(1))
@@ -331,6 +371,53 @@ mod tests {
                 n as u64 * 10
             );
         }
+    }
+
+    #[test]
+    fn copy_keeps_every_live_entry_of_a_full_table() {
+        // Filled to the 7/8 limit, every id on one home group and tag, a few removed.
+        let table: Table<3> = Table::with_groups(8);
+        let ids: Vec<Hashed> = (0..56).map(|n| hashed(n, 3)).collect();
+        for (n, &id) in ids.iter().enumerate() {
+            assert!(table.fits(n + 1));
+            let Some(Spot::Vacant(index)) = table.locate(id) else {
+                panic!("no room for {n}");
+            };
+            table.publish(index, id, &[n as u64]);
+        }
+        for &id in ids.iter().step_by(5) {
+            let Some(Spot::Found(index)) = table.locate(id) else {
+                panic!()
+            };
+            table.remove(index);
+        }
+        let live: Vec<(usize, Hashed)> = (ids.iter().copied().enumerate())
+            .filter(|&(n, _)| n % 5 != 0)
+            .collect();
+        // Asked for one group: the copy takes as many as the live entries need.
+        let copy = table.copied(1, |lo, hi| Hashed { lo, hi, hash: 3 });
+        assert_eq!(copy.live_in(0..copy.groups()).count(), live.len());
+        assert!(copy.fits(live.len()));
+        for (n, id) in live {
+            assert_eq!(copy.get(id).unwrap()[2].load(Ordering::Relaxed), n as u64);
+        }
+    }
+
+    #[test]
+    fn copy_never_skips_a_live_slot() {
+        // Two live slots with one id: the writer never makes them, but a copy that met them
+        // would keep both rather than silently drop one.
+        let table: Table<3> = Table::with_groups(1);
+        let id = hashed(1, 9);
+        for value in [10, 20] {
+            let index = table.empty_on_path(id).unwrap();
+            table.publish(index, id, &[value]);
+        }
+        let copy = table.copied(1, |lo, hi| Hashed { lo, hi, hash: 9 });
+        let values: Vec<u64> = (copy.live_in(0..copy.groups()))
+            .map(|(_, slot)| slot[2].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(values, [10, 20]);
     }
 
     #[test]

@@ -1,0 +1,918 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::keys::tests::{test_key, ALL};
+use crate::keys::SigningKey;
+
+const ISSUER: &str = "https://auth.test";
+const AUDIENCE: &str = "api";
+const LEEWAY: u64 = 30;
+const NOW: i64 = 1_700_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_secs(NOW)
+}
+
+fn claims() -> Claims {
+    Claims {
+        iss: ISSUER.into(),
+        sub: Uuid::from_u128(1),
+        aud: AUDIENCE.into(),
+        iat: now(),
+        nbf: now(),
+        exp: Timestamp::from_secs(NOW + 900),
+        jti: Uuid::from_u128(2),
+        sid: Uuid::from_u128(3),
+        email: "user@example.test".into(),
+        role: Role::User,
+    }
+}
+
+fn config() -> VerifierConfig {
+    VerifierConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        leeway: Duration::from_secs(LEEWAY),
+    }
+}
+
+/// A verifier that knows every test key, so a refusal is never just "unknown key".
+fn verifier() -> Verifier {
+    Verifier::new(
+        config(),
+        ALL.iter()
+            .map(|&alg| test_key(alg).verifying_key())
+            .collect(),
+    )
+}
+
+fn ed() -> &'static SigningKey {
+    test_key(Algorithm::EdDSA)
+}
+
+fn header(alg: &str, kid: &str) -> Value {
+    json!({ "alg": alg, "typ": "at+jwt", "kid": kid })
+}
+
+fn payload() -> Value {
+    serde_json::to_value(claims()).unwrap()
+}
+
+/// A token with a valid signature over exactly these header and payload values.
+fn forge(key: &SigningKey, header: &Value, payload: &Value) -> String {
+    forge_raw(
+        key,
+        header.to_string().as_bytes(),
+        payload.to_string().as_bytes(),
+    )
+}
+
+fn forge_raw(key: &SigningKey, header: &[u8], payload: &[u8]) -> String {
+    key.sign_compact(header, payload).unwrap()
+}
+
+fn ed_header() -> Value {
+    header("EdDSA", ed().kid())
+}
+
+/// Asserts the refusal and that its text is fit for a quoted RFC 6750 header value.
+fn assert_refused(token: &str, expected: VerifyError) {
+    assert_refused_by(&verifier(), token, now(), expected);
+}
+
+fn assert_refused_by(verifier: &Verifier, token: &str, at: Timestamp, expected: VerifyError) {
+    let error = verifier.verify(token, at).unwrap_err();
+    assert_fit_for_header(&error);
+    assert_eq!(error, expected);
+}
+
+fn assert_fit_for_header(error: &VerifyError) {
+    let text = error.to_string();
+    assert!(
+        !text.contains('"') && !text.contains('\\') && !text.is_empty(),
+        "{text}"
+    );
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn parts(token: &str) -> Vec<&str> {
+    token.split('.').collect()
+}
+
+#[test]
+fn a_token_round_trips_with_each_algorithm() {
+    let verifier = verifier();
+    for alg in ALL {
+        let token = test_key(alg).sign(&claims()).unwrap();
+        assert_eq!(verifier.verify(&token, now()).unwrap(), claims(), "{alg}");
+    }
+}
+
+#[test]
+fn signed_header_is_exactly_alg_typ_kid() {
+    for alg in ALL {
+        let key = test_key(alg);
+        let token = key.sign(&claims()).unwrap();
+        let header = URL_SAFE_NO_PAD.decode(parts(&token)[0]).unwrap();
+        assert_eq!(
+            String::from_utf8(header).unwrap(),
+            format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#, key.kid())
+        );
+    }
+}
+
+#[test]
+fn a_key_rebuilt_from_its_jwk_verifies_the_same_token() {
+    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+        let key = test_key(alg);
+        let jwk = key.verifying_key().to_jwk().unwrap();
+        let verifier = Verifier::new(config(), vec![VerifyingKey::from_jwk(&jwk).unwrap()]);
+        let token = key.sign(&claims()).unwrap();
+        assert_eq!(verifier.verify(&token, now()).unwrap(), claims(), "{alg}");
+    }
+}
+
+#[test]
+fn a_key_reloaded_from_pkcs8_signs_tokens_the_old_public_key_accepts() {
+    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+        let key = test_key(alg);
+        let der = key.to_pkcs8_der().unwrap();
+        let reloaded = SigningKey::from_pkcs8_der(alg, key.kid().into(), &der).unwrap();
+        let token = reloaded.sign(&claims()).unwrap();
+        assert_eq!(verifier().verify(&token, now()).unwrap(), claims(), "{alg}");
+    }
+}
+
+#[test]
+fn jwks_holds_public_keys_only_and_omits_hs256() {
+    let verifier = verifier();
+    let jwks = serde_json::to_value(verifier.jwks()).unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3);
+    for key in keys {
+        for private in ["d", "k", "p", "q", "dp", "dq", "qi", "oth"] {
+            assert!(key.get(private).is_none(), "{private} in {key}");
+        }
+        assert_ne!(key["kty"], "oct");
+        assert_ne!(key["alg"], "HS256");
+        assert_ne!(key["kid"], test_key(Algorithm::HS256).kid());
+    }
+}
+
+#[test]
+fn a_token_over_8_kib_is_refused_before_parsing() {
+    let token = "a".repeat(MAX_TOKEN_BYTES + 1);
+    assert_refused(&token, VerifyError::TooLarge);
+    // At exactly the limit the size is fine and the shape is what fails.
+    let token = "a".repeat(MAX_TOKEN_BYTES);
+    assert!(matches!(
+        verifier().verify(&token, now()),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_token_with_two_parts_is_malformed() {
+    let token = ed().sign(&claims()).unwrap();
+    let two = token.rsplit_once('.').unwrap().0;
+    assert!(matches!(
+        verifier().verify(two, now()),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_token_with_four_parts_is_malformed() {
+    let token = format!("{}.AAAA", ed().sign(&claims()).unwrap());
+    assert!(matches!(
+        verifier().verify(&token, now()),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_token_with_an_empty_part_is_malformed() {
+    let token = ed().sign(&claims()).unwrap();
+    let p = parts(&token);
+    for bad in [
+        format!(".{}.{}", p[1], p[2]),
+        format!("{}..{}", p[0], p[2]),
+        format!("{}.{}.", p[0], p[1]),
+        String::new(),
+        "..".into(),
+    ] {
+        assert!(
+            matches!(
+                verifier().verify(&bad, now()),
+                Err(VerifyError::Malformed(_))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_header_that_is_not_base64url_is_malformed() {
+    let token = ed().sign(&claims()).unwrap();
+    let p = parts(&token);
+    for header in [
+        format!("{}*", p[0]),
+        format!("+{}", &p[0][1..]),
+        format!("{} ", p[0]),
+    ] {
+        let bad = format!("{header}.{}.{}", p[1], p[2]);
+        assert_refused(&bad, VerifyError::Malformed("header is not base64url"));
+    }
+}
+
+#[test]
+fn a_padded_base64_header_is_malformed() {
+    use base64::engine::general_purpose::URL_SAFE;
+    // 10 bytes: padded base64 of it ends in "==".
+    let header = br#"{"a":"bc"}"#;
+    let padded = URL_SAFE.encode(header);
+    assert!(padded.ends_with("=="));
+    let token = forge_raw(ed(), header, payload().to_string().as_bytes());
+    let p = parts(&token);
+    let bad = format!("{padded}.{}.{}", p[1], p[2]);
+    assert_refused(&bad, VerifyError::Malformed("header is not base64url"));
+}
+
+#[test]
+fn base64_with_nonzero_trailing_bits_is_malformed() {
+    // "e30" is `{}`; "e31" decodes to the same bytes with a stray trailing bit.
+    let token = ed().sign(&claims()).unwrap();
+    let p = parts(&token);
+    let bad = format!("e31.{}.{}", p[1], p[2]);
+    assert_refused(&bad, VerifyError::Malformed("header is not base64url"));
+}
+
+#[test]
+fn a_header_that_is_not_json_is_malformed() {
+    let token = forge_raw(ed(), b"not json", payload().to_string().as_bytes());
+    assert_refused(&token, VerifyError::Malformed("header is not JSON"));
+}
+
+#[test]
+fn a_header_that_is_not_an_object_is_malformed() {
+    for header in [r#"["EdDSA"]"#, r#""EdDSA""#, "42", "null"] {
+        let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+        assert!(
+            matches!(
+                verifier().verify(&token, now()),
+                Err(VerifyError::Malformed(_))
+            ),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn a_header_with_a_duplicate_alg_is_malformed() {
+    let header = format!(
+        r#"{{"alg":"EdDSA","alg":"EdDSA","typ":"at+jwt","kid":"{}"}}"#,
+        ed().kid()
+    );
+    let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+    assert!(matches!(
+        verifier().verify(&token, now()),
+        Err(VerifyError::Malformed(_))
+    ));
+    // The classic confusion: the second `alg` disagrees with the first.
+    let header = format!(
+        r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{}","alg":"none"}}"#,
+        ed().kid()
+    );
+    let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+    assert!(matches!(
+        verifier().verify(&token, now()),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_header_with_a_duplicate_kid_or_typ_is_malformed() {
+    let kid = ed().kid();
+    for header in [
+        format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
+        format!(r#"{{"alg":"EdDSA","typ":"at+jwt","typ":"at+jwt","kid":"{kid}"}}"#),
+    ] {
+        let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+        assert!(
+            matches!(
+                verifier().verify(&token, now()),
+                Err(VerifyError::Malformed(_))
+            ),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn a_payload_with_a_duplicate_claim_is_refused() {
+    let body = payload().to_string();
+    let duplicated = format!(
+        r#"{},"jti":"{}"}}"#,
+        body.strip_suffix('}').unwrap(),
+        Uuid::from_u128(99)
+    );
+    let token = forge_raw(
+        ed(),
+        ed_header().to_string().as_bytes(),
+        duplicated.as_bytes(),
+    );
+    assert_refused(
+        &token,
+        VerifyError::InvalidClaims("duplicate claim `jti`".into()),
+    );
+}
+
+#[test]
+fn alg_none_is_refused_in_any_case() {
+    for none in ["none", "None", "NONE", "nOnE"] {
+        let token = forge(ed(), &header(none, ed().kid()), &payload());
+        assert_refused(&token, VerifyError::UnsupportedAlgorithm);
+        // The classic unsigned form, with an empty signature part.
+        let (unsigned, _) = token.rsplit_once('.').unwrap();
+        let unsigned = format!("{unsigned}.");
+        assert!(matches!(
+            verifier().verify(&unsigned, now()),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+}
+
+#[test]
+fn an_unknown_algorithm_is_refused() {
+    for alg in ["HS512", "RS384", "PS256", "ES256K", "eddsa", "hs256", ""] {
+        let token = forge(ed(), &header(alg, ed().kid()), &payload());
+        assert_refused(&token, VerifyError::UnsupportedAlgorithm);
+    }
+}
+
+#[test]
+fn a_non_string_alg_or_a_missing_alg_is_malformed() {
+    for header in [
+        json!({ "alg": 1, "typ": "at+jwt", "kid": ed().kid() }),
+        json!({ "alg": null, "typ": "at+jwt", "kid": ed().kid() }),
+        json!({ "typ": "at+jwt", "kid": ed().kid() }),
+    ] {
+        let token = forge(ed(), &header, &payload());
+        assert!(
+            matches!(
+                verifier().verify(&token, now()),
+                Err(VerifyError::Malformed(_))
+            ),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn each_forbidden_header_parameter_is_refused_by_name() {
+    let names = ["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"];
+    for name in names {
+        for value in [
+            json!("https://evil.test/keys"),
+            json!(["exp"]),
+            json!({}),
+            Value::Null,
+        ] {
+            let mut header = ed_header();
+            header[name] = value.clone();
+            let token = forge(ed(), &header, &payload());
+            assert_refused(&token, VerifyError::ForbiddenHeader(name));
+            assert_eq!(
+                VerifyError::ForbiddenHeader(name).to_string(),
+                format!("header parameter `{name}` is not allowed")
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unknown_kid_is_refused() {
+    let stranger = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let token = stranger.sign(&claims()).unwrap();
+    assert_refused(&token, VerifyError::UnknownKey);
+}
+
+#[test]
+fn a_missing_or_null_kid_is_refused() {
+    let token = forge(
+        ed(),
+        &json!({ "alg": "EdDSA", "typ": "at+jwt" }),
+        &payload(),
+    );
+    assert_refused(&token, VerifyError::UnknownKey);
+    let token = forge(
+        ed(),
+        &json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": null }),
+        &payload(),
+    );
+    assert_refused(&token, VerifyError::UnknownKey);
+}
+
+#[test]
+fn a_kid_that_looks_like_a_path_or_url_only_selects_among_known_keys() {
+    for kid in [
+        "../../etc/passwd",
+        "/dev/null",
+        "http://evil.test/key",
+        "file:///etc/passwd",
+        "' OR 1=1 --",
+        "",
+    ] {
+        let token = forge(ed(), &header("EdDSA", kid), &payload());
+        assert_refused(&token, VerifyError::UnknownKey);
+    }
+}
+
+#[test]
+fn an_hs256_token_keyed_with_the_eddsa_public_key_is_an_algorithm_mismatch() {
+    let public = ed().verifying_key().to_jwk().unwrap();
+    let public_bytes = URL_SAFE_NO_PAD.decode(public.x.unwrap()).unwrap();
+    let confused = SigningKey::hs256(&public_bytes).unwrap();
+    let token = forge(&confused, &header("HS256", ed().kid()), &payload());
+    assert_refused(&token, VerifyError::AlgorithmMismatch);
+    // Also with the JWK text itself as the secret.
+    let jwk_text = serde_json::to_vec(&ed().verifying_key().to_jwk()).unwrap();
+    let confused = SigningKey::hs256(&jwk_text).unwrap();
+    let token = forge(&confused, &header("HS256", ed().kid()), &payload());
+    assert_refused(&token, VerifyError::AlgorithmMismatch);
+}
+
+#[test]
+fn a_token_claiming_another_asymmetric_algorithm_for_a_key_is_a_mismatch() {
+    let token = forge(
+        test_key(Algorithm::ES256),
+        &header("ES256", test_key(Algorithm::RS256).kid()),
+        &payload(),
+    );
+    assert_refused(&token, VerifyError::AlgorithmMismatch);
+}
+
+#[test]
+fn a_wrong_or_missing_typ_is_refused() {
+    for typ in [
+        json!("JWT"),
+        json!("jwt"),
+        json!("at+jwt "),
+        json!(1),
+        Value::Null,
+    ] {
+        let mut header = ed_header();
+        header["typ"] = typ.clone();
+        let token = forge(ed(), &header, &payload());
+        let result = verifier().verify(&token, now());
+        assert!(
+            matches!(
+                result,
+                Err(VerifyError::WrongType | VerifyError::Malformed(_))
+            ),
+            "{typ}"
+        );
+    }
+    let mut header = ed_header();
+    header["typ"] = json!("JWT");
+    assert_refused(&forge(ed(), &header, &payload()), VerifyError::WrongType);
+    let token = forge(
+        ed(),
+        &json!({ "alg": "EdDSA", "kid": ed().kid() }),
+        &payload(),
+    );
+    assert_refused(&token, VerifyError::WrongType);
+}
+
+#[test]
+fn typ_is_accepted_in_either_rfc_9068_form_and_any_case() {
+    for typ in [
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "Application/AT+JWT",
+    ] {
+        let mut header = ed_header();
+        header["typ"] = json!(typ);
+        let token = forge(ed(), &header, &payload());
+        assert_eq!(verifier().verify(&token, now()).unwrap(), claims(), "{typ}");
+    }
+}
+
+#[test]
+fn header_strings_with_json_escapes_are_read_correctly() {
+    let header = format!(
+        r#"{{"alg":"Ed\u0044SA","typ":"at+jwt","kid":"{}"}}"#,
+        ed().kid()
+    );
+    let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+    assert_eq!(verifier().verify(&token, now()).unwrap(), claims());
+    let header = format!(
+        r#"{{"alg":"EdDSA","typ":"application\/at+jwt","kid":"{}"}}"#,
+        ed().kid()
+    );
+    let token = forge_raw(ed(), header.as_bytes(), payload().to_string().as_bytes());
+    assert_eq!(verifier().verify(&token, now()).unwrap(), claims());
+}
+
+#[test]
+fn unknown_header_parameters_and_claims_are_ignored() {
+    let mut header = ed_header();
+    header["cty"] = json!("JWT");
+    let mut body = payload();
+    body["scope"] = json!("read write");
+    body["extra"] = json!({ "nested": [1, 2, 3] });
+    let token = forge(ed(), &header, &body);
+    assert_eq!(verifier().verify(&token, now()).unwrap(), claims());
+}
+
+#[test]
+fn an_altered_signature_is_refused() {
+    for alg in ALL {
+        let token = test_key(alg).sign(&claims()).unwrap();
+        let p = parts(&token);
+        let mut signature = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+        signature[0] ^= 0x01;
+        let bad = format!("{}.{}.{}", p[0], p[1], b64(&signature));
+        assert_refused(&bad, VerifyError::BadSignature);
+        // A truncated signature, and one taken from another token.
+        signature.pop();
+        let bad = format!("{}.{}.{}", p[0], p[1], b64(&signature));
+        assert_refused(&bad, VerifyError::BadSignature);
+    }
+}
+
+#[test]
+fn a_signature_longer_than_any_key_makes_is_refused() {
+    let token = ed().sign(&claims()).unwrap();
+    let p = parts(&token);
+    let bad = format!("{}.{}.{}", p[0], p[1], b64(&[7u8; 2048]));
+    assert_refused(&bad, VerifyError::BadSignature);
+}
+
+#[test]
+fn a_signature_as_long_as_a_4096_bit_rsa_key_makes_is_decoded_whole() {
+    let mut buffer = [0u8; SIGNATURE_BUFFER_BYTES];
+    let signature = [0xA5u8; MAX_SIGNATURE_BYTES];
+    let decoded = decode_signature(&b64(&signature), &mut buffer).unwrap();
+    assert_eq!(decoded, signature);
+    let too_long = b64(&[0xA5u8; MAX_SIGNATURE_BYTES + 3]);
+    assert_eq!(
+        decode_signature(&too_long, &mut buffer),
+        Err(VerifyError::BadSignature)
+    );
+}
+
+#[test]
+fn an_es256_signature_in_der_form_is_refused() {
+    let key = test_key(Algorithm::ES256);
+    let token = key.sign(&claims()).unwrap();
+    let p = parts(&token);
+    let raw = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+    let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
+    let bad = format!("{}.{}.{}", p[0], p[1], b64(der.as_bytes()));
+    assert_refused(&bad, VerifyError::BadSignature);
+}
+
+#[test]
+fn an_altered_payload_is_refused() {
+    for alg in ALL {
+        let token = test_key(alg).sign(&claims()).unwrap();
+        let p = parts(&token);
+        let mut elevated = payload();
+        elevated["role"] = json!("admin");
+        let bad = format!("{}.{}.{}", p[0], b64(elevated.to_string().as_bytes()), p[2]);
+        assert_refused(&bad, VerifyError::BadSignature);
+    }
+}
+
+#[test]
+fn a_signature_from_another_token_is_refused() {
+    let a = ed().sign(&claims()).unwrap();
+    let mut other = claims();
+    other.jti = Uuid::from_u128(42);
+    let b = ed().sign(&other).unwrap();
+    let (pa, pb) = (parts(&a), parts(&b));
+    assert_refused(
+        &format!("{}.{}.{}", pa[0], pa[1], pb[2]),
+        VerifyError::BadSignature,
+    );
+}
+
+fn without(claim: &str) -> String {
+    let mut body = payload();
+    body.as_object_mut().unwrap().remove(claim);
+    forge(ed(), &ed_header(), &body)
+}
+
+#[test]
+fn a_token_without_jti_is_refused() {
+    assert_refused(
+        &without("jti"),
+        VerifyError::InvalidClaims("missing claim `jti`".into()),
+    );
+}
+
+#[test]
+fn a_token_without_sid_is_refused() {
+    assert_refused(
+        &without("sid"),
+        VerifyError::InvalidClaims("missing claim `sid`".into()),
+    );
+}
+
+#[test]
+fn a_token_without_exp_is_refused() {
+    assert_refused(
+        &without("exp"),
+        VerifyError::InvalidClaims("missing claim `exp`".into()),
+    );
+}
+
+#[test]
+fn every_claim_is_required() {
+    for claim in [
+        "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "sid", "email", "role",
+    ] {
+        assert_refused(
+            &without(claim),
+            VerifyError::InvalidClaims(format!("missing claim `{claim}`")),
+        );
+    }
+}
+
+#[test]
+fn a_claim_of_the_wrong_type_is_named_without_echoing_its_value() {
+    let cases = [
+        ("exp", json!("soon\" evil=\"x")),
+        ("jti", json!("not-a-uuid\\\"")),
+        ("role", json!("root\"")),
+        ("iss", json!(7)),
+        ("nbf", json!(1.5)),
+    ];
+    for (claim, value) in cases {
+        let mut body = payload();
+        body[claim] = value;
+        let token = forge(ed(), &ed_header(), &body);
+        assert_refused(
+            &token,
+            VerifyError::InvalidClaims(format!("claim `{claim}` is invalid")),
+        );
+    }
+}
+
+#[test]
+fn a_payload_that_is_not_utf8_is_malformed() {
+    let token = forge_raw(
+        ed(),
+        ed_header().to_string().as_bytes(),
+        b"{\"iss\":\"\xff\xfe\"}",
+    );
+    assert_refused(&token, VerifyError::Malformed("payload is not UTF-8"));
+}
+
+#[test]
+fn a_payload_that_is_not_a_json_object_is_malformed() {
+    let header = ed_header().to_string();
+    let trailing = format!("{}{{}}", payload());
+    for body in [
+        &b"[1,2]"[..],
+        b"\"claims\"",
+        b"not json",
+        b"",
+        trailing.as_bytes(),
+    ] {
+        let token = forge_raw(ed(), header.as_bytes(), body);
+        if body.is_empty() {
+            // An empty payload encodes to an empty part.
+            assert!(matches!(
+                verifier().verify(&token, now()),
+                Err(VerifyError::Malformed(_))
+            ));
+            continue;
+        }
+        let result = verifier().verify(&token, now());
+        assert!(
+            matches!(result, Err(VerifyError::Malformed(_))),
+            "{:?} gave {result:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+fn at(secs_after_exp: i64) -> Timestamp {
+    Timestamp::from_secs(claims().exp.as_secs() + secs_after_exp)
+}
+
+#[test]
+fn a_token_expired_within_the_leeway_is_accepted() {
+    let token = ed().sign(&claims()).unwrap();
+    assert!(verifier().verify(&token, at(0)).is_ok());
+    assert!(verifier().verify(&token, at(LEEWAY as i64)).is_ok());
+}
+
+#[test]
+fn a_token_expired_beyond_the_leeway_is_refused() {
+    let token = ed().sign(&claims()).unwrap();
+    assert_refused_by(
+        &verifier(),
+        &token,
+        at(LEEWAY as i64 + 1),
+        VerifyError::Expired,
+    );
+}
+
+#[test]
+fn a_token_whose_nbf_is_within_the_leeway_is_accepted() {
+    let mut early = claims();
+    early.nbf = Timestamp::from_secs(NOW + LEEWAY as i64);
+    let token = ed().sign(&early).unwrap();
+    assert_eq!(verifier().verify(&token, now()).unwrap(), early);
+}
+
+#[test]
+fn a_token_whose_nbf_is_beyond_the_leeway_is_not_yet_valid() {
+    let mut early = claims();
+    early.nbf = Timestamp::from_secs(NOW + LEEWAY as i64 + 1);
+    let token = ed().sign(&early).unwrap();
+    assert_refused(&token, VerifyError::NotYetValid);
+}
+
+#[test]
+fn extreme_timestamps_do_not_overflow() {
+    let mut forever = claims();
+    forever.exp = Timestamp::MAX;
+    forever.nbf = Timestamp::MIN;
+    let token = ed().sign(&forever).unwrap();
+    assert!(verifier().verify(&token, Timestamp::MAX).is_ok());
+    let mut never = claims();
+    never.exp = Timestamp::MIN;
+    let token = ed().sign(&never).unwrap();
+    assert_refused(&token, VerifyError::Expired);
+}
+
+#[test]
+fn a_token_from_another_issuer_is_refused() {
+    let mut foreign = claims();
+    foreign.iss = "https://other.test".into();
+    assert_refused(&ed().sign(&foreign).unwrap(), VerifyError::WrongIssuer);
+}
+
+#[test]
+fn a_token_for_another_audience_is_refused() {
+    let mut foreign = claims();
+    foreign.aud = "billing".into();
+    assert_refused(&ed().sign(&foreign).unwrap(), VerifyError::WrongAudience);
+}
+
+#[test]
+fn rotation_accepts_both_keys_while_both_are_present_and_refuses_a_removed_one() {
+    let old = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let new = SigningKey::generate(Algorithm::ES256).unwrap();
+    let verifier = Verifier::new(config(), vec![old.verifying_key()]);
+    let old_token = old.sign(&claims()).unwrap();
+    let new_token = new.sign(&claims()).unwrap();
+    assert!(verifier.verify(&old_token, now()).is_ok());
+    assert_refused_by(&verifier, &new_token, now(), VerifyError::UnknownKey);
+
+    verifier.set_keys(vec![new.verifying_key(), old.verifying_key()]);
+    assert!(verifier.verify(&old_token, now()).is_ok());
+    assert!(verifier.verify(&new_token, now()).is_ok());
+    assert_eq!(verifier.jwks().keys.len(), 2);
+
+    verifier.set_keys(vec![new.verifying_key()]);
+    assert_refused_by(&verifier, &old_token, now(), VerifyError::UnknownKey);
+    assert!(verifier.verify(&new_token, now()).is_ok());
+    let kids: Vec<String> = verifier.keys().iter().map(|k| k.kid().to_owned()).collect();
+    assert_eq!(kids, [new.kid()]);
+}
+
+#[test]
+fn a_verifier_with_no_keys_refuses_everything_as_unknown_key() {
+    let verifier = Verifier::new(config(), Vec::new());
+    assert_refused_by(
+        &verifier,
+        &ed().sign(&claims()).unwrap(),
+        now(),
+        VerifyError::UnknownKey,
+    );
+    assert_eq!(verifier.jwks(), Jwks::default());
+    assert_eq!(verifier.config().issuer, ISSUER);
+}
+
+#[test]
+fn every_error_description_is_short_fixed_text_fit_for_a_quoted_header() {
+    let errors = [
+        VerifyError::TooLarge,
+        VerifyError::Malformed("expected three dot-separated parts"),
+        VerifyError::ForbiddenHeader("x5t#S256"),
+        VerifyError::UnsupportedAlgorithm,
+        VerifyError::UnknownKey,
+        VerifyError::AlgorithmMismatch,
+        VerifyError::WrongType,
+        VerifyError::BadSignature,
+        VerifyError::InvalidClaims("missing claim `jti`".into()),
+        VerifyError::Expired,
+        VerifyError::NotYetValid,
+        VerifyError::WrongIssuer,
+        VerifyError::WrongAudience,
+    ];
+    for error in &errors {
+        assert_fit_for_header(error);
+        assert!(error.to_string().len() < 80, "{error}");
+    }
+    assert_eq!(VerifyError::Expired.to_string(), "token is expired");
+    assert_eq!(VerifyError::UnknownKey.to_string(), "unknown signing key");
+}
+
+#[test]
+fn debug_of_a_verifier_shows_no_secret() {
+    let verifier = verifier();
+    let text = format!("{verifier:?}");
+    assert!(text.contains(test_key(Algorithm::HS256).kid()));
+    assert!(!text.contains("shared secret"));
+}
+
+#[test]
+#[ignore = "measurement; prints ns per verify, run with --release"]
+fn verify_latency_per_algorithm() {
+    let verifier = verifier();
+    for (alg, token) in ALL.iter().zip(valid_tokens()) {
+        let rounds = 2_000;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(verifier.verify(std::hint::black_box(token), now()).unwrap());
+        }
+        let ns = start.elapsed().as_nanos() / rounds;
+        println!("{alg}: {ns} ns per verify");
+    }
+}
+
+/// One valid token per algorithm, signed once.
+fn valid_tokens() -> &'static [String; 4] {
+    static TOKENS: OnceLock<[String; 4]> = OnceLock::new();
+    TOKENS.get_or_init(|| ALL.map(|alg| test_key(alg).sign(&claims()).unwrap()))
+}
+
+fn shared_verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(verifier)
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic_and_never_verify(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let error = shared_verifier().verify(&text, now()).unwrap_err();
+        assert_fit_for_header(&error);
+    }
+
+    #[test]
+    fn random_three_part_base64_never_verifies(
+        header in proptest::collection::vec(any::<u8>(), 1..80),
+        body in proptest::collection::vec(any::<u8>(), 1..200),
+        signature in proptest::collection::vec(any::<u8>(), 1..300),
+    ) {
+        let token = format!("{}.{}.{}", b64(&header), b64(&body), b64(&signature));
+        let error = shared_verifier().verify(&token, now()).unwrap_err();
+        assert_fit_for_header(&error);
+    }
+
+    #[test]
+    fn a_valid_token_with_one_character_replaced_never_verifies(
+        which in 0usize..4,
+        position in any::<proptest::sample::Index>(),
+        replacement in proptest::char::range(' ', '~'),
+    ) {
+        let token = &valid_tokens()[which];
+        let position = position.index(token.len());
+        let original = token.as_bytes()[position] as char;
+        prop_assume!(replacement != original);
+        let mut altered = token.clone();
+        altered.replace_range(position..=position, replacement.encode_utf8(&mut [0; 4]));
+        let result = shared_verifier().verify(&altered, now());
+        prop_assert!(result.is_err(), "{altered} verified");
+        assert_fit_for_header(&result.unwrap_err());
+    }
+
+    #[test]
+    fn a_valid_token_with_one_character_removed_never_verifies(
+        which in 0usize..4,
+        position in any::<proptest::sample::Index>(),
+    ) {
+        let token = &valid_tokens()[which];
+        let mut altered = token.clone();
+        altered.remove(position.index(token.len()));
+        let result = shared_verifier().verify(&altered, now());
+        prop_assert!(result.is_err(), "{altered} verified");
+        assert_fit_for_header(&result.unwrap_err());
+    }
+}
