@@ -102,6 +102,9 @@ impl std::fmt::Debug for Config {
             signin_max_failures,
             signin_max_failures_per_ip,
             signin_failure_window,
+            max_connections,
+            header_timeout,
+            body_timeout,
         } = self;
         f.debug_struct("Config")
             .field("listen", listen)
@@ -124,6 +127,9 @@ impl std::fmt::Debug for Config {
             .field("signin_max_failures", signin_max_failures)
             .field("signin_max_failures_per_ip", signin_max_failures_per_ip)
             .field("signin_failure_window", signin_failure_window)
+            .field("max_connections", max_connections)
+            .field("header_timeout", header_timeout)
+            .field("body_timeout", body_timeout)
             .finish()
     }
 }
