@@ -1,22 +1,22 @@
 //! The cluster's push channel for revocations, on Redis.
 //!
-//! Every node keeps the full live revocation index in memory; Redis only carries
-//! revocations between nodes and keeps a copy from which a node can catch up. Nothing here
-//! is on the per-request path.
+//! Every node keeps the full live revocation index in memory and rebuilds it from the SQL
+//! store (the source of truth) at start and after every reconnect; Redis only carries each
+//! new revocation to the other nodes within milliseconds. Nothing here is on the
+//! per-request path, and Redis keeps no revocation state at all: its memory use does not
+//! grow with the revocations, and it can be flushed or replaced at any time.
 //!
 //! Layout, under a `namespace` (such as `tokengate`):
 //!
-//! - `{ns}:revocations`: a sorted set, member = the revocation's JSON (the same serde
-//!   form as everywhere else), score = its `exp` in seconds. It has no TTL on purpose: a
-//!   `volatile-*` eviction policy only evicts keys with a TTL, so it cannot touch it, and an
-//!   `allkeys-*` policy is refused at [`RedisBus::connect`].
 //! - `{ns}:revocations:events`: the pub/sub channel. Each message is one JSON object,
 //!   `{"type":"revocation","revocation":{..}}` or `{"type":"heartbeat","node_id":".."}`.
 //!   Anything else is logged and skipped, so a newer node can add message types.
+//! - `{ns}:revocations`: a sorted set that earlier versions wrote on every publish and
+//!   never trimmed (nothing ever read it: nodes catch up from the SQL store).
+//!   [`RedisBus::connect`] deletes it, so upgrading frees what it held.
 //!
-//! [`RedisBus::publish`] writes the set and the channel in one `MULTI`: a subscriber that
-//! reloads from the set after [`BusEvent::Connected`] cannot miss a revocation that was
-//! published before its subscription started.
+//! A publish lost on the way (Redis down, a node reconnecting) is not a revocation lost: it
+//! is durable in the store before it is published, and every node tails the store.
 
 use std::fmt;
 use std::future::Future;
@@ -27,14 +27,14 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, RedisError, RedisResult};
 use serde::{Deserialize, Serialize};
-use tokengate_core::{Revocation, Timestamp};
+use tokengate_core::Revocation;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
 
-/// Bound on one command (or `MULTI` pipeline) and its reply. Loading a large live set is
-/// the slowest command; the default of the `redis` crate (500 ms) is too tight for it.
+/// Bound on one command (or `MULTI` pipeline) and its reply. The default of the `redis`
+/// crate (500 ms) is too tight for a large batch on a busy server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on one TCP connect + handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -65,8 +65,8 @@ enum WireMessage {
     Heartbeat { node_id: String },
 }
 
-/// A connection to the cluster's Redis: the durable copy of the revocations (a sorted
-/// set) and the channel that pushes each one to every node.
+/// A connection to the cluster's Redis: the channel that pushes each revocation to every
+/// node.
 ///
 /// Cheap to clone; clones share one self-healing connection for commands. Each
 /// [`subscribe`](RedisBus::subscribe) opens its own pub/sub connection.
@@ -79,7 +79,6 @@ pub struct RedisBus {
 
 struct Names {
     namespace: String,
-    revocations: String,
     channel: String,
 }
 
@@ -129,8 +128,11 @@ impl RedisBus {
     /// Connect to the Redis at `url`, with every key and channel under `namespace`.
     ///
     /// Refuses (with [`StoreError::Unavailable`]) a Redis whose `maxmemory-policy` is
-    /// `allkeys-*`, or whose policy cannot be read: such a Redis could evict revocations,
-    /// and an evicted revocation is a revocation forgotten.
+    /// `allkeys-*`, or whose policy cannot be read, as every version has: such a Redis may
+    /// drop any key, which a deployment sharing it with tokengate should know about.
+    ///
+    /// Deletes the revocation set earlier versions left under the namespace (see the
+    /// module documentation); failing to is only logged.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBus> {
         // The URL is not in the message: it may hold a password.
         let client = Client::open(url)
@@ -162,20 +164,39 @@ impl RedisBus {
                  set maxmemory-policy to noeviction (or a volatile-* policy)"
             )));
         }
-        Ok(RedisBus {
+        let bus = RedisBus {
             client,
             conn,
             names: Arc::new(Names {
                 namespace: namespace.to_owned(),
-                revocations: format!("{namespace}:revocations"),
                 channel: format!("{namespace}:revocations:events"),
             }),
-        })
+        };
+        if let Err(error) = bus.delete_legacy_set().await {
+            tracing::warn!(%error, "cannot delete the revocation set earlier versions left in redis");
+        }
+        Ok(bus)
     }
 
-    /// Record `revocations` in the sorted set and publish each on the channel, all in one
-    /// `MULTI`. Returns once Redis has executed it; any failure is
-    /// [`StoreError::Unavailable`].
+    /// Delete `{ns}:revocations`, the sorted set earlier versions added every revocation to
+    /// and never trimmed. `UNLINK` frees its memory in the background.
+    async fn delete_legacy_set(&self) -> Result<()> {
+        let cmd = redis::cmd("UNLINK")
+            .arg(format!("{}:revocations", self.names.namespace))
+            .to_owned();
+        let cmd = &cmd;
+        self.run(
+            "deleting the legacy revocation set",
+            move |mut conn| async move { cmd.query_async::<u64>(&mut conn).await },
+        )
+        .await
+        .map(|_deleted| ())
+    }
+
+    /// Publish each of `revocations` on the channel, all in one `MULTI` (so a batch reaches
+    /// the subscribers whole or not at all). Returns once Redis has executed it; any failure
+    /// is [`StoreError::Unavailable`]. The revocations must already be durable in the store:
+    /// Redis keeps nothing, and a node that misses a message reads it from the store.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<()> {
         if revocations.is_empty() {
             return Ok(());
@@ -183,23 +204,17 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for revocation in revocations {
-            let member = encode(revocation)?;
             let message = encode(&WireMessage::Revocation {
                 revocation: *revocation,
             })?;
-            pipe.cmd("ZADD")
-                .arg(&self.names.revocations)
-                .arg(revocation.exp().as_secs())
-                .arg(member)
-                .ignore();
             pipe.cmd("PUBLISH")
                 .arg(&self.names.channel)
                 .arg(message)
                 .ignore();
         }
         let pipe = &pipe;
-        // Replaying the whole MULTI after a lost reply is harmless: ZADD of the same member
-        // is idempotent, and applying a revocation twice changes nothing.
+        // Replaying the whole MULTI after a lost reply is harmless: applying a revocation
+        // twice changes nothing.
         self.run("publish", move |mut conn| async move {
             pipe.query_async::<()>(&mut conn).await
         })
@@ -222,59 +237,6 @@ impl RedisBus {
         })
         .await
         .map(|_receivers| ())
-    }
-
-    /// The revocations in the sorted set that still matter: `exp >= now - leeway`.
-    ///
-    /// A member that does not decode is logged and skipped rather than failing the load:
-    /// one bad entry must not keep every node from ever catching up.
-    pub async fn load_live(&self, now: Timestamp, leeway: Duration) -> Result<Vec<Revocation>> {
-        // One ZRANGEBYSCORE, not pages: Redis answers it atomically, whereas paging by offset
-        // could skip entries when a concurrent purge shifts them. Its size is bounded by
-        // the live tokens.
-        let cmd = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.names.revocations)
-            .arg(now.minus(leeway).as_secs())
-            .arg("+inf")
-            .to_owned();
-        let cmd = &cmd;
-        let members: Vec<Vec<u8>> = self
-            .run("load_live", move |mut conn| async move {
-                cmd.query_async(&mut conn).await
-            })
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(
-                |member| match serde_json::from_slice::<Revocation>(member) {
-                    Ok(revocation) => Some(revocation),
-                    Err(e) => {
-                        tracing::warn!(
-                            key = %self.names.revocations,
-                            len = member.len(),
-                            error = %e,
-                            "skipping a malformed revocation in redis"
-                        );
-                        None
-                    }
-                },
-            )
-            .collect())
-    }
-
-    /// Remove the revocations with `exp < before` from the sorted set; returns how many.
-    pub async fn purge(&self, before: Timestamp) -> Result<u64> {
-        let cmd = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(&self.names.revocations)
-            .arg("-inf")
-            // "(" makes the bound exclusive: an entry expiring exactly at `before` stays.
-            .arg(format!("({}", before.as_secs()))
-            .to_owned();
-        let cmd = &cmd;
-        self.run("purge", move |mut conn| async move {
-            cmd.query_async::<u64>(&mut conn).await
-        })
-        .await
     }
 
     /// Subscribe to the channel. A background task holds a pub/sub connection, reconnects
@@ -488,6 +450,7 @@ fn timed_out(what: &str) -> StoreError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokengate_core::Timestamp;
     use uuid::Uuid;
 
     #[test]
