@@ -15,13 +15,14 @@ pub mod error;
 pub mod model;
 mod postgres;
 pub mod redis_bus;
+mod sql;
 mod sqlite;
 mod store;
 pub mod sync;
 #[doc(hidden)]
 pub mod testsuite;
 
-pub use error::{Result, StoreError};
+pub use error::{BoxError, Detail, Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
     Session, StoredKey, User,

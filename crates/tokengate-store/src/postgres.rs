@@ -28,17 +28,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
-use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
+use tokengate_core::{Revocation, Role, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Detail, Result, StoreError};
 use crate::model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
     Session, StoredKey, User,
 };
+use crate::sql::{self, key_columns, map_err, session_columns, user_columns, PurgeBudget, SqlRow};
 use crate::store::Store;
+
+mod copy;
+
+use copy::CopyDecoder;
 
 /// Connections per node: enough for the request handlers' writes beside a load or a purge.
 const POOL_SIZE: u32 = 8;
@@ -55,24 +60,6 @@ const REVOCATION_ORDER_LOCK: i64 = 0x746f_6b67_7265_766f;
 const MAX_SCHEMA_NAME: usize = 63;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, disabled, created_at"
-    };
-}
-
-macro_rules! session_columns {
-    () => {
-        "id, user_id, created_at, last_seen_at, user_agent, ip, access_exp, refresh_exp, ended_at"
-    };
-}
-
-macro_rules! key_columns {
-    () => {
-        "kid, alg, private_der, created_at, verify_until"
-    };
-}
 
 /// The Postgres [`Store`]: a connection pool over one database (and one schema in it).
 ///
@@ -115,11 +102,11 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot connect to Postgres", e))?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|e| StoreError::Migration(Detail::caused_by("", e)))?;
         Ok(PostgresStore { pool })
     }
 
@@ -132,11 +119,10 @@ impl PostgresStore {
 fn parse_url(url: &str) -> Result<PgConnectOptions> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::Unavailable(
-            "not a Postgres URL (expected postgres:// or postgresql://)".to_owned(),
+            "not a Postgres URL (expected postgres:// or postgresql://)".into(),
         ));
     }
-    PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Unavailable(format!("invalid Postgres URL: {e}")))
+    PgConnectOptions::from_str(url).map_err(|e| StoreError::unavailable("invalid Postgres URL", e))
 }
 
 /// Only names that need no quoting anywhere: the name goes into `search_path` as is.
@@ -151,9 +137,12 @@ fn check_schema_name(schema: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(StoreError::Unavailable(format!(
-            "invalid schema name {schema:?}: use [a-z_][a-z0-9_]*, at most 63 bytes, not pg_*"
-        )))
+        Err(StoreError::Unavailable(
+            format!(
+                "invalid schema name {schema:?}: use [a-z_][a-z0-9_]*, at most 63 bytes, not pg_*"
+            )
+            .into(),
+        ))
     }
 }
 
@@ -162,7 +151,7 @@ fn check_schema_name(schema: &str) -> Result<()> {
 async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<()> {
     let mut conn = PgConnection::connect_with(options)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+        .map_err(|e| StoreError::unavailable("cannot connect to Postgres", e))?;
     // The name was checked to be a plain identifier, so quoting it is enough.
     let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .execute(&mut conn)
@@ -181,90 +170,6 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<()> {
         }
         Err(e) => Err(map_err(e)),
     }
-}
-
-/// Sort a database error into what the caller can act on.
-fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => match db.kind() {
-            // A foreign key violation (a session for a user that does not exist) is, like
-            // a taken email, a conflict with the stored state, not an outage to retry.
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation => {
-                StoreError::Conflict(db.message().to_owned())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
-        },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        // Connection, pool, timeout, I/O and protocol errors: the database cannot be used
-        // right now.
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-// ---- decoding ----
-
-fn ts_at(row: &PgRow, col: usize) -> Result<Timestamp> {
-    row.try_get::<i64, _>(col)
-        .map(Timestamp::from_secs)
-        .map_err(map_err)
-}
-
-fn opt_ts_at(row: &PgRow, col: usize) -> Result<Option<Timestamp>> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(Timestamp::from_secs))
-        .map_err(map_err)
-}
-
-fn user_from_row(row: &PgRow) -> Result<User> {
-    let role: &str = row.try_get(3).map_err(map_err)?;
-    Ok(User {
-        id: row.try_get(0).map_err(map_err)?,
-        email: row.try_get(1).map_err(map_err)?,
-        password_hash: row.try_get(2).map_err(map_err)?,
-        role: Role::from_str(role).map_err(StoreError::Corrupt)?,
-        disabled: row.try_get(4).map_err(map_err)?,
-        created_at: ts_at(row, 5)?,
-    })
-}
-
-/// Decode the session columns (in `session_columns!` order) starting at `first`.
-fn session_from_row(row: &PgRow, first: usize) -> Result<Session> {
-    Ok(Session {
-        id: row.try_get(first).map_err(map_err)?,
-        user_id: row.try_get(first + 1).map_err(map_err)?,
-        created_at: ts_at(row, first + 2)?,
-        last_seen_at: ts_at(row, first + 3)?,
-        user_agent: row.try_get(first + 4).map_err(map_err)?,
-        ip: row.try_get(first + 5).map_err(map_err)?,
-        access_exp: ts_at(row, first + 6)?,
-        refresh_exp: ts_at(row, first + 7)?,
-        ended_at: opt_ts_at(row, first + 8)?,
-    })
-}
-
-fn key_from_row(row: &PgRow) -> Result<StoredKey> {
-    Ok(StoredKey {
-        kid: row.try_get(0).map_err(map_err)?,
-        alg: row.try_get(1).map_err(map_err)?,
-        private_der: row.try_get(2).map_err(map_err)?,
-        created_at: ts_at(row, 3)?,
-        verify_until: opt_ts_at(row, 4)?,
-    })
-}
-
-/// Decode a revocation from the columns `kind, id, issued_before, exp` starting at `first`.
-/// The kind is borrowed from the row, so decoding allocates nothing.
-fn revocation_from_row(row: &PgRow, first: usize) -> Result<Revocation> {
-    let kind: &str = row.try_get(first).map_err(map_err)?;
-    let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
-    let id: Uuid = row.try_get(first + 1).map_err(map_err)?;
-    let issued_before = opt_ts_at(row, first + 2)?;
-    let exp = ts_at(row, first + 3)?;
-    Revocation::from_parts(kind, id, issued_before, exp).map_err(StoreError::Corrupt)
 }
 
 // ---- statements shared by several operations ----
@@ -359,7 +264,7 @@ async fn session_in(
         .fetch_optional(conn)
         .await
         .map_err(map_err)?;
-    row.as_ref().map(|r| session_from_row(r, 0)).transpose()
+    row.as_ref().map(|r| sql::session(r, 0)).transpose()
 }
 
 async fn user_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
@@ -372,7 +277,7 @@ async fn user_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     .fetch_optional(conn)
     .await
     .map_err(map_err)?;
-    row.as_ref().map(user_from_row).transpose()
+    row.as_ref().map(|r| sql::user(r, 0)).transpose()
 }
 
 /// Mark a live session, locked by the caller, ended and record its revocation; the caller
@@ -433,8 +338,8 @@ async fn end_user_sessions_in(
         .iter()
         .map(|row| {
             Ok(Revocation::Session {
-                sid: row.try_get(0).map_err(map_err)?,
-                exp: ts_at(row, 1)?,
+                sid: row.uuid(0)?,
+                exp: row.ts(1)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -452,7 +357,7 @@ async fn all_keys_in(conn: &mut PgConnection) -> Result<Vec<StoredKey>> {
     .fetch_all(conn)
     .await
     .map_err(map_err)?;
-    rows.iter().map(key_from_row).collect()
+    rows.iter().map(|r| sql::key(r, 0)).collect()
 }
 
 async fn insert_key(conn: &mut PgConnection, key: &StoredKey) -> Result<()> {
@@ -657,15 +562,15 @@ async fn rotate_refresh_in(
     let Some(token) = token else {
         return Ok(End::Rollback(RefreshOutcome::Unknown));
     };
-    let sid: Uuid = token.try_get(0).map_err(map_err)?;
-    let exp = ts_at(&token, 1)?;
-    let used_at = opt_ts_at(&token, 2)?;
+    let sid = token.uuid(0)?;
+    let exp = token.ts(1)?;
+    let used_at = token.opt_ts(2)?;
 
     // The session is locked too: a concurrent sign-out either ended it first (and this
     // refuses) or waits and then revokes the `access_exp` written here.
-    let session = session_in(&mut *conn, sid, true)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("refresh token of missing session {sid}")))?;
+    let session = session_in(&mut *conn, sid, true).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!("refresh token of missing session {sid}").into())
+    })?;
     if session.ended_at.is_some() {
         return Ok(End::Rollback(RefreshOutcome::SessionEnded));
     }
@@ -675,7 +580,7 @@ async fn rotate_refresh_in(
     // `access_exp` written here, so nothing minted now outlives it.
     let user = user_in(&mut *conn, session.user_id)
         .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user")))?;
+        .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user").into()))?;
     if user.disabled {
         return Ok(End::Rollback(RefreshOutcome::UserDisabled));
     }
@@ -767,210 +672,13 @@ async fn load_live_in(conn: &mut PgConnection, horizon: Timestamp) -> Result<End
     }))
 }
 
-/// Decodes the binary COPY output of `SELECT kind, id, issued_before, exp` into
-/// revocations. The server may split the stream anywhere (in practice one message per
-/// row), so an incomplete row is kept until the next chunk completes it.
-///
-/// Format: an 11-byte signature, a 32-bit flags word and a header extension of a 32-bit
-/// length; then per row a 16-bit field count and per field a 32-bit length (-1 for NULL)
-/// followed by the value in the type's binary form; then a field count of -1. All
-/// integers big-endian.
-#[derive(Default)]
-struct CopyDecoder {
-    /// Bytes of an incomplete header or row, waiting for the next chunk.
-    pending: Vec<u8>,
-    header_done: bool,
-    trailer_seen: bool,
-}
-
-const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-
-impl CopyDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<Revocation>) -> Result<()> {
-        if self.pending.is_empty() {
-            // The common case: whole rows, parsed straight from the chunk.
-            let used = self.parse(chunk, out)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut pending = std::mem::take(&mut self.pending);
-            pending.extend_from_slice(chunk);
-            let used = self.parse(&pending, out)?;
-            pending.drain(..used);
-            self.pending = pending;
-        }
-        Ok(())
-    }
-
-    /// Everything has been fed: the stream must have ended exactly after its trailer.
-    fn finish(&self) -> Result<()> {
-        if self.trailer_seen && self.pending.is_empty() {
-            Ok(())
-        } else {
-            Err(copy_corrupt("the data ends in the middle"))
-        }
-    }
-
-    /// Parse as many complete items from `data` as there are; returns the bytes used.
-    fn parse(&mut self, data: &[u8], out: &mut Vec<Revocation>) -> Result<usize> {
-        let mut at = 0;
-        if !self.header_done {
-            let Some(used) = parse_copy_header(data)? else {
-                return Ok(0);
-            };
-            at = used;
-            self.header_done = true;
-        }
-        while at < data.len() {
-            if self.trailer_seen {
-                return Err(copy_corrupt("data after the trailer"));
-            }
-            let mut reader = Reader {
-                data: &data[at..],
-                at: 0,
-            };
-            match reader.row()? {
-                None => break,
-                Some(CopyItem::Row(rev)) => out.push(rev),
-                Some(CopyItem::Trailer) => self.trailer_seen = true,
-            }
-            at += reader.at;
-        }
-        Ok(at)
-    }
-}
-
-fn copy_corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("revocation COPY data: {what}"))
-}
-
-/// The header's length if `data` holds all of it; `None` if it is still incomplete.
-fn parse_copy_header(data: &[u8]) -> Result<Option<usize>> {
-    let mut reader = Reader { data, at: 0 };
-    let Some(signature) = reader.take(COPY_SIGNATURE.len()) else {
-        return Ok(None);
-    };
-    if signature != COPY_SIGNATURE {
-        return Err(copy_corrupt("bad signature"));
-    }
-    let Some(_flags) = reader.i32() else {
-        return Ok(None);
-    };
-    let Some(extension) = reader.i32() else {
-        return Ok(None);
-    };
-    let extension = usize::try_from(extension).map_err(|_| copy_corrupt("bad header"))?;
-    if reader.take(extension).is_none() {
-        return Ok(None);
-    }
-    Ok(Some(reader.at))
-}
-
-/// What one item of the COPY stream was.
-enum CopyItem {
-    Row(Revocation),
-    /// The end marker: no row may follow.
-    Trailer,
-}
-
-/// A cursor over bytes; every read returns `None` when the bytes run out.
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let bytes = self.data.get(self.at..end)?;
-        self.at = end;
-        Some(bytes)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N).and_then(|b| b.try_into().ok())
-    }
-
-    fn i16(&mut self) -> Option<i16> {
-        self.array().map(i16::from_be_bytes)
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        self.array().map(i32::from_be_bytes)
-    }
-
-    /// One field: `Some(None)` for NULL, `None` when incomplete.
-    fn field(&mut self) -> Result<Option<Option<&'a [u8]>>> {
-        let Some(len) = self.i32() else {
-            return Ok(None);
-        };
-        if len == -1 {
-            return Ok(Some(None));
-        }
-        let len = usize::try_from(len).map_err(|_| copy_corrupt("bad field length"))?;
-        Ok(self.take(len).map(Some))
-    }
-
-    /// One row or the trailer; `None` when incomplete.
-    fn row(&mut self) -> Result<Option<CopyItem>> {
-        let Some(fields) = self.i16() else {
-            return Ok(None);
-        };
-        if fields == -1 {
-            return Ok(Some(CopyItem::Trailer));
-        }
-        if fields != 4 {
-            return Err(copy_corrupt("a row without 4 fields"));
-        }
-        // Field by field, stopping at the first incomplete one: reading on would take
-        // the middle of a value for the next length.
-        let Some(kind) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(id) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(cutoff) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(exp) = self.field()? else {
-            return Ok(None);
-        };
-        let kind = match kind.ok_or_else(|| copy_corrupt("a NULL kind"))? {
-            b"token" => RevocationKind::Token,
-            b"session" => RevocationKind::Session,
-            b"user" => RevocationKind::User,
-            b"issued_before" => RevocationKind::IssuedBefore,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown revocation kind {:?}",
-                    String::from_utf8_lossy(other)
-                )))
-            }
-        };
-        let id = id
-            .and_then(|b| Uuid::from_slice(b).ok())
-            .ok_or_else(|| copy_corrupt("an id that is not a UUID"))?;
-        let int = |b: &[u8]| {
-            <[u8; 8]>::try_from(b)
-                .map(|b| Timestamp::from_secs(i64::from_be_bytes(b)))
-                .map_err(|_| copy_corrupt("a time that is not 8 bytes"))
-        };
-        let cutoff = cutoff.map(int).transpose()?;
-        let exp = int(exp.ok_or_else(|| copy_corrupt("a NULL exp"))?)?;
-        Revocation::from_parts(kind, id, cutoff, exp)
-            .map(|rev| Some(CopyItem::Row(rev)))
-            .map_err(StoreError::Corrupt)
-    }
-}
-
 /// Purge dead sessions: their remaining refresh tokens first (foreign key), then the
 /// sessions left without tokens; one transaction so none is orphaned halfway.
 async fn purge_sessions_in(
     conn: &mut PgConnection,
     before: i64,
-    mut budget: u64,
-) -> Result<End<u64>> {
-    let mut deleted = 0;
+    budget: &mut PurgeBudget,
+) -> Result<End<()>> {
     let n = sqlx::query(
         "DELETE FROM refresh_tokens WHERE hash IN (
             SELECT rt.hash FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id
@@ -978,13 +686,13 @@ async fn purge_sessions_in(
             LIMIT $2 FOR UPDATE OF rt SKIP LOCKED)",
     )
     .bind(before)
-    .bind(budget_i64(budget))
+    .bind(budget.limit())
     .execute(&mut *conn)
     .await
     .map_err(map_err)?
     .rows_affected();
-    take(&mut budget, &mut deleted, n);
-    if budget > 0 {
+    budget.take(n);
+    if budget.any_left() {
         let n = sqlx::query(
             "DELETE FROM sessions WHERE id IN (
                 SELECT s.id FROM sessions s
@@ -993,14 +701,14 @@ async fn purge_sessions_in(
                 LIMIT $2 FOR UPDATE OF s SKIP LOCKED)",
         )
         .bind(before)
-        .bind(budget_i64(budget))
+        .bind(budget.limit())
         .execute(&mut *conn)
         .await
         .map_err(map_err)?
         .rows_affected();
-        take(&mut budget, &mut deleted, n);
+        budget.take(n);
     }
-    Ok(End::Commit(deleted))
+    Ok(End::Commit(()))
 }
 
 async fn rotate_signing_key_in(
@@ -1063,7 +771,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| sql::user(r, 0)).transpose()
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
@@ -1128,9 +836,9 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         Ok(Some(RefreshTokenInfo {
-            exp: ts_at(&row, 0)?,
-            used_at: opt_ts_at(&row, 1)?,
-            session: session_from_row(&row, 2)?,
+            exp: row.ts(0)?,
+            used_at: row.opt_ts(1)?,
+            session: sql::session(&row, 2)?,
         }))
     }
 
@@ -1146,7 +854,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(|r| session_from_row(r, 0)).collect()
+        rows.iter().map(|r| sql::session(r, 0)).collect()
     }
 
     async fn touch_sessions(&self, seen: &[(Uuid, Timestamp)]) -> Result<()> {
@@ -1235,22 +943,13 @@ impl Store for PostgresStore {
     }
 
     async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>> {
-        let rows = sqlx::query(
-            "SELECT seq, kind, id, issued_before, exp FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<i64, _>(0).map_err(map_err)?,
-                    revocation_from_row(row, 1)?,
-                ))
-            })
-            .collect()
+        let rows = sqlx::query(sql::REVOCATIONS_AFTER)
+            .bind(cursor)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        sql::sequenced_revocations(&rows)
     }
 
     async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64> {
@@ -1259,43 +958,41 @@ impl Store for PostgresStore {
         // purging at the same time split the work instead of queueing on each other, and
         // a purge never waits for a request (a row locked by a rotation is left for the
         // next round).
-        let mut budget = u64::from(limit);
-        let mut deleted = 0;
+        let mut budget = PurgeBudget::new(limit);
         let before = before.as_secs();
 
-        if budget > 0 {
+        if budget.any_left() {
             let n = sqlx::query(
                 "DELETE FROM revocations WHERE seq IN (
                     SELECT seq FROM revocations WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(before)
-            .bind(budget_i64(budget))
+            .bind(budget.limit())
             .execute(&self.pool)
             .await
             .map_err(map_err)?
             .rows_affected();
-            take(&mut budget, &mut deleted, n);
+            budget.take(n);
         }
-        if budget > 0 {
+        if budget.any_left() {
             let n = sqlx::query(
                 "DELETE FROM refresh_tokens WHERE hash IN (
                     SELECT hash FROM refresh_tokens WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(before)
-            .bind(budget_i64(budget))
+            .bind(budget.limit())
             .execute(&self.pool)
             .await
             .map_err(map_err)?
             .rows_affected();
-            take(&mut budget, &mut deleted, n);
+            budget.take(n);
         }
-        if budget > 0 {
+        if budget.any_left() {
             let mut tx = self.begin().await?;
-            let body = purge_sessions_in(&mut tx, before, budget).await;
-            let n = finish(tx, body).await?;
-            take(&mut budget, &mut deleted, n);
+            let body = purge_sessions_in(&mut tx, before, &mut budget).await;
+            finish(tx, body).await?;
         }
-        Ok(deleted)
+        Ok(budget.deleted())
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
@@ -1325,128 +1022,5 @@ impl Store for PostgresStore {
             .await
             .map_err(map_err)?;
         Ok(())
-    }
-}
-
-/// Count `n` deleted rows against the budget of a purge.
-fn take(budget: &mut u64, deleted: &mut u64, n: u64) {
-    *deleted += n;
-    *budget = budget.saturating_sub(n);
-}
-
-/// Postgres takes `LIMIT` as a signed integer; a `u32`-derived budget always fits.
-fn budget_i64(budget: u64) -> i64 {
-    i64::try_from(budget).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-
-    /// Encode rows the way Postgres's binary COPY does.
-    fn copy_bytes(rows: &[(&[u8], Uuid, Option<i64>, i64)]) -> Vec<u8> {
-        let mut out = COPY_SIGNATURE.to_vec();
-        out.extend_from_slice(&0_i32.to_be_bytes());
-        out.extend_from_slice(&3_i32.to_be_bytes());
-        out.extend_from_slice(b"ext");
-        for (kind, id, cutoff, exp) in rows {
-            out.extend_from_slice(&4_i16.to_be_bytes());
-            out.extend_from_slice(&i32::try_from(kind.len()).unwrap().to_be_bytes());
-            out.extend_from_slice(kind);
-            out.extend_from_slice(&16_i32.to_be_bytes());
-            out.extend_from_slice(id.as_bytes());
-            match cutoff {
-                Some(c) => {
-                    out.extend_from_slice(&8_i32.to_be_bytes());
-                    out.extend_from_slice(&c.to_be_bytes());
-                }
-                None => out.extend_from_slice(&(-1_i32).to_be_bytes()),
-            }
-            out.extend_from_slice(&8_i32.to_be_bytes());
-            out.extend_from_slice(&exp.to_be_bytes());
-        }
-        out.extend_from_slice(&(-1_i16).to_be_bytes());
-        out
-    }
-
-    fn decode(chunks: &[&[u8]]) -> Result<Vec<Revocation>> {
-        let mut decoder = CopyDecoder::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out)?;
-        }
-        decoder.finish()?;
-        Ok(out)
-    }
-
-    fn sample() -> (Vec<u8>, Vec<Revocation>) {
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let bytes = copy_bytes(&[
-            (b"token", a, None, 100),
-            (b"session", b, None, 200),
-            (b"user", c, Some(-5), 300),
-            (b"issued_before", Uuid::nil(), Some(7), 400),
-        ]);
-        let want = vec![
-            Revocation::Token {
-                jti: a,
-                exp: Timestamp::from_secs(100),
-            },
-            Revocation::Session {
-                sid: b,
-                exp: Timestamp::from_secs(200),
-            },
-            Revocation::User {
-                sub: c,
-                issued_before: Timestamp::from_secs(-5),
-                exp: Timestamp::from_secs(300),
-            },
-            Revocation::IssuedBefore {
-                issued_before: Timestamp::from_secs(7),
-                exp: Timestamp::from_secs(400),
-            },
-        ];
-        (bytes, want)
-    }
-
-    #[test]
-    fn copy_rows_decode_however_the_stream_is_split() {
-        let (bytes, want) = sample();
-        assert_eq!(decode(&[&bytes]).unwrap(), want);
-        for split in 0..=bytes.len() {
-            let (x, y) = bytes.split_at(split);
-            assert_eq!(decode(&[x, y]).unwrap(), want, "split at {split}");
-        }
-        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(decode(&singles).unwrap(), want);
-        assert_eq!(decode(&[&copy_bytes(&[])]).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn malformed_copy_data_is_corrupt() {
-        let (bytes, _) = sample();
-        let corrupt = |chunks: &[&[u8]]| matches!(decode(chunks), Err(StoreError::Corrupt(_)));
-        assert!(corrupt(&[&bytes[..bytes.len() - 1]]), "truncated");
-        assert!(corrupt(&[&[]]), "empty");
-        let mut extra = bytes.clone();
-        extra.extend_from_slice(&4_i16.to_be_bytes());
-        assert!(corrupt(&[&extra]), "data after the trailer");
-        let mut bad = bytes.clone();
-        bad[0] = b'X';
-        assert!(corrupt(&[&bad]), "signature");
-
-        let id = Uuid::new_v4();
-        assert!(corrupt(&[&copy_bytes(&[(b"bogus", id, None, 1)])]));
-        assert!(
-            corrupt(&[&copy_bytes(&[(b"user", id, None, 1)])]),
-            "no cutoff"
-        );
-        let mut short_id = copy_bytes(&[(b"token", id, None, 1)]);
-        // Claim a 15-byte id: every later length is then misread, never panics.
-        let at = COPY_SIGNATURE.len() + 8 + 3 + 2 + 4 + 5;
-        short_id[at..at + 4].copy_from_slice(&15_i32.to_be_bytes());
-        assert!(corrupt(&[&short_id]));
     }
 }

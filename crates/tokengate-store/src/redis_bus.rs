@@ -135,8 +135,8 @@ impl RedisBus {
     /// module documentation); failing to is only logged.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBus> {
         // The URL is not in the message: it may hold a password.
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        let client =
+            Client::open(url).map_err(|e| StoreError::unavailable("invalid redis url", e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -150,7 +150,7 @@ impl RedisBus {
         .await
         {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(unavailable("connect", &e)),
+            Ok(Err(e)) => return Err(unavailable("connect", e)),
             Err(_) => return Err(timed_out("connect")),
         };
         let policy = match tokio::time::timeout(OPERATION_TIMEOUT, eviction_policy(&mut conn)).await
@@ -159,10 +159,13 @@ impl RedisBus {
             Err(_) => return Err(timed_out("reading maxmemory-policy")),
         };
         if policy.starts_with("allkeys-") {
-            return Err(StoreError::Unavailable(format!(
-                "refusing redis with maxmemory-policy {policy}: it may evict revocations; \
-                 set maxmemory-policy to noeviction (or a volatile-* policy)"
-            )));
+            return Err(StoreError::Unavailable(
+                format!(
+                    "refusing redis with maxmemory-policy {policy}: it may evict revocations; \
+                     set maxmemory-policy to noeviction (or a volatile-* policy)"
+                )
+                .into(),
+            ));
         }
         let bus = RedisBus {
             client,
@@ -266,13 +269,13 @@ impl RedisBus {
         let first = match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if is_connection_error(&e) => e,
-            Ok(Err(e)) => return Err(unavailable(what, &e)),
+            Ok(Err(e)) => return Err(unavailable(what, e)),
             Err(_) => return Err(timed_out(what)),
         };
         tracing::debug!(error = %first, "redis {what} failed on a broken connection; retrying once");
         match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(unavailable(what, &e)),
+            Ok(Err(e)) => Err(unavailable(what, e)),
             Err(_) => Err(timed_out(what)),
         }
     }
@@ -301,12 +304,13 @@ async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String> {
         Ok(_) => Err(StoreError::Unavailable(
             "cannot read redis maxmemory-policy (not in INFO memory nor CONFIG GET); refusing \
              because an allkeys-* policy could evict revocations"
-                .to_owned(),
+                .into(),
         )),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot read redis maxmemory-policy ({e}); refusing because an allkeys-* policy \
-             could evict revocations"
-        ))),
+        Err(e) => Err(StoreError::unavailable(
+            "cannot read redis maxmemory-policy; refusing because an allkeys-* policy could \
+             evict revocations",
+            e,
+        )),
     }
 }
 
@@ -427,7 +431,7 @@ fn decode(payload: &[u8]) -> Option<BusEvent> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::corrupt("cannot encode", e))
 }
 
 /// Whether `e` means the connection (not the command) failed, so a retry on a fresh one
@@ -436,14 +440,12 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
-fn unavailable(what: &str, e: &RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis {what}: {e}"))
+fn unavailable(what: &str, e: RedisError) -> StoreError {
+    StoreError::unavailable(format!("redis {what}"), e)
 }
 
 fn timed_out(what: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "redis {what}: no answer within {OPERATION_TIMEOUT:?}"
-    ))
+    StoreError::Unavailable(format!("redis {what}: no answer within {OPERATION_TIMEOUT:?}").into())
 }
 
 #[cfg(test)]

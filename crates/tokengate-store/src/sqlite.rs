@@ -14,7 +14,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -23,11 +22,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Detail, Result, StoreError};
 use crate::model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
     Session, StoredKey, User,
 };
+use crate::sql::{self, key_columns, map_err, session_columns, user_columns, PurgeBudget, SqlRow};
 use crate::store::Store;
 
 /// How long a statement waits for another process's write lock before giving up.
@@ -49,24 +49,6 @@ const LOAD_PAGE_SEQS: i64 = 16_384;
 const MIGRATION_ATTEMPTS: u32 = 3;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, disabled, created_at"
-    };
-}
-
-macro_rules! session_columns {
-    () => {
-        "id, user_id, created_at, last_seen_at, user_agent, ip, access_exp, refresh_exp, ended_at"
-    };
-}
-
-macro_rules! key_columns {
-    () => {
-        "kid, alg, private_der, created_at, verify_until"
-    };
-}
 
 /// The SQLite [`Store`]: a small connection pool over one database file.
 ///
@@ -99,7 +81,7 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display()), e))?;
         migrate(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -113,27 +95,27 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> Result<SqliteStore> {
         let rest = url
             .strip_prefix("sqlite:")
-            .ok_or_else(|| StoreError::Unavailable(format!("not a SQLite URL: {url:?}")))?;
+            .ok_or_else(|| StoreError::Unavailable(format!("not a SQLite URL: {url:?}").into()))?;
         if rest.contains('?') {
-            return Err(StoreError::Unavailable(format!(
-                "options in SQLite URLs are not supported: {url:?}"
-            )));
+            return Err(StoreError::Unavailable(
+                format!("options in SQLite URLs are not supported: {url:?}").into(),
+            ));
         }
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path == ":memory:" {
             return Self::open_in_memory().await;
         }
         if path.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "SQLite URL without a path: {url:?}"
-            )));
+            return Err(StoreError::Unavailable(
+                format!("SQLite URL without a path: {url:?}").into(),
+            ));
         }
         Self::open(&PathBuf::from(path)).await
     }
 
     async fn open_in_memory() -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::unavailable("cannot open in-memory database", e))?
             .foreign_keys(true);
         // The database lives only as long as its connection: exactly one, never closed
         // for idleness or age.
@@ -145,7 +127,7 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory database: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot open in-memory database", e))?;
         migrate(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -165,7 +147,7 @@ impl SqliteStore {
 /// Create the parent directory and the database file with owner-only permissions.
 fn prepare_file(path: &Path) -> Result<()> {
     let io_err = |what: &str, e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()))
+        StoreError::unavailable(format!("cannot {what} {}", path.display()), e)
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         DirBuilder::new()
@@ -218,100 +200,15 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
             }
-            Err(e) => return Err(StoreError::Migration(e.to_string())),
+            Err(e) => return Err(StoreError::Migration(Detail::caused_by("", e))),
         }
     }
 }
 
-/// Sort a database error into what the caller can act on.
-fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => match db.kind() {
-            // A foreign key violation (a session for a user that does not exist) is, like
-            // a taken email, a conflict with the stored state, not an outage to retry.
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation => {
-                StoreError::Conflict(db.message().to_owned())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
-        },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-// ---- decoding ----
-
 fn uuid_from(bytes: &[u8], what: &str) -> Result<Uuid> {
-    Uuid::from_slice(bytes)
-        .map_err(|_| StoreError::Corrupt(format!("{what} of {} bytes, expected 16", bytes.len())))
-}
-
-fn uuid_at(row: &SqliteRow, col: usize, what: &str) -> Result<Uuid> {
-    let bytes: &[u8] = row.try_get(col).map_err(map_err)?;
-    uuid_from(bytes, what)
-}
-
-fn ts_at(row: &SqliteRow, col: usize) -> Result<Timestamp> {
-    row.try_get::<i64, _>(col)
-        .map(Timestamp::from_secs)
-        .map_err(map_err)
-}
-
-fn opt_ts_at(row: &SqliteRow, col: usize) -> Result<Option<Timestamp>> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(Timestamp::from_secs))
-        .map_err(map_err)
-}
-
-fn user_from_row(row: &SqliteRow) -> Result<User> {
-    let role: &str = row.try_get(3).map_err(map_err)?;
-    Ok(User {
-        id: uuid_at(row, 0, "user id")?,
-        email: row.try_get(1).map_err(map_err)?,
-        password_hash: row.try_get(2).map_err(map_err)?,
-        role: Role::from_str(role).map_err(StoreError::Corrupt)?,
-        disabled: row.try_get::<i64, _>(4).map_err(map_err)? != 0,
-        created_at: ts_at(row, 5)?,
+    Uuid::from_slice(bytes).map_err(|_| {
+        StoreError::Corrupt(format!("{what} of {} bytes, expected 16", bytes.len()).into())
     })
-}
-
-fn session_from_row(row: &SqliteRow) -> Result<Session> {
-    Ok(Session {
-        id: uuid_at(row, 0, "session id")?,
-        user_id: uuid_at(row, 1, "session user id")?,
-        created_at: ts_at(row, 2)?,
-        last_seen_at: ts_at(row, 3)?,
-        user_agent: row.try_get(4).map_err(map_err)?,
-        ip: row.try_get(5).map_err(map_err)?,
-        access_exp: ts_at(row, 6)?,
-        refresh_exp: ts_at(row, 7)?,
-        ended_at: opt_ts_at(row, 8)?,
-    })
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey> {
-    Ok(StoredKey {
-        kid: row.try_get(0).map_err(map_err)?,
-        alg: row.try_get(1).map_err(map_err)?,
-        private_der: row.try_get(2).map_err(map_err)?,
-        created_at: ts_at(row, 3)?,
-        verify_until: opt_ts_at(row, 4)?,
-    })
-}
-
-/// Decode a revocation from the columns `kind, id, issued_before, exp` starting at `first`.
-fn revocation_from_row(row: &SqliteRow, first: usize) -> Result<Revocation> {
-    let kind: &str = row.try_get(first).map_err(map_err)?;
-    let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
-    let id: &[u8] = row.try_get(first + 1).map_err(map_err)?;
-    let id = uuid_from(id, "revocation id")?;
-    let issued_before = opt_ts_at(row, first + 2)?;
-    let exp = ts_at(row, first + 3)?;
-    Revocation::from_parts(kind, id, issued_before, exp).map_err(StoreError::Corrupt)
 }
 
 /// Split one page of `load_live_revocations`: column 0 is the row count, column 1 every id
@@ -320,7 +217,7 @@ fn revocation_from_row(row: &SqliteRow, first: usize) -> Result<Revocation> {
 /// for the kinds that have one; the schema's CHECK constraints guarantee the pairing and
 /// the 16-byte ids, and any mismatch is still reported as corrupt, never misread.
 fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("revocation page: {what}"));
+    let corrupt = |what: &str| StoreError::Corrupt(format!("revocation page: {what}").into());
     let count: i64 = page.try_get(0).map_err(map_err)?;
     if count == 0 {
         return Ok(());
@@ -346,7 +243,7 @@ fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
         let (Some(kind), Some(exp)) = (kinds.next(), exps.next()) else {
             return Err(corrupt("columns do not match the row count"));
         };
-        let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
+        let kind = RevocationKind::from_str(kind).map_err(|e| StoreError::Corrupt(e.into()))?;
         let issued_before = match kind {
             RevocationKind::Token | RevocationKind::Session => None,
             RevocationKind::User | RevocationKind::IssuedBefore => {
@@ -357,7 +254,7 @@ fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
         let id = uuid_from(id, "revocation id")?;
         out.push(
             Revocation::from_parts(kind, id, issued_before, int(exp)?)
-                .map_err(StoreError::Corrupt)?,
+                .map_err(|e| StoreError::Corrupt(e.into()))?,
         );
     }
     if kinds.next().is_some()
@@ -381,7 +278,7 @@ async fn session_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Sess
     .fetch_optional(conn)
     .await
     .map_err(map_err)?;
-    row.as_ref().map(session_from_row).transpose()
+    row.as_ref().map(|r| sql::session(r, 0)).transpose()
 }
 
 async fn user_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<User>> {
@@ -394,7 +291,7 @@ async fn user_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<User>> 
     .fetch_optional(conn)
     .await
     .map_err(map_err)?;
-    row.as_ref().map(user_from_row).transpose()
+    row.as_ref().map(|r| sql::user(r, 0)).transpose()
 }
 
 async fn insert_revocation(
@@ -459,8 +356,8 @@ async fn end_user_sessions_in(
     .map_err(map_err)?;
     let mut revocations = Vec::with_capacity(rows.len());
     for row in &rows {
-        let sid = uuid_at(row, 0, "session id")?;
-        let access_exp = ts_at(row, 1)?;
+        let sid = row.uuid(0)?;
+        let access_exp = row.ts(1)?;
         revocations.push(end_session_in(conn, sid, access_exp, now).await?);
     }
     Ok(revocations)
@@ -476,7 +373,7 @@ async fn all_keys_in(conn: &mut SqliteConnection) -> Result<Vec<StoredKey>> {
     .fetch_all(conn)
     .await
     .map_err(map_err)?;
-    rows.iter().map(key_from_row).collect()
+    rows.iter().map(|r| sql::key(r, 0)).collect()
 }
 
 async fn insert_key(conn: &mut SqliteConnection, key: &StoredKey) -> Result<()> {
@@ -541,7 +438,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| sql::user(r, 0)).transpose()
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
@@ -655,11 +552,11 @@ impl Store for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let sid = uuid_at(&row, 0, "session id")?;
-        let exp = ts_at(&row, 1)?;
-        let used_at = opt_ts_at(&row, 2)?;
+        let sid = row.uuid(0)?;
+        let exp = row.ts(1)?;
+        let used_at = row.opt_ts(2)?;
         let session = session_in(&mut conn, sid).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("refresh token of missing session {sid}"))
+            StoreError::Corrupt(format!("refresh token of missing session {sid}").into())
         })?;
         Ok(Some(RefreshTokenInfo {
             session,
@@ -681,7 +578,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(session_from_row).collect()
+        rows.iter().map(|r| sql::session(r, 0)).collect()
     }
 
     async fn touch_sessions(&self, seen: &[(Uuid, Timestamp)]) -> Result<()> {
@@ -743,19 +640,19 @@ impl Store for SqliteStore {
         let Some(token) = token else {
             return Ok(RefreshOutcome::Unknown);
         };
-        let sid = uuid_at(&token, 0, "refresh token session id")?;
-        let exp = ts_at(&token, 1)?;
-        let used_at = opt_ts_at(&token, 2)?;
+        let sid = token.uuid(0)?;
+        let exp = token.ts(1)?;
+        let used_at = token.opt_ts(2)?;
 
         let session = session_in(&mut tx, sid).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("refresh token of missing session {sid}"))
+            StoreError::Corrupt(format!("refresh token of missing session {sid}").into())
         })?;
         if session.ended_at.is_some() {
             return Ok(RefreshOutcome::SessionEnded);
         }
         let user = user_in(&mut tx, session.user_id)
             .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user")))?;
+            .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user").into()))?;
         if user.disabled {
             return Ok(RefreshOutcome::UserDisabled);
         }
@@ -889,56 +786,46 @@ impl Store for SqliteStore {
     }
 
     async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>> {
-        let rows = sqlx::query(
-            "SELECT seq, kind, id, issued_before, exp FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<i64, _>(0).map_err(map_err)?,
-                    revocation_from_row(row, 1)?,
-                ))
-            })
-            .collect()
+        let rows = sqlx::query(sql::REVOCATIONS_AFTER)
+            .bind(cursor)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        sql::sequenced_revocations(&rows)
     }
 
     async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64> {
         // `limit` bounds the rows of the whole call; each statement deletes through a
         // bounded rowid subquery, so no statement holds the write lock for long.
-        let mut budget = u64::from(limit);
-        let mut deleted = 0;
+        let mut budget = PurgeBudget::new(limit);
         let before = before.as_secs();
 
-        if budget > 0 {
+        if budget.any_left() {
             let n = sqlx::query(
                 "DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations WHERE exp < ? LIMIT ?)",
             )
             .bind(before)
-            .bind(budget_i64(budget))
+            .bind(budget.limit())
             .execute(&self.pool)
             .await
             .map_err(map_err)?
             .rows_affected();
-            take(&mut budget, &mut deleted, n);
+            budget.take(n);
         }
-        if budget > 0 {
+        if budget.any_left() {
             let n = sqlx::query(
                 "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens WHERE exp < ? LIMIT ?)",
             )
             .bind(before)
-            .bind(budget_i64(budget))
+            .bind(budget.limit())
             .execute(&self.pool)
             .await
             .map_err(map_err)?
             .rows_affected();
-            take(&mut budget, &mut deleted, n);
+            budget.take(n);
         }
-        if budget > 0 {
+        if budget.any_left() {
             // A dead session's remaining refresh tokens go first (foreign key), then the
             // sessions left without tokens; one transaction so none is orphaned halfway.
             let mut tx = self.begin_immediate().await?;
@@ -948,13 +835,13 @@ impl Store for SqliteStore {
                     WHERE max(s.access_exp, s.refresh_exp) < ? LIMIT ?)",
             )
             .bind(before)
-            .bind(budget_i64(budget))
+            .bind(budget.limit())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?
             .rows_affected();
-            take(&mut budget, &mut deleted, n);
-            if budget > 0 {
+            budget.take(n);
+            if budget.any_left() {
                 let n = sqlx::query(
                     "DELETE FROM sessions WHERE rowid IN (
                         SELECT s.rowid FROM sessions s
@@ -963,16 +850,16 @@ impl Store for SqliteStore {
                         LIMIT ?)",
                 )
                 .bind(before)
-                .bind(budget_i64(budget))
+                .bind(budget.limit())
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
-                take(&mut budget, &mut deleted, n);
+                budget.take(n);
             }
             tx.commit().await.map_err(map_err)?;
         }
-        Ok(deleted)
+        Ok(budget.deleted())
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
@@ -1017,15 +904,4 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         Ok(())
     }
-}
-
-/// Count `n` deleted rows against the budget of a purge.
-fn take(budget: &mut u64, deleted: &mut u64, n: u64) {
-    *deleted += n;
-    *budget = budget.saturating_sub(n);
-}
-
-/// SQLite takes `LIMIT` as a signed integer; a `u32`-derived budget always fits.
-fn budget_i64(budget: u64) -> i64 {
-    i64::try_from(budget).unwrap_or(i64::MAX)
 }

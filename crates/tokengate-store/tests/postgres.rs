@@ -515,7 +515,7 @@ async fn a_failing_batch_records_nothing() {
     });
     let err = store.record_revocations(&batch, at(0)).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Unavailable(ref m) if m.contains("poisoned")),
+        matches!(err, StoreError::Unavailable(ref m) if m.to_string().contains("poisoned")),
         "{err:?}"
     );
     assert!(store

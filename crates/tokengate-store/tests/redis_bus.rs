@@ -432,7 +432,7 @@ async fn connect_refuses_allkeys_eviction_policy() {
     };
     match RedisBus::connect(&redis.url(), "tokengate").await {
         Err(StoreError::Unavailable(message)) => {
-            assert!(message.contains("allkeys-lru"), "{message}");
+            assert!(message.to_string().contains("allkeys-lru"), "{message}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
