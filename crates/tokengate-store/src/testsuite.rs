@@ -5,14 +5,15 @@
 //! tests run them all with [`store_testsuite!`](crate::store_testsuite):
 //!
 //! ```ignore
-//! // tests/sqlite.rs: one #[tokio::test] per behaviour, each on its own fresh store.
+//! // tests/it/sqlite.rs: one #[tokio::test] per behaviour, each on its own fresh store.
 //! tokengate_store::store_testsuite!(fresh_store());
 //!
 //! // A backend that needs a service: yield `None` to skip when it is absent.
 //! tokengate_store::store_testsuite!(optional: fresh_postgres_or_none());
 //! ```
 //!
-//! The calling crate needs `tokio` (with `macros` and `rt`) as a dependency.
+//! The calling crate needs `tokio` (with `macros` and `rt`) as a dependency, and this
+//! crate's `testsuite` feature.
 
 // Test support: a failed expectation is meant to panic with the value that surprised it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -58,7 +59,11 @@ impl<S: Store, G> Fixture for (S, G) {
 #[macro_export]
 macro_rules! store_testsuite {
     (optional: $make:expr) => {
-        $crate::store_testsuite!(@tests ($make)
+        $crate::store_testsuite!(@each tests ($make));
+    };
+    // The one list of behaviours, handed to `@tests` (one test each) or `@names`.
+    (@each $arm:ident $args:tt) => {
+        $crate::store_testsuite! { @$arm $args
             first_user_becomes_admin_and_later_users_do_not,
             duplicate_email_is_a_conflict,
             user_lookup_by_email_and_id,
@@ -80,7 +85,10 @@ macro_rules! store_testsuite {
             touch_sessions_never_moves_back,
             signing_keys_rotate_and_first_insert_is_once,
             ping_answers,
-        );
+        }
+    };
+    (@names () $($name:ident),* $(,)?) => {
+        &[$(stringify!($name)),*]
     };
     (@tests ($make:expr) $($name:ident),* $(,)?) => {
         $(
@@ -101,6 +109,9 @@ macro_rules! store_testsuite {
         $crate::store_testsuite!(optional: async { ::core::option::Option::Some($make.await) });
     };
 }
+
+/// The name of every behaviour [`store_testsuite!`](crate::store_testsuite) runs.
+pub const BEHAVIOURS: &[&str] = crate::store_testsuite!(@each names ());
 
 // ---- helpers ----
 
