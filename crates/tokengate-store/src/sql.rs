@@ -7,15 +7,25 @@
 //! through [`SqlRow`]. What truly differs (locking, bulk inserts, the bulk load) stays in
 //! `sqlite.rs` and `postgres.rs`.
 
+use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::error::ErrorKind;
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+};
 use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::model::{Session, StoredKey, User};
+use crate::model::{
+    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
+    Session, StoredKey, User,
+};
+use crate::store::Store;
 
 /// The columns [`user`] decodes, in its order.
 macro_rules! user_columns {
@@ -37,8 +47,6 @@ macro_rules! key_columns {
         "kid, alg, private_der, created_at, verify_until"
     };
 }
-
-pub(crate) use {key_columns, session_columns, user_columns};
 
 /// Sort a database error into what the caller can act on; the error itself is kept as
 /// the source.
@@ -65,7 +73,7 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
 
 /// A row of either database, read column by column with every failure sorted by
 /// [`map_err`].
-pub(crate) trait SqlRow {
+pub trait SqlRow {
     fn uuid(&self, col: usize) -> Result<Uuid>;
     fn int(&self, col: usize) -> Result<i64>;
     fn opt_int(&self, col: usize) -> Result<Option<i64>>;
@@ -184,7 +192,7 @@ pub(crate) fn sequenced_revocations(rows: &[impl SqlRow]) -> Result<Vec<(i64, Re
 }
 
 /// How much of a purge's row budget is left, and how many rows it deleted so far.
-pub(crate) struct PurgeBudget {
+pub struct PurgeBudget {
     left: u64,
     deleted: u64,
 }
@@ -217,5 +225,833 @@ impl PurgeBudget {
     /// The rows deleted in all.
     pub(crate) fn deleted(&self) -> u64 {
         self.deleted
+    }
+}
+
+/// A value both databases bind and decode the same way.
+pub trait Column<DB: Database>: Type<DB> + for<'q> Encode<'q, DB> + Send {}
+
+impl<DB: Database, T> Column<DB> for T where T: Type<DB> + for<'q> Encode<'q, DB> + Send {}
+
+/// What differs between SQLite and Postgres; everything else is written once, below, in
+/// terms of it. Implemented for [`sqlx::Sqlite`] and [`sqlx::Postgres`] in their modules.
+///
+/// Placeholders are `$1`, `$2`, ... for both: SQLite understands them too, and a number
+/// used twice is one parameter on both.
+pub trait Dialect: Database + Sized
+where
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    Self::Row: SqlRow,
+    Uuid: Column<Self>,
+    i64: Column<Self>,
+    bool: Column<Self>,
+    String: Column<Self>,
+    Vec<u8>: Column<Self>,
+    Option<i64>: Column<Self>,
+    Option<String>: Column<Self>,
+{
+    /// Appended to a `SELECT` of one row that is then updated: Postgres locks it until
+    /// commit; SQLite's write transaction already holds the whole database.
+    const LOCK_FOR_UPDATE: &'static str;
+    /// Appended to the `SELECT` of the user's row in `create_session`: held until commit,
+    /// so a password change or disable cannot slip in between (see `postgres.rs`).
+    const LOCK_FOR_SHARE: &'static str;
+    /// The column that orders rows inserted in the same second: insertion order.
+    const INSERTION_ORDER: &'static str;
+    /// The four statements of a purge, each taking `$1` = before and `$2` = limit:
+    /// expired revocations, expired refresh tokens, then (in one transaction) the refresh
+    /// tokens of dead sessions and the dead sessions left without tokens.
+    const PURGE: [&'static str; 4];
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Begin a transaction that will write.
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
+
+    /// Keep other writers off `table` until commit (a no-op where the write transaction
+    /// already excludes them).
+    fn lock_table(
+        conn: &mut Self::Connection,
+        table: &'static str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Insert revocations in the given order, inside the caller's transaction.
+    fn insert_revocations(
+        conn: &mut Self::Connection,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// End every live session of a user except `keep` and record their revocations,
+    /// oldest first, inside the caller's transaction.
+    fn end_user_sessions_in(
+        conn: &mut Self::Connection,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Revocation>>> + Send;
+
+    /// [`Store::touch_sessions`] with a non-empty batch.
+    fn touch_sessions(
+        pool: &Pool<Self>,
+        seen: &[(Uuid, Timestamp)],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// [`Store::load_live_revocations`] from `horizon` on.
+    fn load_live(
+        pool: &Pool<Self>,
+        horizon: Timestamp,
+    ) -> impl Future<Output = Result<LiveRevocations>> + Send;
+
+    // ---- written once for both databases ----
+
+    /// The user with this id.
+    fn user_in(
+        conn: &mut Self::Connection,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<User>>> + Send {
+        async move {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(map_err)?;
+            row.as_ref().map(|r| user(r, 0)).transpose()
+        }
+    }
+
+    /// The session with this id; with `for_update`, locked until the transaction ends.
+    fn session_in(
+        conn: &mut Self::Connection,
+        id: Uuid,
+        for_update: bool,
+    ) -> impl Future<Output = Result<Option<Session>>> + Send {
+        async move {
+            let lock = if for_update {
+                Self::LOCK_FOR_UPDATE
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT {} FROM sessions WHERE id = $1{lock}",
+                session_columns!()
+            );
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(conn)
+                .await
+                .map_err(map_err)?;
+            row.as_ref().map(|r| session(r, 0)).transpose()
+        }
+    }
+
+    /// Mark a live session (locked by the caller) ended and record its revocation; the
+    /// caller owns the transaction.
+    fn end_session_in(
+        conn: &mut Self::Connection,
+        sid: Uuid,
+        access_exp: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Revocation>> + Send {
+        async move {
+            sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2")
+                .bind(now.as_secs())
+                .bind(sid)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            let rev = Revocation::Session {
+                sid,
+                exp: access_exp,
+            };
+            Self::insert_revocations(conn, &[rev], now).await?;
+            Ok(rev)
+        }
+    }
+
+    /// Every signing key, oldest first.
+    fn all_keys_in(
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<Vec<StoredKey>>> + Send {
+        async move {
+            let sql = format!(
+                "SELECT {} FROM signing_keys ORDER BY created_at, {}",
+                key_columns!(),
+                Self::INSERTION_ORDER
+            );
+            let rows = sqlx::query(&sql).fetch_all(conn).await.map_err(map_err)?;
+            rows.iter().map(|r| key(r, 0)).collect()
+        }
+    }
+
+    fn insert_key(
+        conn: &mut Self::Connection,
+        stored: &StoredKey,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            sqlx::query(concat!(
+                "INSERT INTO signing_keys (",
+                key_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .bind(stored.kid.clone())
+            .bind(stored.alg.clone())
+            .bind(stored.private_der.clone())
+            .bind(stored.created_at.as_secs())
+            .bind(stored.verify_until.map(Timestamp::as_secs))
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+    }
+
+    fn create_user_in(
+        conn: &mut Self::Connection,
+        new: &NewUser,
+    ) -> impl Future<Output = Result<End<Role>>> + Send {
+        async move {
+            // The "first user" decision and the insert happen with other writers kept off the
+            // table, so two concurrent sign-ups (on any nodes) cannot both see an empty table
+            // and both become admin. Sign-ups are rare; the lock is held for two statements.
+            Self::lock_table(&mut *conn, "users").await?;
+            let any_user = sqlx::query("SELECT EXISTS (SELECT 1 FROM users)")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?
+                .flag(0)?;
+            let role = if any_user { new.role } else { Role::Admin };
+            sqlx::query(concat!(
+                "INSERT INTO users (",
+                user_columns!(),
+                ") VALUES ($1, $2, $3, $4, FALSE, $5)"
+            ))
+            .bind(new.id)
+            .bind(new.email.clone())
+            .bind(new.password_hash.clone())
+            .bind(role.as_str().to_owned())
+            .bind(new.created_at.as_secs())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(End::Commit(role))
+        }
+    }
+
+    /// Set one column of a user's row, then (when `end_sessions`) end every live session
+    /// but `keep`. `None` when there is no such user.
+    fn update_user_in(
+        conn: &mut Self::Connection,
+        user_id: Uuid,
+        update: UserUpdate<'_>,
+        end_sessions: bool,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<End<Option<Vec<Revocation>>>>> + Send {
+        async move {
+            let update = match update {
+                UserUpdate::PasswordHash(hash) => {
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                        .bind(hash.to_owned())
+                }
+                UserUpdate::Disabled(disabled) => {
+                    sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2").bind(disabled)
+                }
+            };
+            // The update locks the user's row first: a sign-in checking the old state either
+            // committed its session before (and it is ended below) or waits and then fails.
+            let done = update
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            if Self::rows_affected(&done) == 0 {
+                return Ok(End::Rollback(None));
+            }
+            let revocations = if end_sessions {
+                Self::end_user_sessions_in(conn, user_id, keep, now).await?
+            } else {
+                Vec::new()
+            };
+            Ok(End::Commit(Some(revocations)))
+        }
+    }
+
+    fn create_session_in(
+        conn: &mut Self::Connection,
+        new: &NewSession,
+    ) -> impl Future<Output = Result<End<bool>>> + Send {
+        async move {
+            // Checked inside the write transaction, on Postgres with the user's row held until
+            // commit: a password change or disable that committed after the caller's password
+            // check makes this sign-in fail, and one that starts later waits for this session
+            // to exist, so it ends it.
+            let sql = format!(
+                "SELECT password_hash FROM users WHERE id = $1 AND NOT disabled{}",
+                Self::LOCK_FOR_SHARE
+            );
+            let current = sqlx::query(&sql)
+                .bind(new.user_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            let current = current.map(|row| row.text(0)).transpose()?;
+            if current.as_deref() != Some(new.password_hash.as_str()) {
+                return Ok(End::Rollback(false));
+            }
+            sqlx::query(concat!(
+                "INSERT INTO sessions (",
+                session_columns!(),
+                ") VALUES ($1, $2, $3, $3, $4, $5, $6, $7, NULL)"
+            ))
+            .bind(new.id)
+            .bind(new.user_id)
+            .bind(new.created_at.as_secs())
+            .bind(new.user_agent.clone())
+            .bind(new.ip.clone())
+            .bind(new.access_exp.as_secs())
+            .bind(new.refresh_exp.as_secs())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Self::insert_refresh_token(
+                conn,
+                new.refresh_hash,
+                new.id,
+                new.refresh_exp,
+                new.created_at,
+            )
+            .await?;
+            Ok(End::Commit(true))
+        }
+    }
+
+    fn insert_refresh_token(
+        conn: &mut Self::Connection,
+        hash: [u8; 32],
+        sid: Uuid,
+        exp: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (hash, session_id, exp, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(hash.to_vec())
+            .bind(sid)
+            .bind(exp.as_secs())
+            .bind(now.as_secs())
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+    }
+
+    fn end_session_body(
+        conn: &mut Self::Connection,
+        sid: Uuid,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<End<Option<Revocation>>>> + Send {
+        async move {
+            // Locked: of two concurrent sign-outs of one session, the second waits and then
+            // sees it ended, so the revocation is recorded once; a concurrent rotation's new
+            // `access_exp` is seen before it is revoked.
+            let Some(session) = Self::session_in(&mut *conn, sid, true).await? else {
+                return Ok(End::Rollback(None));
+            };
+            if session.ended_at.is_some() {
+                // Idempotent: the revocation was recorded when it ended; hand it out again so a
+                // retried sign-out still gets applied to the caller's index.
+                return Ok(End::Rollback(Some(Revocation::Session {
+                    sid,
+                    exp: session.access_exp,
+                })));
+            }
+            let rev = Self::end_session_in(conn, sid, session.access_exp, now).await?;
+            Ok(End::Commit(Some(rev)))
+        }
+    }
+
+    fn rotate_refresh_in(
+        conn: &mut Self::Connection,
+        rotation: &RefreshRotation,
+    ) -> impl Future<Output = Result<End<RefreshOutcome>>> + Send {
+        async move {
+            let now = rotation.now;
+            // Locked: of two concurrent rotations of the token, the second waits for the first
+            // to commit and then reads `used_at` as set (reuse), so exactly one rotates.
+            let sql = format!(
+                "SELECT session_id, exp, used_at FROM refresh_tokens WHERE hash = $1{}",
+                Self::LOCK_FOR_UPDATE
+            );
+            let token = sqlx::query(&sql)
+                .bind(rotation.presented_hash.to_vec())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            let Some(token) = token else {
+                return Ok(End::Rollback(RefreshOutcome::Unknown));
+            };
+            let sid = token.uuid(0)?;
+            let exp = token.ts(1)?;
+            let used_at = token.opt_ts(2)?;
+
+            // The session is locked too: a concurrent sign-out either ended it first (and this
+            // refuses) or waits and then revokes the `access_exp` written here.
+            let session = Self::session_in(&mut *conn, sid, true)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("refresh token of missing session {sid}").into())
+                })?;
+            if session.ended_at.is_some() {
+                return Ok(End::Rollback(RefreshOutcome::SessionEnded));
+            }
+            // The user's row is read without a lock: `set_disabled` locks the user before the
+            // sessions, so locking it here (after the session) could deadlock. A disable racing
+            // this rotation waits for the session lock and then ends the session with the
+            // `access_exp` written here, so nothing minted now outlives it.
+            let user = Self::user_in(&mut *conn, session.user_id)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("session {sid} of missing user").into())
+                })?;
+            if user.disabled {
+                return Ok(End::Rollback(RefreshOutcome::UserDisabled));
+            }
+            if let Some(used_at) = used_at {
+                let within_grace = !rotation.grace.is_zero() && used_at.plus(rotation.grace) >= now;
+                if !within_grace {
+                    // A used token presented again means two parties hold the family: end it.
+                    let revocation =
+                        Self::end_session_in(conn, sid, session.access_exp, now).await?;
+                    return Ok(End::Commit(RefreshOutcome::Reused { revocation }));
+                }
+            }
+            if exp < now {
+                return Ok(End::Rollback(RefreshOutcome::Expired));
+            }
+
+            // A grace retry keeps the first `used_at`, so retries cannot stretch the window.
+            sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL",
+            )
+            .bind(now.as_secs())
+            .bind(rotation.presented_hash.to_vec())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Self::insert_refresh_token(
+                &mut *conn,
+                rotation.new_hash,
+                sid,
+                rotation.new_refresh_exp,
+                now,
+            )
+            .await?;
+            // access_exp only grows: it bounds every access token of the session ever minted,
+            // which is what a later session revocation must cover.
+            let access_exp = session.access_exp.max(rotation.new_access_exp);
+            sqlx::query("UPDATE sessions SET access_exp = $1, refresh_exp = $2 WHERE id = $3")
+                .bind(access_exp.as_secs())
+                .bind(rotation.new_refresh_exp.as_secs())
+                .bind(sid)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(End::Commit(RefreshOutcome::Rotated {
+                session: Session {
+                    access_exp,
+                    refresh_exp: rotation.new_refresh_exp,
+                    ..session
+                },
+                user,
+            }))
+        }
+    }
+
+    /// One `DELETE` of a purge (see [`Dialect::PURGE`]); counts its rows in `budget`.
+    fn purge_step(
+        conn: &mut Self::Connection,
+        statement: &'static str,
+        before: i64,
+        budget: &mut PurgeBudget,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            if budget.any_left() {
+                let done = sqlx::query(statement)
+                    .bind(before)
+                    .bind(budget.limit())
+                    .execute(conn)
+                    .await
+                    .map_err(map_err)?;
+                budget.take(Self::rows_affected(&done));
+            }
+            Ok(())
+        }
+    }
+
+    /// Purge dead sessions: their remaining refresh tokens first (foreign key), then the
+    /// sessions left without tokens; one transaction so none is orphaned halfway.
+    fn purge_sessions_in(
+        conn: &mut Self::Connection,
+        before: i64,
+        budget: &mut PurgeBudget,
+    ) -> impl Future<Output = Result<End<()>>> + Send {
+        async move {
+            Self::purge_step(&mut *conn, Self::PURGE[2], before, budget).await?;
+            Self::purge_step(conn, Self::PURGE[3], before, budget).await?;
+            Ok(End::Commit(()))
+        }
+    }
+
+    fn rotate_signing_key_in(
+        conn: &mut Self::Connection,
+        stored: &StoredKey,
+        old_keys_verify_until: Timestamp,
+    ) -> impl Future<Output = Result<End<()>>> + Send {
+        async move {
+            // Without the table lock, two concurrent rotations would each stamp only the keys
+            // their snapshot shows and leave two keys without `verify_until`.
+            Self::lock_table(&mut *conn, "signing_keys").await?;
+            sqlx::query("UPDATE signing_keys SET verify_until = $1 WHERE verify_until IS NULL")
+                .bind(old_keys_verify_until.as_secs())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Self::insert_key(conn, stored).await?;
+            Ok(End::Commit(()))
+        }
+    }
+
+    fn insert_first_signing_key_in(
+        conn: &mut Self::Connection,
+        stored: &StoredKey,
+    ) -> impl Future<Output = Result<End<Vec<StoredKey>>>> + Send {
+        async move {
+            // With the table locked, of several nodes starting at once exactly one sees the
+            // table empty; the others wait, then see its key.
+            Self::lock_table(&mut *conn, "signing_keys").await?;
+            let any_key = sqlx::query("SELECT EXISTS (SELECT 1 FROM signing_keys)")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?
+                .flag(0)?;
+            if !any_key {
+                Self::insert_key(&mut *conn, stored).await?;
+            }
+            Ok(End::Commit(Self::all_keys_in(conn).await?))
+        }
+    }
+}
+
+/// How a transaction body wants its transaction to end.
+pub enum End<T> {
+    /// Make the changes durable, then answer `T`.
+    Commit(T),
+    /// Nothing to keep (a refusal, or a read): release the locks, then answer `T`.
+    Rollback(T),
+}
+
+/// End `tx` as its body asked, or roll it back after an error.
+///
+/// Every transaction is ended explicitly: one merely dropped would be rolled back only when
+/// the pool next touches its connection (in a background task), holding its locks, and so
+/// blocking other writers, until then.
+pub(crate) async fn finish<DB: Database, T>(
+    tx: Transaction<'static, DB>,
+    body: Result<End<T>>,
+) -> Result<T> {
+    match body {
+        Ok(End::Commit(value)) => {
+            tx.commit().await.map_err(map_err)?;
+            Ok(value)
+        }
+        Ok(End::Rollback(value)) => {
+            rollback(tx).await;
+            Ok(value)
+        }
+        Err(e) => {
+            rollback(tx).await;
+            Err(e)
+        }
+    }
+}
+
+/// Roll back, best effort: the answer is already decided, and if the connection broke,
+/// the database ends the transaction itself (and the pool discards the connection).
+async fn rollback<DB: Database>(tx: Transaction<'static, DB>) {
+    if let Err(e) = tx.rollback().await {
+        tracing::debug!(error = %e, "rolling back failed");
+    }
+}
+
+/// Which column of a user's row [`SqlStore::update_user_in`] sets.
+pub enum UserUpdate<'a> {
+    PasswordHash(&'a str),
+    Disabled(bool),
+}
+
+/// A [`Store`] on a SQL database: [`SqliteStore`](crate::SqliteStore) and
+/// [`PostgresStore`](crate::PostgresStore) are this over their [`Dialect`].
+///
+/// Cloning is cheap and shares the pool.
+pub struct SqlStore<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("database", &DB::NAME)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> Store for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Row: SqlRow,
+    Uuid: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+{
+    async fn create_user(&self, new: NewUser) -> Result<User> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::create_user_in(&mut tx, &new).await;
+        let role = finish(tx, body).await?;
+        Ok(User {
+            id: new.id,
+            email: new.email,
+            password_hash: new.password_hash,
+            role,
+            disabled: false,
+            created_at: new.created_at,
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE email = $1"
+        ))
+        .bind(email.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(|r| user(r, 0)).transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        DB::user_in(&mut conn, id).await
+    }
+
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>> {
+        let update = UserUpdate::PasswordHash(password_hash);
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::update_user_in(&mut tx, user_id, update, true, keep, now).await;
+        finish(tx, body).await
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<Vec<Revocation>>> {
+        let update = UserUpdate::Disabled(disabled);
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::update_user_in(&mut tx, user_id, update, disabled, None, now).await;
+        finish(tx, body).await
+    }
+
+    async fn create_session(&self, new: NewSession) -> Result<bool> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::create_session_in(&mut tx, &new).await;
+        finish(tx, body).await
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Session>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        DB::session_in(&mut conn, id, false).await
+    }
+
+    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshTokenInfo>> {
+        // One statement, so token and session come from one snapshot. The foreign key
+        // guarantees the session exists.
+        let row = sqlx::query(concat!(
+            "SELECT rt.exp, rt.used_at, ",
+            "s.id, s.user_id, s.created_at, s.last_seen_at, s.user_agent, s.ip, ",
+            "s.access_exp, s.refresh_exp, s.ended_at ",
+            "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.hash = $1"
+        ))
+        .bind(hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(RefreshTokenInfo {
+            exp: row.ts(0)?,
+            used_at: row.opt_ts(1)?,
+            session: session(&row, 2)?,
+        }))
+    }
+
+    async fn live_sessions(&self, user_id: Uuid, now: Timestamp) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {} FROM sessions \
+             WHERE user_id = $1 AND ended_at IS NULL AND (refresh_exp >= $2 OR access_exp >= $2) \
+             ORDER BY created_at, {}",
+            session_columns!(),
+            DB::INSERTION_ORDER
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(now.as_secs())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(|r| session(r, 0)).collect()
+    }
+
+    async fn touch_sessions(&self, seen: &[(Uuid, Timestamp)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        DB::touch_sessions(&self.pool, seen).await
+    }
+
+    async fn end_session(&self, sid: Uuid, now: Timestamp) -> Result<Option<Revocation>> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::end_session_body(&mut tx, sid, now).await;
+        finish(tx, body).await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<Revocation>> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::end_user_sessions_in(&mut tx, user_id, keep, now)
+            .await
+            .map(End::Commit);
+        finish(tx, body).await
+    }
+
+    async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RefreshOutcome> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::rotate_refresh_in(&mut tx, &rotation).await;
+        finish(tx, body).await
+    }
+
+    async fn record_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        // One transaction for all chunks: all or none (and on SQLite a single fsync).
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::insert_revocations(&mut tx, revocations, now)
+            .await
+            .map(End::Commit);
+        finish(tx, body).await
+    }
+
+    async fn load_live_revocations(
+        &self,
+        now: Timestamp,
+        leeway: Duration,
+    ) -> Result<LiveRevocations> {
+        DB::load_live(&self.pool, now.minus(leeway)).await
+    }
+
+    async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>> {
+        let rows = sqlx::query(REVOCATIONS_AFTER)
+            .bind(cursor)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        sequenced_revocations(&rows)
+    }
+
+    async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        // `limit` bounds the rows of the whole call; each statement deletes through a
+        // bounded subquery, so none holds the write lock or many row locks for long.
+        let mut budget = PurgeBudget::new(limit);
+        let before = before.as_secs();
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        DB::purge_step(&mut conn, DB::PURGE[0], before, &mut budget).await?;
+        DB::purge_step(&mut conn, DB::PURGE[1], before, &mut budget).await?;
+        drop(conn);
+        if budget.any_left() {
+            let mut tx = DB::begin_write(&self.pool).await?;
+            let body = DB::purge_sessions_in(&mut tx, before, &mut budget).await;
+            finish(tx, body).await?;
+        }
+        Ok(budget.deleted())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        DB::all_keys_in(&mut conn).await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: StoredKey,
+        old_keys_verify_until: Timestamp,
+    ) -> Result<()> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::rotate_signing_key_in(&mut tx, &key, old_keys_verify_until).await;
+        finish(tx, body).await
+    }
+
+    async fn insert_first_signing_key(&self, key: StoredKey) -> Result<Vec<StoredKey>> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = DB::insert_first_signing_key_in(&mut tx, &key).await;
+        finish(tx, body).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }
