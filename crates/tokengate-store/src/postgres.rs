@@ -56,7 +56,7 @@ const MAX_SCHEMA_NAME: usize = 63;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The Postgres [`Store`]: a connection pool over one database (and one schema in it).
+/// The Postgres [`Store`](crate::Store): a connection pool over one database (and one schema in it).
 ///
 /// Every node of a cluster connects its own `PostgresStore` to the same database; all the
 /// cross-node coordination is done with locks inside Postgres. Cloning is cheap and shares

@@ -1,11 +1,13 @@
-//! What the SQLite and Postgres stores share: the column lists, decoding a row into a
-//! record, sorting a database error into a [`StoreError`], and the bookkeeping of a
-//! batched purge.
+//! The SQL store, written once for SQLite and Postgres.
 //!
-//! Both schemas keep the same columns under the same names with the same meaning (ids as
-//! 16-byte UUIDs, times as integer Unix seconds), so a row of either decodes the same way
-//! through [`SqlRow`]. What truly differs (locking, bulk inserts, the bulk load) stays in
-//! `sqlite.rs` and `postgres.rs`.
+//! Both schemas keep the same tables and columns under the same names with the same meaning
+//! (ids as 16-byte UUIDs, times as integer Unix seconds), and both understand `$1`-style
+//! placeholders, so almost every statement and all of the logic around them (refresh
+//! rotation with reuse detection, the first user becoming admin, key rotation, the purge
+//! budget, row decoding, error mapping) live here, in [`SqlStore`]'s one [`Store`]
+//! implementation. [`Dialect`] holds what truly differs: how rows and tables are locked,
+//! the insertion-order column, the purge statements, bulk inserts, and the bulk load; its
+//! implementations are in `sqlite.rs` and `postgres.rs`.
 
 use std::fmt;
 use std::future::Future;

@@ -45,7 +45,7 @@ const MIGRATION_ATTEMPTS: u32 = 3;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The SQLite [`Store`]: a small connection pool over one database file.
+/// The SQLite [`Store`](crate::Store): a small connection pool over one database file.
 ///
 /// Cloning is cheap and shares the pool.
 pub type SqliteStore = SqlStore<Sqlite>;
