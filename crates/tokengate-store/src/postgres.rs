@@ -28,13 +28,13 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult};
-use sqlx::{Connection, Postgres, Transaction};
+use sqlx::{Connection, Postgres};
 use tokengate_core::{Revocation, Timestamp};
 use uuid::Uuid;
 
 use crate::error::{Detail, Result, StoreError};
 use crate::model::LiveRevocations;
-use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore};
+use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
 
 mod copy;
 
@@ -212,9 +212,7 @@ impl Dialect for Postgres {
         done.rows_affected()
     }
 
-    async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
-        pool.begin().await.map_err(map_err)
-    }
+    const BEGIN_WRITE: Option<&'static str> = None;
 
     /// Lock a small table against every other writer until commit (readers are not blocked).
     /// SHARE ROW EXCLUSIVE conflicts with itself and with ordinary inserts and updates, so
@@ -345,10 +343,11 @@ impl Dialect for Postgres {
         // REPEATABLE READ: rows and cursor come from one snapshot, so a record committed
         // meanwhile is either loaded or after the cursor, never lost between the two.
         // (Records commit in `seq` order, so no record below the cursor can appear later.)
-        let mut tx = pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(map_err)?;
+        let mut tx = Tx::begin(
+            pool,
+            Some("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+        )
+        .await?;
         let body = load_live_in(&mut tx, horizon).await;
         finish(tx, body).await
     }

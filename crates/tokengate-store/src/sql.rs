@@ -9,15 +9,19 @@
 //! the insertion-order column, the purge statements, bulk inserts, and the bulk load; its
 //! implementations are in `sqlite.rs` and `postgres.rs`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
+use sqlx::pool::PoolConnection;
 use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, TransactionManager,
+    Type,
 };
 use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
 use uuid::Uuid;
@@ -269,10 +273,8 @@ where
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// Begin a transaction that will write.
-    fn begin_write(
-        pool: &Pool<Self>,
-    ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
+    /// The statement that begins a transaction that will write; `None` for `BEGIN`.
+    const BEGIN_WRITE: Option<&'static str>;
 
     /// Keep other writers off `table` until commit (a no-op where the write transaction
     /// already excludes them).
@@ -310,6 +312,11 @@ where
     ) -> impl Future<Output = Result<LiveRevocations>> + Send;
 
     // ---- written once for both databases ----
+
+    /// Begin a transaction that will write.
+    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = Result<Tx<Self>>> + Send {
+        Tx::begin(pool, Self::BEGIN_WRITE)
+    }
 
     /// The user with this id.
     fn user_in(
@@ -763,18 +770,89 @@ pub enum End<T> {
     Rollback(T),
 }
 
+/// A transaction on a connection of its own from the pool.
+///
+/// Unlike `sqlx::Transaction`, a connection whose `COMMIT` or `ROLLBACK` failed is closed
+/// instead of going back to the pool. After a failed `COMMIT` (disk full, an I/O error)
+/// SQLite may already have rolled the transaction back by itself; the driver still counts
+/// it as open, its deferred `ROLLBACK` then fails too, and from then on every `BEGIN` on that
+/// connection failed with "attempted to call begin_with at non-zero transaction depth"
+/// until the pool retired it half an hour later. A new connection has no such state.
+pub struct Tx<DB: Database> {
+    conn: PoolConnection<DB>,
+    open: bool,
+}
+
+impl<DB: Database> Tx<DB> {
+    /// Take a connection and begin a transaction on it with `statement` (`None`: `BEGIN`).
+    pub(crate) async fn begin(pool: &Pool<DB>, statement: Option<&'static str>) -> Result<Tx<DB>> {
+        let mut conn = pool.acquire().await.map_err(map_err)?;
+        match DB::TransactionManager::begin(&mut conn, statement.map(Cow::Borrowed)).await {
+            Ok(()) => Ok(Tx { conn, open: true }),
+            Err(e) => {
+                // A connection that believes it is inside a transaction can never begin one.
+                if DB::TransactionManager::get_transaction_depth(&conn) > 0 {
+                    conn.close_on_drop();
+                }
+                Err(map_err(e))
+            }
+        }
+    }
+
+    /// Commit; on failure the connection is closed rather than reused.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.open = false;
+        let committed = DB::TransactionManager::commit(&mut self.conn).await;
+        if committed.is_err() {
+            self.conn.close_on_drop();
+        }
+        committed.map_err(map_err)
+    }
+
+    /// Roll back; on failure the connection is closed rather than reused.
+    async fn rollback(mut self) -> Result<()> {
+        self.open = false;
+        let rolled_back = DB::TransactionManager::rollback(&mut self.conn).await;
+        if rolled_back.is_err() {
+            self.conn.close_on_drop();
+        }
+        rolled_back.map_err(map_err)
+    }
+}
+
+impl<DB: Database> Deref for Tx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.conn
+    }
+}
+
+impl<DB: Database> DerefMut for Tx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+}
+
+impl<DB: Database> Drop for Tx<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            // Dropped mid-way (the caller's future was cancelled): the driver rolls back
+            // before the connection's next use, as `sqlx::Transaction` does.
+            DB::TransactionManager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
 /// End `tx` as its body asked, or roll it back after an error.
 ///
 /// Every transaction is ended explicitly: one merely dropped would be rolled back only when
 /// the pool next touches its connection (in a background task), holding its locks, and so
 /// blocking other writers, until then.
-pub(crate) async fn finish<DB: Database, T>(
-    tx: Transaction<'static, DB>,
-    body: Result<End<T>>,
-) -> Result<T> {
+pub(crate) async fn finish<DB: Database, T>(tx: Tx<DB>, body: Result<End<T>>) -> Result<T> {
     match body {
         Ok(End::Commit(value)) => {
-            tx.commit().await.map_err(map_err)?;
+            tx.commit().await?;
             Ok(value)
         }
         Ok(End::Rollback(value)) => {
@@ -789,8 +867,8 @@ pub(crate) async fn finish<DB: Database, T>(
 }
 
 /// Roll back, best effort: the answer is already decided, and if the connection broke,
-/// the database ends the transaction itself (and the pool discards the connection).
-async fn rollback<DB: Database>(tx: Transaction<'static, DB>) {
+/// the database ends the transaction itself (and the connection is not reused).
+async fn rollback<DB: Database>(tx: Tx<DB>) {
     if let Err(e) = tx.rollback().await {
         tracing::debug!(error = %e, "rolling back failed");
     }

@@ -17,13 +17,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use tokengate_core::{Revocation, RevocationKind, Timestamp};
 use uuid::Uuid;
 
 use crate::error::{Detail, Result, StoreError};
 use crate::model::LiveRevocations;
-use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore};
+use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -267,16 +267,14 @@ impl Dialect for Sqlite {
             LIMIT $2)",
     ];
 
-    /// A write transaction that takes the write lock up front. A deferred transaction
-    /// that reads and then writes can fail with `SQLITE_BUSY` without waiting when
-    /// another connection wrote in between; taking the lock first lets the busy timeout
-    /// queue writers instead (the admin CLI writes the same file).
+    /// A write transaction takes the write lock up front. A deferred transaction that
+    /// reads and then writes can fail with `SQLITE_BUSY` without waiting when another
+    /// connection wrote in between; taking the lock first lets the busy timeout queue
+    /// writers instead (the admin CLI writes the same file).
+    const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
+
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-        pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
     }
 
     async fn lock_table(_conn: &mut SqliteConnection, _table: &'static str) -> Result<()> {
@@ -354,7 +352,7 @@ impl Dialect for Sqlite {
     async fn load_live(pool: &SqlitePool, horizon: Timestamp) -> Result<LiveRevocations> {
         // A read transaction: rows and cursor come from one snapshot, so a record committed
         // meanwhile is either loaded or after the cursor, never lost between the two.
-        let mut tx = pool.begin().await.map_err(map_err)?;
+        let mut tx = Tx::begin(pool, None).await?;
         let cursor: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
             .fetch_one(&mut *tx)
             .await
@@ -395,7 +393,7 @@ impl Dialect for Sqlite {
                 }
             }
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(LiveRevocations {
             revocations,
             cursor,

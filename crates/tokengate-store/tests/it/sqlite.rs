@@ -508,3 +508,85 @@ async fn a_million_revocations_load_quickly() {
     println!("1 000 000 revocations: recorded in {recorded:?}, loaded in {loaded:?}");
     assert_eq!(live.revocations.len(), 1_000_000);
 }
+
+/// A small tmpfs mounted on a directory of its own (so the disk can really fill up), and
+/// unmounted when dropped. Mounting needs root; `None` after printing why not.
+struct TinyDisk {
+    dir: TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<TinyDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match mounted {
+            Ok(status) if status.success() => Some(TinyDisk { dir }),
+            _ => {
+                println!("skipped: cannot mount a tmpfs (needs root) to fill a disk");
+                None
+            }
+        }
+    }
+
+    /// Write a file until the disk is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0_u8; 4096];
+        while file.write_all(&chunk).and_then(|()| file.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_on_a_full_disk_does_not_wedge_the_store() {
+    // Before: after a failed COMMIT the pooled connection still counted a transaction as
+    // open, and every later write on it failed with "attempted to call begin_with at
+    // non-zero transaction depth" for about 30 minutes, disk space or not.
+    let Some(disk) = TinyDisk::mount("2m") else {
+        return;
+    };
+    let store = SqliteStore::open(&disk.dir.path().join("tokengate.db"))
+        .await
+        .unwrap();
+    store
+        .record_revocations(&token_revocations(1, at(100)), at(0))
+        .await
+        .unwrap();
+
+    let filler = disk.fill();
+    let failed = store
+        .record_revocations(&token_revocations(1, at(100)), at(0))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "a full disk fails the write: {failed:?}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    for attempt in 0..8 {
+        store
+            .record_revocations(&token_revocations(1, at(100)), at(0))
+            .await
+            .unwrap_or_else(|e| panic!("write {attempt} after the disk has room again: {e}"));
+    }
+    let live = store
+        .load_live_revocations(at(0), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(live.revocations.len(), 9);
+}
