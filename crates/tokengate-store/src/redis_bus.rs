@@ -128,8 +128,9 @@ impl RedisBus {
     /// Connect to the Redis at `url`, with every key and channel under `namespace`.
     ///
     /// Refuses (with [`StoreError::Unavailable`]) a Redis whose `maxmemory-policy` is
-    /// `allkeys-*`, or whose policy cannot be read, as every version has: such a Redis may
-    /// drop any key, which a deployment sharing it with tokengate should know about.
+    /// `allkeys-*`, or whose policy cannot be read. The check dates from when the bus kept
+    /// revocations in Redis; it stays so that a deployment is judged as it always was, though
+    /// with no key of tokengate's left to evict it no longer protects anything.
     ///
     /// Deletes the revocation set earlier versions left under the namespace (see the
     /// module documentation); failing to is only logged.
