@@ -77,6 +77,7 @@ macro_rules! store_testsuite {
             refresh_reuse_ends_the_session_and_records_its_revocation,
             refresh_reuse_within_grace_rotates_again,
             refresh_of_ended_session_expired_token_or_disabled_user_is_refused,
+            a_session_for_an_unknown_user_is_not_created,
             unknown_refresh_token_is_unknown,
             record_revocations_is_all_or_nothing,
             load_live_revocations_skips_expired_and_returns_cursor,
@@ -901,6 +902,16 @@ pub async fn refresh_of_ended_session_expired_token_or_disabled_user_is_refused(
             exp: at(900)
         }
     );
+}
+
+/// A session for a user the store does not know is not created (and is no error).
+pub async fn a_session_for_an_unknown_user_is_not_created(store: &dyn Store) {
+    let created = store
+        .create_session(new_session(Uuid::new_v4(), 0, 900, 7, 86_400))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert!(store.refresh_token(hash(7)).await.unwrap().is_none());
 }
 
 /// A token the store never saw is `Unknown`, on an empty store and on a busy one.

@@ -5,6 +5,7 @@
 //! unless `TOKENGATE_REQUIRE_SERVICES=1` makes them fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 mod postgres;
 mod redis_bus;
 mod sqlite;
