@@ -801,8 +801,10 @@ impl<DB: Database> Tx<DB> {
 
     /// Commit; on failure the connection is closed rather than reused.
     pub(crate) async fn commit(mut self) -> Result<()> {
-        self.open = false;
         let committed = DB::TransactionManager::commit(&mut self.conn).await;
+        // Only once it has returned: cancelled mid-way, the transaction is still open and
+        // `Drop` queues its rollback.
+        self.open = false;
         if committed.is_err() {
             self.conn.close_on_drop();
         }
@@ -811,8 +813,8 @@ impl<DB: Database> Tx<DB> {
 
     /// Roll back; on failure the connection is closed rather than reused.
     async fn rollback(mut self) -> Result<()> {
-        self.open = false;
         let rolled_back = DB::TransactionManager::rollback(&mut self.conn).await;
+        self.open = false;
         if rolled_back.is_err() {
             self.conn.close_on_drop();
         }
