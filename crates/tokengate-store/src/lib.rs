@@ -1,27 +1,34 @@
-//! Durable state for tokengate.
+//! Durable state for tokengate, and the channel that carries revocations between nodes.
 //!
 //! The per-request path never touches a store: it checks the in-memory
 //! [`RevocationIndex`](tokengate_core::RevocationIndex). A store is where a revocation is made
 //! durable *before* it is acknowledged, and from which the index is rebuilt at start and
 //! after every reconnect.
 //!
-//! - [`Store`] is the one trait; [`SqliteStore`] is the single-node default
-//!   (WAL, `synchronous = FULL`, so a commit is on disk when it returns).
+//! - [`Store`] is the one trait, with two implementations: [`SqliteStore`], the single-node
+//!   default (one file; WAL, `synchronous = FULL`, so a commit is on disk when it returns),
+//!   and [`PostgresStore`], one database shared by every node of a cluster.
+//! - [`RedisBus`] pushes each revocation to every node of a cluster within milliseconds; it
+//!   keeps no state in Redis, the store stays the source of truth.
+//! - [`IndexSync`] keeps a node's index current from the store (and the bus, in a cluster);
+//!   [`RevocationPublisher`] hands what a node revokes to the bus.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
-//! - [`testsuite`] is the behaviour every implementation must pass; each backend's tests
-//!   run it.
+//! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
+//!   pass; each backend's tests run all of it.
 
 pub mod error;
 pub mod model;
 mod postgres;
 pub mod redis_bus;
+mod sql;
 mod sqlite;
 mod store;
 pub mod sync;
+#[cfg(feature = "testsuite")]
 #[doc(hidden)]
 pub mod testsuite;
 
-pub use error::{Result, StoreError};
+pub use error::{BoxError, Detail, Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
     Session, StoredKey, User,

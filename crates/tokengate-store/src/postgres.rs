@@ -25,20 +25,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, Row, Transaction};
-use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::{Connection, Postgres};
+use tokengate_core::{Revocation, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Result, StoreError};
-use crate::model::{
-    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
-    Session, StoredKey, User,
-};
-use crate::store::Store;
+use crate::error::{Detail, Result, StoreError};
+use crate::model::LiveRevocations;
+use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
+
+mod copy;
+
+use copy::CopyDecoder;
 
 /// Connections per node: enough for the request handlers' writes beside a load or a purge.
 const POOL_SIZE: u32 = 8;
@@ -56,35 +56,14 @@ const MAX_SCHEMA_NAME: usize = 63;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, disabled, created_at"
-    };
-}
-
-macro_rules! session_columns {
-    () => {
-        "id, user_id, created_at, last_seen_at, user_agent, ip, access_exp, refresh_exp, ended_at"
-    };
-}
-
-macro_rules! key_columns {
-    () => {
-        "kid, alg, private_der, created_at, verify_until"
-    };
-}
-
-/// The Postgres [`Store`]: a connection pool over one database (and one schema in it).
+/// The Postgres [`Store`](crate::Store): a connection pool over one database (and one schema in it).
 ///
 /// Every node of a cluster connects its own `PostgresStore` to the same database; all the
 /// cross-node coordination is done with locks inside Postgres. Cloning is cheap and shares
 /// the pool.
-#[derive(Clone, Debug)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     /// Connect to the database a `postgres://` or `postgresql://` URL names and bring its
     /// schema up to date.
     ///
@@ -115,16 +94,12 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot connect to Postgres", e))?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(PostgresStore { pool })
-    }
-
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(map_err)
+            .map_err(|e| StoreError::Migration(Detail::caused_by("", e)))?;
+        Ok(SqlStore { pool })
     }
 }
 
@@ -132,11 +107,10 @@ impl PostgresStore {
 fn parse_url(url: &str) -> Result<PgConnectOptions> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::Unavailable(
-            "not a Postgres URL (expected postgres:// or postgresql://)".to_owned(),
+            "not a Postgres URL (expected postgres:// or postgresql://)".into(),
         ));
     }
-    PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Unavailable(format!("invalid Postgres URL: {e}")))
+    PgConnectOptions::from_str(url).map_err(|e| StoreError::unavailable("invalid Postgres URL", e))
 }
 
 /// Only names that need no quoting anywhere: the name goes into `search_path` as is.
@@ -151,9 +125,12 @@ fn check_schema_name(schema: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(StoreError::Unavailable(format!(
-            "invalid schema name {schema:?}: use [a-z_][a-z0-9_]*, at most 63 bytes, not pg_*"
-        )))
+        Err(StoreError::Unavailable(
+            format!(
+                "invalid schema name {schema:?}: use [a-z_][a-z0-9_]*, at most 63 bytes, not pg_*"
+            )
+            .into(),
+        ))
     }
 }
 
@@ -162,7 +139,7 @@ fn check_schema_name(schema: &str) -> Result<()> {
 async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<()> {
     let mut conn = PgConnection::connect_with(options)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+        .map_err(|e| StoreError::unavailable("cannot connect to Postgres", e))?;
     // The name was checked to be a plain identifier, so quoting it is enough.
     let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .execute(&mut conn)
@@ -182,92 +159,6 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<()> {
         Err(e) => Err(map_err(e)),
     }
 }
-
-/// Sort a database error into what the caller can act on.
-fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => match db.kind() {
-            // A foreign key violation (a session for a user that does not exist) is, like
-            // a taken email, a conflict with the stored state, not an outage to retry.
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation => {
-                StoreError::Conflict(db.message().to_owned())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
-        },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        // Connection, pool, timeout, I/O and protocol errors: the database cannot be used
-        // right now.
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-// ---- decoding ----
-
-fn ts_at(row: &PgRow, col: usize) -> Result<Timestamp> {
-    row.try_get::<i64, _>(col)
-        .map(Timestamp::from_secs)
-        .map_err(map_err)
-}
-
-fn opt_ts_at(row: &PgRow, col: usize) -> Result<Option<Timestamp>> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(Timestamp::from_secs))
-        .map_err(map_err)
-}
-
-fn user_from_row(row: &PgRow) -> Result<User> {
-    let role: &str = row.try_get(3).map_err(map_err)?;
-    Ok(User {
-        id: row.try_get(0).map_err(map_err)?,
-        email: row.try_get(1).map_err(map_err)?,
-        password_hash: row.try_get(2).map_err(map_err)?,
-        role: Role::from_str(role).map_err(StoreError::Corrupt)?,
-        disabled: row.try_get(4).map_err(map_err)?,
-        created_at: ts_at(row, 5)?,
-    })
-}
-
-/// Decode the session columns (in `session_columns!` order) starting at `first`.
-fn session_from_row(row: &PgRow, first: usize) -> Result<Session> {
-    Ok(Session {
-        id: row.try_get(first).map_err(map_err)?,
-        user_id: row.try_get(first + 1).map_err(map_err)?,
-        created_at: ts_at(row, first + 2)?,
-        last_seen_at: ts_at(row, first + 3)?,
-        user_agent: row.try_get(first + 4).map_err(map_err)?,
-        ip: row.try_get(first + 5).map_err(map_err)?,
-        access_exp: ts_at(row, first + 6)?,
-        refresh_exp: ts_at(row, first + 7)?,
-        ended_at: opt_ts_at(row, first + 8)?,
-    })
-}
-
-fn key_from_row(row: &PgRow) -> Result<StoredKey> {
-    Ok(StoredKey {
-        kid: row.try_get(0).map_err(map_err)?,
-        alg: row.try_get(1).map_err(map_err)?,
-        private_der: row.try_get(2).map_err(map_err)?,
-        created_at: ts_at(row, 3)?,
-        verify_until: opt_ts_at(row, 4)?,
-    })
-}
-
-/// Decode a revocation from the columns `kind, id, issued_before, exp` starting at `first`.
-/// The kind is borrowed from the row, so decoding allocates nothing.
-fn revocation_from_row(row: &PgRow, first: usize) -> Result<Revocation> {
-    let kind: &str = row.try_get(first).map_err(map_err)?;
-    let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
-    let id: Uuid = row.try_get(first + 1).map_err(map_err)?;
-    let issued_before = opt_ts_at(row, first + 2)?;
-    let exp = ts_at(row, first + 3)?;
-    Revocation::from_parts(kind, id, issued_before, exp).map_err(StoreError::Corrupt)
-}
-
-// ---- statements shared by several operations ----
 
 /// Make this transaction's inserts into `revocations` commit in `seq` order.
 ///
@@ -294,438 +185,172 @@ async fn lock_revocation_order(conn: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
-/// Insert revocations in the given order (so their `seq` follow it), inside the caller's
-/// transaction, after taking the revocation order lock.
-async fn insert_revocations(
-    conn: &mut PgConnection,
-    revocations: &[Revocation],
-    now: Timestamp,
-) -> Result<()> {
-    if revocations.is_empty() {
-        return Ok(());
+impl Dialect for Postgres {
+    const LOCK_FOR_UPDATE: &'static str = " FOR UPDATE";
+    const LOCK_FOR_SHARE: &'static str = " FOR SHARE";
+    const INSERTION_ORDER: &'static str = "ord";
+    // SKIP LOCKED: nodes purging at the same time split the work instead of queueing on
+    // each other, and a purge never waits for a request (a row locked by a rotation is
+    // left for the next round).
+    const PURGE: [&'static str; 4] = [
+        "DELETE FROM revocations WHERE seq IN (
+            SELECT seq FROM revocations WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        "DELETE FROM refresh_tokens WHERE hash IN (
+            SELECT hash FROM refresh_tokens WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        "DELETE FROM refresh_tokens WHERE hash IN (
+            SELECT rt.hash FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id
+            WHERE GREATEST(s.access_exp, s.refresh_exp) < $1
+            LIMIT $2 FOR UPDATE OF rt SKIP LOCKED)",
+        "DELETE FROM sessions WHERE id IN (
+            SELECT s.id FROM sessions s
+            WHERE GREATEST(s.access_exp, s.refresh_exp) < $1
+              AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
+            LIMIT $2 FOR UPDATE OF s SKIP LOCKED)",
+    ];
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
     }
-    lock_revocation_order(&mut *conn).await?;
-    for chunk in revocations.chunks(REVOCATIONS_PER_INSERT) {
-        let kinds: Vec<&str> = chunk.iter().map(|r| r.kind().as_str()).collect();
-        let ids: Vec<Uuid> = chunk.iter().map(Revocation::subject_id).collect();
-        let cutoffs: Vec<Option<i64>> = chunk
+
+    const BEGIN_WRITE: Option<&'static str> = None;
+
+    /// Lock a small table against every other writer until commit (readers are not blocked).
+    /// SHARE ROW EXCLUSIVE conflicts with itself and with ordinary inserts and updates, so
+    /// "is it empty?" or "which rows are current?" stays true until this transaction commits.
+    async fn lock_table(conn: &mut PgConnection, table: &'static str) -> Result<()> {
+        sqlx::query(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Insert revocations in the given order (so their `seq` follow it), inside the caller's
+    /// transaction, after taking the revocation order lock.
+    async fn insert_revocations(
+        conn: &mut PgConnection,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> Result<()> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        lock_revocation_order(&mut *conn).await?;
+        for chunk in revocations.chunks(REVOCATIONS_PER_INSERT) {
+            let kinds: Vec<&str> = chunk.iter().map(|r| r.kind().as_str()).collect();
+            let ids: Vec<Uuid> = chunk.iter().map(Revocation::subject_id).collect();
+            let cutoffs: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|r| r.issued_before().map(Timestamp::as_secs))
+                .collect();
+            let exps: Vec<i64> = chunk.iter().map(|r| r.exp().as_secs()).collect();
+            // One statement of four arrays instead of a bound value per field (Postgres allows
+            // at most 65 535 per statement). `ORDER BY n` makes the sequence numbers follow
+            // the order of the arrays.
+            sqlx::query(
+                "INSERT INTO revocations (kind, id, issued_before, exp, created_at)
+                 SELECT kind, id, issued_before, exp, $5
+                 FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::int8[])
+                      WITH ORDINALITY AS r (kind, id, issued_before, exp, n)
+                 ORDER BY n",
+            )
+            .bind(kinds)
+            .bind(ids)
+            .bind(cutoffs)
+            .bind(exps)
+            .bind(now.as_secs())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// End every live session of a user except `keep`; the caller owns the transaction.
+    async fn end_user_sessions_in(
+        conn: &mut PgConnection,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<Revocation>> {
+        // The sessions are locked in id order first (as `touch_sessions` locks them), so two
+        // transactions ending or touching overlapping sessions queue instead of deadlocking.
+        // The update then reads each row's newest `access_exp`: a rotation that committed
+        // while this waited is covered by the revocation. Results come oldest first, as
+        // SQLite gives them.
+        let rows = sqlx::query(
+            "WITH target AS (
+                 SELECT id FROM sessions
+                 WHERE user_id = $1 AND ended_at IS NULL AND (refresh_exp >= $2 OR access_exp >= $2)
+                   AND id IS DISTINCT FROM $3
+                 ORDER BY id
+                 FOR UPDATE
+             ), ended AS (
+                 UPDATE sessions s SET ended_at = $2
+                 FROM target WHERE s.id = target.id AND s.ended_at IS NULL
+                 RETURNING s.id, s.access_exp, s.created_at, s.ord
+             )
+             SELECT id, access_exp FROM ended ORDER BY created_at, ord",
+        )
+        .bind(user_id)
+        .bind(now.as_secs())
+        .bind(keep)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let revocations = rows
             .iter()
-            .map(|r| r.issued_before().map(Timestamp::as_secs))
-            .collect();
-        let exps: Vec<i64> = chunk.iter().map(|r| r.exp().as_secs()).collect();
-        // One statement of four arrays instead of a bound value per field (Postgres allows
-        // at most 65 535 per statement). `ORDER BY n` makes the sequence numbers follow
-        // the order of the arrays.
-        sqlx::query(
-            "INSERT INTO revocations (kind, id, issued_before, exp, created_at)
-             SELECT kind, id, issued_before, exp, $5
-             FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::int8[])
-                  WITH ORDINALITY AS r (kind, id, issued_before, exp, n)
-             ORDER BY n",
-        )
-        .bind(kinds)
-        .bind(ids)
-        .bind(cutoffs)
-        .bind(exps)
-        .bind(now.as_secs())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// The session with this id; with `for_update`, locked until the transaction ends.
-async fn session_in(
-    conn: &mut PgConnection,
-    id: Uuid,
-    for_update: bool,
-) -> Result<Option<Session>> {
-    let sql = if for_update {
-        concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = $1 FOR UPDATE"
-        )
-    } else {
-        concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = $1"
-        )
-    };
-    let row = sqlx::query(sql)
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?;
-    row.as_ref().map(|r| session_from_row(r, 0)).transpose()
-}
-
-async fn user_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)?;
-    row.as_ref().map(user_from_row).transpose()
-}
-
-/// Mark a live session, locked by the caller, ended and record its revocation; the caller
-/// owns the transaction.
-async fn end_session_in(
-    conn: &mut PgConnection,
-    sid: Uuid,
-    access_exp: Timestamp,
-    now: Timestamp,
-) -> Result<Revocation> {
-    sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2")
-        .bind(now.as_secs())
-        .bind(sid)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let rev = Revocation::Session {
-        sid,
-        exp: access_exp,
-    };
-    insert_revocations(conn, &[rev], now).await?;
-    Ok(rev)
-}
-
-/// End every live session of a user except `keep`; the caller owns the transaction.
-async fn end_user_sessions_in(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    keep: Option<Uuid>,
-    now: Timestamp,
-) -> Result<Vec<Revocation>> {
-    // The sessions are locked in id order first (as `touch_sessions` locks them), so two
-    // transactions ending or touching overlapping sessions queue instead of deadlocking.
-    // The update then reads each row's newest `access_exp`: a rotation that committed
-    // while this waited is covered by the revocation. Results come oldest first, as
-    // SQLite gives them.
-    let rows = sqlx::query(
-        "WITH target AS (
-             SELECT id FROM sessions
-             WHERE user_id = $1 AND ended_at IS NULL AND (refresh_exp >= $2 OR access_exp >= $2)
-               AND id IS DISTINCT FROM $3
-             ORDER BY id
-             FOR UPDATE
-         ), ended AS (
-             UPDATE sessions s SET ended_at = $2
-             FROM target WHERE s.id = target.id AND s.ended_at IS NULL
-             RETURNING s.id, s.access_exp, s.created_at, s.ord
-         )
-         SELECT id, access_exp FROM ended ORDER BY created_at, ord",
-    )
-    .bind(user_id)
-    .bind(now.as_secs())
-    .bind(keep)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let revocations = rows
-        .iter()
-        .map(|row| {
-            Ok(Revocation::Session {
-                sid: row.try_get(0).map_err(map_err)?,
-                exp: ts_at(row, 1)?,
+            .map(|row| {
+                Ok(Revocation::Session {
+                    sid: row.uuid(0)?,
+                    exp: row.ts(1)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    insert_revocations(conn, &revocations, now).await?;
-    Ok(revocations)
-}
+            .collect::<Result<Vec<_>>>()?;
+        Self::insert_revocations(conn, &revocations, now).await?;
+        Ok(revocations)
+    }
 
-async fn all_keys_in(conn: &mut PgConnection) -> Result<Vec<StoredKey>> {
-    // `ord` breaks ties between keys made in the same second: insertion order.
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM signing_keys ORDER BY created_at, ord"
-    ))
-    .fetch_all(conn)
-    .await
-    .map_err(map_err)?;
-    rows.iter().map(key_from_row).collect()
-}
-
-async fn insert_key(conn: &mut PgConnection, key: &StoredKey) -> Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO signing_keys (",
-        key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5)"
-    ))
-    .bind(&key.kid)
-    .bind(&key.alg)
-    .bind(&key.private_der)
-    .bind(key.created_at.as_secs())
-    .bind(key.verify_until.map(Timestamp::as_secs))
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Lock a small table against every other writer until commit (readers are not blocked).
-/// SHARE ROW EXCLUSIVE conflicts with itself and with ordinary inserts and updates, so
-/// "is it empty?" or "which rows are current?" stays true until this transaction commits.
-async fn lock_table(conn: &mut PgConnection, table: &str) -> Result<()> {
-    sqlx::query(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
-        .execute(conn)
+    async fn touch_sessions(pool: &PgPool, seen: &[(Uuid, Timestamp)]) -> Result<()> {
+        let ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
+        let times: Vec<i64> = seen.iter().map(|(_, at)| at.as_secs()).collect();
+        // One statement for the batch. Several nodes flush batches naming the same
+        // sessions (a client's requests are spread over the nodes), so rows are locked in
+        // id order first: two flushes then queue instead of deadlocking. Rows that would
+        // not move forward are not locked or written at all.
+        sqlx::query(
+            "WITH seen AS (
+                 SELECT id, max(at) AS at FROM UNNEST($1::uuid[], $2::int8[]) AS t (id, at)
+                 GROUP BY id
+             ), target AS (
+                 SELECT s.id, seen.at FROM sessions s JOIN seen ON seen.id = s.id
+                 WHERE s.last_seen_at < seen.at
+                 ORDER BY s.id
+                 FOR UPDATE OF s
+             )
+             UPDATE sessions s SET last_seen_at = GREATEST(s.last_seen_at, target.at)
+             FROM target WHERE s.id = target.id",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(pool)
         .await
         .map_err(map_err)?;
-    Ok(())
-}
-
-// ---- transaction bodies ----
-//
-// Each compound operation is a body that runs on the transaction's connection and says how
-// the transaction must end; `finish` then ends it explicitly. A transaction merely dropped
-// would be rolled back only when the pool next touches its connection (in a background
-// task), holding its row locks, and so blocking other nodes, until then.
-
-/// How a transaction body wants its transaction to end.
-enum End<T> {
-    /// Make the changes durable, then answer `T`.
-    Commit(T),
-    /// Nothing to keep (a refusal, or a read): release the locks, then answer `T`.
-    Rollback(T),
-}
-
-/// End `tx` as its body asked, or roll it back after an error.
-async fn finish<T>(tx: Transaction<'static, Postgres>, body: Result<End<T>>) -> Result<T> {
-    match body {
-        Ok(End::Commit(value)) => {
-            tx.commit().await.map_err(map_err)?;
-            Ok(value)
-        }
-        Ok(End::Rollback(value)) => {
-            rollback(tx).await;
-            Ok(value)
-        }
-        Err(e) => {
-            rollback(tx).await;
-            Err(e)
-        }
-    }
-}
-
-/// Roll back, best effort: the answer is already decided, and if the connection broke,
-/// Postgres ends the transaction itself (and the pool discards the connection).
-async fn rollback(tx: Transaction<'static, Postgres>) {
-    if let Err(e) = tx.rollback().await {
-        tracing::debug!(error = %e, "rolling back failed");
-    }
-}
-
-async fn create_user_in(conn: &mut PgConnection, new: &NewUser) -> Result<End<Role>> {
-    // The "first user" decision and the insert happen under a table lock, so two
-    // concurrent sign-ups (on any nodes) cannot both see an empty table and both become
-    // admin. Sign-ups are rare; the lock is held for two statements.
-    lock_table(&mut *conn, "users").await?;
-    let any_user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let role = if any_user { new.role } else { Role::Admin };
-    sqlx::query(concat!(
-        "INSERT INTO users (",
-        user_columns!(),
-        ") VALUES ($1, $2, $3, $4, FALSE, $5)"
-    ))
-    .bind(new.id)
-    .bind(&new.email)
-    .bind(&new.password_hash)
-    .bind(role.as_str())
-    .bind(new.created_at.as_secs())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    Ok(End::Commit(role))
-}
-
-/// Set one column of a user's row, then (when `end_sessions`) end every live session but
-/// `keep`. `None` when there is no such user.
-async fn update_user_in(
-    conn: &mut PgConnection,
-    update: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    user_id: Uuid,
-    end_sessions: bool,
-    keep: Option<Uuid>,
-    now: Timestamp,
-) -> Result<End<Option<Vec<Revocation>>>> {
-    // The update locks the user's row first: a sign-in checking the old state either
-    // committed its session before (and it is ended below) or waits and then fails.
-    let done = update.execute(&mut *conn).await.map_err(map_err)?;
-    if done.rows_affected() == 0 {
-        return Ok(End::Rollback(None));
-    }
-    let revocations = if end_sessions {
-        end_user_sessions_in(conn, user_id, keep, now).await?
-    } else {
-        Vec::new()
-    };
-    Ok(End::Commit(Some(revocations)))
-}
-
-async fn create_session_in(conn: &mut PgConnection, new: &NewSession) -> Result<End<bool>> {
-    // FOR SHARE holds the user's row until commit: a password change or disable that is
-    // in flight is waited for and then seen (Postgres re-reads a locked row's newest
-    // version), and one that starts later waits for this session to exist, so it ends it.
-    let current = sqlx::query_scalar::<_, String>(
-        "SELECT password_hash FROM users WHERE id = $1 AND NOT disabled FOR SHARE",
-    )
-    .bind(new.user_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    if current.as_deref() != Some(new.password_hash.as_str()) {
-        return Ok(End::Rollback(false));
-    }
-    sqlx::query(concat!(
-        "INSERT INTO sessions (",
-        session_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"
-    ))
-    .bind(new.id)
-    .bind(new.user_id)
-    .bind(new.created_at.as_secs())
-    .bind(new.created_at.as_secs())
-    .bind(&new.user_agent)
-    .bind(&new.ip)
-    .bind(new.access_exp.as_secs())
-    .bind(new.refresh_exp.as_secs())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    sqlx::query(
-        "INSERT INTO refresh_tokens (hash, session_id, exp, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(new.refresh_hash.as_slice())
-    .bind(new.id)
-    .bind(new.refresh_exp.as_secs())
-    .bind(new.created_at.as_secs())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    Ok(End::Commit(true))
-}
-
-async fn end_session_body(
-    conn: &mut PgConnection,
-    sid: Uuid,
-    now: Timestamp,
-) -> Result<End<Option<Revocation>>> {
-    // FOR UPDATE: of two concurrent sign-outs of one session, the second waits and then
-    // sees it ended, so the revocation is recorded once; a concurrent rotation's new
-    // `access_exp` is seen before it is revoked.
-    let Some(session) = session_in(&mut *conn, sid, true).await? else {
-        return Ok(End::Rollback(None));
-    };
-    if session.ended_at.is_some() {
-        // Idempotent: the revocation was recorded when it ended; hand it out again so a
-        // retried sign-out still gets applied to the caller's index.
-        return Ok(End::Rollback(Some(Revocation::Session {
-            sid,
-            exp: session.access_exp,
-        })));
-    }
-    let rev = end_session_in(conn, sid, session.access_exp, now).await?;
-    Ok(End::Commit(Some(rev)))
-}
-
-async fn rotate_refresh_in(
-    conn: &mut PgConnection,
-    rotation: &RefreshRotation,
-) -> Result<End<RefreshOutcome>> {
-    let now = rotation.now;
-    // FOR UPDATE on the token: of two concurrent rotations of it, the second waits for the
-    // first to commit and then reads `used_at` as set (reuse), so exactly one rotates.
-    let token = sqlx::query(
-        "SELECT session_id, exp, used_at FROM refresh_tokens WHERE hash = $1 FOR UPDATE",
-    )
-    .bind(rotation.presented_hash.as_slice())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let Some(token) = token else {
-        return Ok(End::Rollback(RefreshOutcome::Unknown));
-    };
-    let sid: Uuid = token.try_get(0).map_err(map_err)?;
-    let exp = ts_at(&token, 1)?;
-    let used_at = opt_ts_at(&token, 2)?;
-
-    // The session is locked too: a concurrent sign-out either ended it first (and this
-    // refuses) or waits and then revokes the `access_exp` written here.
-    let session = session_in(&mut *conn, sid, true)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("refresh token of missing session {sid}")))?;
-    if session.ended_at.is_some() {
-        return Ok(End::Rollback(RefreshOutcome::SessionEnded));
-    }
-    // The user's row is read without a lock: `set_disabled` locks the user before the
-    // sessions, so locking it here (after the session) could deadlock. A disable racing
-    // this rotation waits for the session lock and then ends the session with the
-    // `access_exp` written here, so nothing minted now outlives it.
-    let user = user_in(&mut *conn, session.user_id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user")))?;
-    if user.disabled {
-        return Ok(End::Rollback(RefreshOutcome::UserDisabled));
-    }
-    if let Some(used_at) = used_at {
-        let within_grace = !rotation.grace.is_zero() && used_at.plus(rotation.grace) >= now;
-        if !within_grace {
-            // A used token presented again means two parties hold the family: end it.
-            let revocation = end_session_in(conn, sid, session.access_exp, now).await?;
-            return Ok(End::Commit(RefreshOutcome::Reused { revocation }));
-        }
-    }
-    if exp < now {
-        return Ok(End::Rollback(RefreshOutcome::Expired));
+        Ok(())
     }
 
-    // A grace retry keeps the first `used_at`, so retries cannot stretch the window.
-    sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
-        .bind(now.as_secs())
-        .bind(rotation.presented_hash.as_slice())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    sqlx::query(
-        "INSERT INTO refresh_tokens (hash, session_id, exp, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(rotation.new_hash.as_slice())
-    .bind(sid)
-    .bind(rotation.new_refresh_exp.as_secs())
-    .bind(now.as_secs())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    // access_exp only grows: it bounds every access token of the session ever minted,
-    // which is what a later session revocation must cover.
-    let access_exp = session.access_exp.max(rotation.new_access_exp);
-    sqlx::query("UPDATE sessions SET access_exp = $1, refresh_exp = $2 WHERE id = $3")
-        .bind(access_exp.as_secs())
-        .bind(rotation.new_refresh_exp.as_secs())
-        .bind(sid)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    Ok(End::Commit(RefreshOutcome::Rotated {
-        session: Session {
-            access_exp,
-            refresh_exp: rotation.new_refresh_exp,
-            ..session
-        },
-        user,
-    }))
+    async fn load_live(pool: &PgPool, horizon: Timestamp) -> Result<LiveRevocations> {
+        // REPEATABLE READ: rows and cursor come from one snapshot, so a record committed
+        // meanwhile is either loaded or after the cursor, never lost between the two.
+        // (Records commit in `seq` order, so no record below the cursor can appear later.)
+        let mut tx = Tx::begin(
+            pool,
+            Some("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+        )
+        .await?;
+        let body = load_live_in(&mut tx, horizon).await;
+        finish(tx, body).await
+    }
 }
 
 async fn load_live_in(conn: &mut PgConnection, horizon: Timestamp) -> Result<End<LiveRevocations>> {
@@ -765,688 +390,4 @@ async fn load_live_in(conn: &mut PgConnection, horizon: Timestamp) -> Result<End
         revocations,
         cursor,
     }))
-}
-
-/// Decodes the binary COPY output of `SELECT kind, id, issued_before, exp` into
-/// revocations. The server may split the stream anywhere (in practice one message per
-/// row), so an incomplete row is kept until the next chunk completes it.
-///
-/// Format: an 11-byte signature, a 32-bit flags word and a header extension of a 32-bit
-/// length; then per row a 16-bit field count and per field a 32-bit length (-1 for NULL)
-/// followed by the value in the type's binary form; then a field count of -1. All
-/// integers big-endian.
-#[derive(Default)]
-struct CopyDecoder {
-    /// Bytes of an incomplete header or row, waiting for the next chunk.
-    pending: Vec<u8>,
-    header_done: bool,
-    trailer_seen: bool,
-}
-
-const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-
-impl CopyDecoder {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<Revocation>) -> Result<()> {
-        if self.pending.is_empty() {
-            // The common case: whole rows, parsed straight from the chunk.
-            let used = self.parse(chunk, out)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut pending = std::mem::take(&mut self.pending);
-            pending.extend_from_slice(chunk);
-            let used = self.parse(&pending, out)?;
-            pending.drain(..used);
-            self.pending = pending;
-        }
-        Ok(())
-    }
-
-    /// Everything has been fed: the stream must have ended exactly after its trailer.
-    fn finish(&self) -> Result<()> {
-        if self.trailer_seen && self.pending.is_empty() {
-            Ok(())
-        } else {
-            Err(copy_corrupt("the data ends in the middle"))
-        }
-    }
-
-    /// Parse as many complete items from `data` as there are; returns the bytes used.
-    fn parse(&mut self, data: &[u8], out: &mut Vec<Revocation>) -> Result<usize> {
-        let mut at = 0;
-        if !self.header_done {
-            let Some(used) = parse_copy_header(data)? else {
-                return Ok(0);
-            };
-            at = used;
-            self.header_done = true;
-        }
-        while at < data.len() {
-            if self.trailer_seen {
-                return Err(copy_corrupt("data after the trailer"));
-            }
-            let mut reader = Reader {
-                data: &data[at..],
-                at: 0,
-            };
-            match reader.row()? {
-                None => break,
-                Some(CopyItem::Row(rev)) => out.push(rev),
-                Some(CopyItem::Trailer) => self.trailer_seen = true,
-            }
-            at += reader.at;
-        }
-        Ok(at)
-    }
-}
-
-fn copy_corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("revocation COPY data: {what}"))
-}
-
-/// The header's length if `data` holds all of it; `None` if it is still incomplete.
-fn parse_copy_header(data: &[u8]) -> Result<Option<usize>> {
-    let mut reader = Reader { data, at: 0 };
-    let Some(signature) = reader.take(COPY_SIGNATURE.len()) else {
-        return Ok(None);
-    };
-    if signature != COPY_SIGNATURE {
-        return Err(copy_corrupt("bad signature"));
-    }
-    let Some(_flags) = reader.i32() else {
-        return Ok(None);
-    };
-    let Some(extension) = reader.i32() else {
-        return Ok(None);
-    };
-    let extension = usize::try_from(extension).map_err(|_| copy_corrupt("bad header"))?;
-    if reader.take(extension).is_none() {
-        return Ok(None);
-    }
-    Ok(Some(reader.at))
-}
-
-/// What one item of the COPY stream was.
-enum CopyItem {
-    Row(Revocation),
-    /// The end marker: no row may follow.
-    Trailer,
-}
-
-/// A cursor over bytes; every read returns `None` when the bytes run out.
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let bytes = self.data.get(self.at..end)?;
-        self.at = end;
-        Some(bytes)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N).and_then(|b| b.try_into().ok())
-    }
-
-    fn i16(&mut self) -> Option<i16> {
-        self.array().map(i16::from_be_bytes)
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        self.array().map(i32::from_be_bytes)
-    }
-
-    /// One field: `Some(None)` for NULL, `None` when incomplete.
-    fn field(&mut self) -> Result<Option<Option<&'a [u8]>>> {
-        let Some(len) = self.i32() else {
-            return Ok(None);
-        };
-        if len == -1 {
-            return Ok(Some(None));
-        }
-        let len = usize::try_from(len).map_err(|_| copy_corrupt("bad field length"))?;
-        Ok(self.take(len).map(Some))
-    }
-
-    /// One row or the trailer; `None` when incomplete.
-    fn row(&mut self) -> Result<Option<CopyItem>> {
-        let Some(fields) = self.i16() else {
-            return Ok(None);
-        };
-        if fields == -1 {
-            return Ok(Some(CopyItem::Trailer));
-        }
-        if fields != 4 {
-            return Err(copy_corrupt("a row without 4 fields"));
-        }
-        // Field by field, stopping at the first incomplete one: reading on would take
-        // the middle of a value for the next length.
-        let Some(kind) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(id) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(cutoff) = self.field()? else {
-            return Ok(None);
-        };
-        let Some(exp) = self.field()? else {
-            return Ok(None);
-        };
-        let kind = match kind.ok_or_else(|| copy_corrupt("a NULL kind"))? {
-            b"token" => RevocationKind::Token,
-            b"session" => RevocationKind::Session,
-            b"user" => RevocationKind::User,
-            b"issued_before" => RevocationKind::IssuedBefore,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown revocation kind {:?}",
-                    String::from_utf8_lossy(other)
-                )))
-            }
-        };
-        let id = id
-            .and_then(|b| Uuid::from_slice(b).ok())
-            .ok_or_else(|| copy_corrupt("an id that is not a UUID"))?;
-        let int = |b: &[u8]| {
-            <[u8; 8]>::try_from(b)
-                .map(|b| Timestamp::from_secs(i64::from_be_bytes(b)))
-                .map_err(|_| copy_corrupt("a time that is not 8 bytes"))
-        };
-        let cutoff = cutoff.map(int).transpose()?;
-        let exp = int(exp.ok_or_else(|| copy_corrupt("a NULL exp"))?)?;
-        Revocation::from_parts(kind, id, cutoff, exp)
-            .map(|rev| Some(CopyItem::Row(rev)))
-            .map_err(StoreError::Corrupt)
-    }
-}
-
-/// Purge dead sessions: their remaining refresh tokens first (foreign key), then the
-/// sessions left without tokens; one transaction so none is orphaned halfway.
-async fn purge_sessions_in(
-    conn: &mut PgConnection,
-    before: i64,
-    mut budget: u64,
-) -> Result<End<u64>> {
-    let mut deleted = 0;
-    let n = sqlx::query(
-        "DELETE FROM refresh_tokens WHERE hash IN (
-            SELECT rt.hash FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id
-            WHERE GREATEST(s.access_exp, s.refresh_exp) < $1
-            LIMIT $2 FOR UPDATE OF rt SKIP LOCKED)",
-    )
-    .bind(before)
-    .bind(budget_i64(budget))
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?
-    .rows_affected();
-    take(&mut budget, &mut deleted, n);
-    if budget > 0 {
-        let n = sqlx::query(
-            "DELETE FROM sessions WHERE id IN (
-                SELECT s.id FROM sessions s
-                WHERE GREATEST(s.access_exp, s.refresh_exp) < $1
-                  AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
-                LIMIT $2 FOR UPDATE OF s SKIP LOCKED)",
-        )
-        .bind(before)
-        .bind(budget_i64(budget))
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        take(&mut budget, &mut deleted, n);
-    }
-    Ok(End::Commit(deleted))
-}
-
-async fn rotate_signing_key_in(
-    conn: &mut PgConnection,
-    key: &StoredKey,
-    old_keys_verify_until: Timestamp,
-) -> Result<End<()>> {
-    // Without the table lock, two concurrent rotations would each stamp only the keys
-    // their snapshot shows and leave two keys without `verify_until`.
-    lock_table(&mut *conn, "signing_keys").await?;
-    sqlx::query("UPDATE signing_keys SET verify_until = $1 WHERE verify_until IS NULL")
-        .bind(old_keys_verify_until.as_secs())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    insert_key(conn, key).await?;
-    Ok(End::Commit(()))
-}
-
-async fn insert_first_signing_key_in(
-    conn: &mut PgConnection,
-    key: &StoredKey,
-) -> Result<End<Vec<StoredKey>>> {
-    // Under the table lock, of several nodes starting at once exactly one sees the table
-    // empty; the others wait, then see its key.
-    lock_table(&mut *conn, "signing_keys").await?;
-    let any_key: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    if !any_key {
-        insert_key(&mut *conn, key).await?;
-    }
-    Ok(End::Commit(all_keys_in(conn).await?))
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn create_user(&self, new: NewUser) -> Result<User> {
-        let mut tx = self.begin().await?;
-        let body = create_user_in(&mut tx, &new).await;
-        let role = finish(tx, body).await?;
-        Ok(User {
-            id: new.id,
-            email: new.email,
-            password_hash: new.password_hash,
-            role,
-            disabled: false,
-            created_at: new.created_at,
-        })
-    }
-
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE email = $1"
-        ))
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
-    }
-
-    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        user_in(&mut conn, id).await
-    }
-
-    async fn change_password(
-        &self,
-        user_id: Uuid,
-        password_hash: &str,
-        keep: Option<Uuid>,
-        now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>> {
-        let update = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_id);
-        let mut tx = self.begin().await?;
-        let body = update_user_in(&mut tx, update, user_id, true, keep, now).await;
-        finish(tx, body).await
-    }
-
-    async fn set_disabled(
-        &self,
-        user_id: Uuid,
-        disabled: bool,
-        now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>> {
-        let update = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
-            .bind(disabled)
-            .bind(user_id);
-        let mut tx = self.begin().await?;
-        let body = update_user_in(&mut tx, update, user_id, disabled, None, now).await;
-        finish(tx, body).await
-    }
-
-    async fn create_session(&self, new: NewSession) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let body = create_session_in(&mut tx, &new).await;
-        finish(tx, body).await
-    }
-
-    async fn session(&self, id: Uuid) -> Result<Option<Session>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        session_in(&mut conn, id, false).await
-    }
-
-    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshTokenInfo>> {
-        // One statement, so token and session come from one snapshot. The foreign key
-        // guarantees the session exists.
-        let row = sqlx::query(concat!(
-            "SELECT rt.exp, rt.used_at, ",
-            "s.id, s.user_id, s.created_at, s.last_seen_at, s.user_agent, s.ip, ",
-            "s.access_exp, s.refresh_exp, s.ended_at ",
-            "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.hash = $1"
-        ))
-        .bind(hash.as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(RefreshTokenInfo {
-            exp: ts_at(&row, 0)?,
-            used_at: opt_ts_at(&row, 1)?,
-            session: session_from_row(&row, 2)?,
-        }))
-    }
-
-    async fn live_sessions(&self, user_id: Uuid, now: Timestamp) -> Result<Vec<Session>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE user_id = $1 AND ended_at IS NULL AND (refresh_exp >= $2 OR access_exp >= $2)",
-            " ORDER BY created_at, ord"
-        ))
-        .bind(user_id)
-        .bind(now.as_secs())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(|r| session_from_row(r, 0)).collect()
-    }
-
-    async fn touch_sessions(&self, seen: &[(Uuid, Timestamp)]) -> Result<()> {
-        if seen.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
-        let times: Vec<i64> = seen.iter().map(|(_, at)| at.as_secs()).collect();
-        // One statement for the batch. Several nodes flush batches naming the same
-        // sessions (a client's requests are spread over the nodes), so rows are locked in
-        // id order first: two flushes then queue instead of deadlocking. Rows that would
-        // not move forward are not locked or written at all.
-        sqlx::query(
-            "WITH seen AS (
-                 SELECT id, max(at) AS at FROM UNNEST($1::uuid[], $2::int8[]) AS t (id, at)
-                 GROUP BY id
-             ), target AS (
-                 SELECT s.id, seen.at FROM sessions s JOIN seen ON seen.id = s.id
-                 WHERE s.last_seen_at < seen.at
-                 ORDER BY s.id
-                 FOR UPDATE OF s
-             )
-             UPDATE sessions s SET last_seen_at = GREATEST(s.last_seen_at, target.at)
-             FROM target WHERE s.id = target.id",
-        )
-        .bind(ids)
-        .bind(times)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn end_session(&self, sid: Uuid, now: Timestamp) -> Result<Option<Revocation>> {
-        let mut tx = self.begin().await?;
-        let body = end_session_body(&mut tx, sid, now).await;
-        finish(tx, body).await
-    }
-
-    async fn end_user_sessions(
-        &self,
-        user_id: Uuid,
-        keep: Option<Uuid>,
-        now: Timestamp,
-    ) -> Result<Vec<Revocation>> {
-        let mut tx = self.begin().await?;
-        let body = end_user_sessions_in(&mut tx, user_id, keep, now)
-            .await
-            .map(End::Commit);
-        finish(tx, body).await
-    }
-
-    async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RefreshOutcome> {
-        let mut tx = self.begin().await?;
-        let body = rotate_refresh_in(&mut tx, &rotation).await;
-        finish(tx, body).await
-    }
-
-    async fn record_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
-        if revocations.is_empty() {
-            return Ok(());
-        }
-        // One transaction for all chunks: all or none.
-        let mut tx = self.begin().await?;
-        let body = insert_revocations(&mut tx, revocations, now)
-            .await
-            .map(End::Commit);
-        finish(tx, body).await
-    }
-
-    async fn load_live_revocations(
-        &self,
-        now: Timestamp,
-        leeway: Duration,
-    ) -> Result<LiveRevocations> {
-        // REPEATABLE READ: rows and cursor come from one snapshot, so a record committed
-        // meanwhile is either loaded or after the cursor, never lost between the two.
-        // (Records commit in `seq` order, so no record below the cursor can appear later.)
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(map_err)?;
-        let body = load_live_in(&mut tx, now.minus(leeway)).await;
-        finish(tx, body).await
-    }
-
-    async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>> {
-        let rows = sqlx::query(
-            "SELECT seq, kind, id, issued_before, exp FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<i64, _>(0).map_err(map_err)?,
-                    revocation_from_row(row, 1)?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        // `limit` bounds the rows of the whole call; each statement deletes through a
-        // bounded subquery, so none holds many row locks for long. SKIP LOCKED: nodes
-        // purging at the same time split the work instead of queueing on each other, and
-        // a purge never waits for a request (a row locked by a rotation is left for the
-        // next round).
-        let mut budget = u64::from(limit);
-        let mut deleted = 0;
-        let before = before.as_secs();
-
-        if budget > 0 {
-            let n = sqlx::query(
-                "DELETE FROM revocations WHERE seq IN (
-                    SELECT seq FROM revocations WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(before)
-            .bind(budget_i64(budget))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            take(&mut budget, &mut deleted, n);
-        }
-        if budget > 0 {
-            let n = sqlx::query(
-                "DELETE FROM refresh_tokens WHERE hash IN (
-                    SELECT hash FROM refresh_tokens WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(before)
-            .bind(budget_i64(budget))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            take(&mut budget, &mut deleted, n);
-        }
-        if budget > 0 {
-            let mut tx = self.begin().await?;
-            let body = purge_sessions_in(&mut tx, before, budget).await;
-            let n = finish(tx, body).await?;
-            take(&mut budget, &mut deleted, n);
-        }
-        Ok(deleted)
-    }
-
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        all_keys_in(&mut conn).await
-    }
-
-    async fn rotate_signing_key(
-        &self,
-        key: StoredKey,
-        old_keys_verify_until: Timestamp,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let body = rotate_signing_key_in(&mut tx, &key, old_keys_verify_until).await;
-        finish(tx, body).await
-    }
-
-    async fn insert_first_signing_key(&self, key: StoredKey) -> Result<Vec<StoredKey>> {
-        let mut tx = self.begin().await?;
-        let body = insert_first_signing_key_in(&mut tx, &key).await;
-        finish(tx, body).await
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-}
-
-/// Count `n` deleted rows against the budget of a purge.
-fn take(budget: &mut u64, deleted: &mut u64, n: u64) {
-    *deleted += n;
-    *budget = budget.saturating_sub(n);
-}
-
-/// Postgres takes `LIMIT` as a signed integer; a `u32`-derived budget always fits.
-fn budget_i64(budget: u64) -> i64 {
-    i64::try_from(budget).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-
-    /// Encode rows the way Postgres's binary COPY does.
-    fn copy_bytes(rows: &[(&[u8], Uuid, Option<i64>, i64)]) -> Vec<u8> {
-        let mut out = COPY_SIGNATURE.to_vec();
-        out.extend_from_slice(&0_i32.to_be_bytes());
-        out.extend_from_slice(&3_i32.to_be_bytes());
-        out.extend_from_slice(b"ext");
-        for (kind, id, cutoff, exp) in rows {
-            out.extend_from_slice(&4_i16.to_be_bytes());
-            out.extend_from_slice(&i32::try_from(kind.len()).unwrap().to_be_bytes());
-            out.extend_from_slice(kind);
-            out.extend_from_slice(&16_i32.to_be_bytes());
-            out.extend_from_slice(id.as_bytes());
-            match cutoff {
-                Some(c) => {
-                    out.extend_from_slice(&8_i32.to_be_bytes());
-                    out.extend_from_slice(&c.to_be_bytes());
-                }
-                None => out.extend_from_slice(&(-1_i32).to_be_bytes()),
-            }
-            out.extend_from_slice(&8_i32.to_be_bytes());
-            out.extend_from_slice(&exp.to_be_bytes());
-        }
-        out.extend_from_slice(&(-1_i16).to_be_bytes());
-        out
-    }
-
-    fn decode(chunks: &[&[u8]]) -> Result<Vec<Revocation>> {
-        let mut decoder = CopyDecoder::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out)?;
-        }
-        decoder.finish()?;
-        Ok(out)
-    }
-
-    fn sample() -> (Vec<u8>, Vec<Revocation>) {
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let bytes = copy_bytes(&[
-            (b"token", a, None, 100),
-            (b"session", b, None, 200),
-            (b"user", c, Some(-5), 300),
-            (b"issued_before", Uuid::nil(), Some(7), 400),
-        ]);
-        let want = vec![
-            Revocation::Token {
-                jti: a,
-                exp: Timestamp::from_secs(100),
-            },
-            Revocation::Session {
-                sid: b,
-                exp: Timestamp::from_secs(200),
-            },
-            Revocation::User {
-                sub: c,
-                issued_before: Timestamp::from_secs(-5),
-                exp: Timestamp::from_secs(300),
-            },
-            Revocation::IssuedBefore {
-                issued_before: Timestamp::from_secs(7),
-                exp: Timestamp::from_secs(400),
-            },
-        ];
-        (bytes, want)
-    }
-
-    #[test]
-    fn copy_rows_decode_however_the_stream_is_split() {
-        let (bytes, want) = sample();
-        assert_eq!(decode(&[&bytes]).unwrap(), want);
-        for split in 0..=bytes.len() {
-            let (x, y) = bytes.split_at(split);
-            assert_eq!(decode(&[x, y]).unwrap(), want, "split at {split}");
-        }
-        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(decode(&singles).unwrap(), want);
-        assert_eq!(decode(&[&copy_bytes(&[])]).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn malformed_copy_data_is_corrupt() {
-        let (bytes, _) = sample();
-        let corrupt = |chunks: &[&[u8]]| matches!(decode(chunks), Err(StoreError::Corrupt(_)));
-        assert!(corrupt(&[&bytes[..bytes.len() - 1]]), "truncated");
-        assert!(corrupt(&[&[]]), "empty");
-        let mut extra = bytes.clone();
-        extra.extend_from_slice(&4_i16.to_be_bytes());
-        assert!(corrupt(&[&extra]), "data after the trailer");
-        let mut bad = bytes.clone();
-        bad[0] = b'X';
-        assert!(corrupt(&[&bad]), "signature");
-
-        let id = Uuid::new_v4();
-        assert!(corrupt(&[&copy_bytes(&[(b"bogus", id, None, 1)])]));
-        assert!(
-            corrupt(&[&copy_bytes(&[(b"user", id, None, 1)])]),
-            "no cutoff"
-        );
-        let mut short_id = copy_bytes(&[(b"token", id, None, 1)]);
-        // Claim a 15-byte id: every later length is then misread, never panics.
-        let at = COPY_SIGNATURE.len() + 8 + 3 + 2 + 4 + 5;
-        short_id[at..at + 4].copy_from_slice(&15_i32.to_be_bytes());
-        assert!(corrupt(&[&short_id]));
-    }
 }

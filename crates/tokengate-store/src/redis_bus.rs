@@ -1,22 +1,22 @@
 //! The cluster's push channel for revocations, on Redis.
 //!
-//! Every node keeps the full live revocation index in memory; Redis only carries
-//! revocations between nodes and keeps a copy from which a node can catch up. Nothing here
-//! is on the per-request path.
+//! Every node keeps the full live revocation index in memory and rebuilds it from the SQL
+//! store (the source of truth) at start and after every reconnect; Redis only carries each
+//! new revocation to the other nodes within milliseconds. Nothing here is on the
+//! per-request path, and Redis keeps no revocation state at all: its memory use does not
+//! grow with the revocations, and it can be flushed or replaced at any time.
 //!
 //! Layout, under a `namespace` (such as `tokengate`):
 //!
-//! - `{ns}:revocations`: a sorted set, member = the revocation's JSON (the same serde
-//!   form as everywhere else), score = its `exp` in seconds. It has no TTL on purpose: a
-//!   `volatile-*` eviction policy only evicts keys with a TTL, so it cannot touch it, and an
-//!   `allkeys-*` policy is refused at [`RedisBus::connect`].
 //! - `{ns}:revocations:events`: the pub/sub channel. Each message is one JSON object,
 //!   `{"type":"revocation","revocation":{..}}` or `{"type":"heartbeat","node_id":".."}`.
 //!   Anything else is logged and skipped, so a newer node can add message types.
+//! - `{ns}:revocations`: a sorted set that earlier versions wrote on every publish and
+//!   never trimmed (nothing ever read it: nodes catch up from the SQL store).
+//!   [`RedisBus::connect`] deletes it, so upgrading frees what it held.
 //!
-//! [`RedisBus::publish`] writes the set and the channel in one `MULTI`: a subscriber that
-//! reloads from the set after [`BusEvent::Connected`] cannot miss a revocation that was
-//! published before its subscription started.
+//! A publish lost on the way (Redis down, a node reconnecting) is not a revocation lost: it
+//! is durable in the store before it is published, and every node tails the store.
 
 use std::fmt;
 use std::future::Future;
@@ -27,14 +27,14 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, RedisError, RedisResult};
 use serde::{Deserialize, Serialize};
-use tokengate_core::{Revocation, Timestamp};
+use tokengate_core::Revocation;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
 
-/// Bound on one command (or `MULTI` pipeline) and its reply. Loading a large live set is
-/// the slowest command; the default of the `redis` crate (500 ms) is too tight for it.
+/// Bound on one command (or `MULTI` pipeline) and its reply. The default of the `redis`
+/// crate (500 ms) is too tight for a large batch on a busy server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on one TCP connect + handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -65,8 +65,8 @@ enum WireMessage {
     Heartbeat { node_id: String },
 }
 
-/// A connection to the cluster's Redis: the durable copy of the revocations (a sorted
-/// set) and the channel that pushes each one to every node.
+/// A connection to the cluster's Redis: the channel that pushes each revocation to every
+/// node.
 ///
 /// Cheap to clone; clones share one self-healing connection for commands. Each
 /// [`subscribe`](RedisBus::subscribe) opens its own pub/sub connection.
@@ -79,7 +79,6 @@ pub struct RedisBus {
 
 struct Names {
     namespace: String,
-    revocations: String,
     channel: String,
 }
 
@@ -129,12 +128,16 @@ impl RedisBus {
     /// Connect to the Redis at `url`, with every key and channel under `namespace`.
     ///
     /// Refuses (with [`StoreError::Unavailable`]) a Redis whose `maxmemory-policy` is
-    /// `allkeys-*`, or whose policy cannot be read: such a Redis could evict revocations,
-    /// and an evicted revocation is a revocation forgotten.
+    /// `allkeys-*`, or whose policy cannot be read. The check dates from when the bus kept
+    /// revocations in Redis; it stays so that a deployment is judged as it always was, though
+    /// with no key of tokengate's left to evict it no longer protects anything.
+    ///
+    /// Deletes the revocation set earlier versions left under the namespace (see the
+    /// module documentation); failing to is only logged.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBus> {
         // The URL is not in the message: it may hold a password.
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        let client =
+            Client::open(url).map_err(|e| StoreError::unavailable("invalid redis url", e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -148,7 +151,7 @@ impl RedisBus {
         .await
         {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(unavailable("connect", &e)),
+            Ok(Err(e)) => return Err(unavailable("connect", e)),
             Err(_) => return Err(timed_out("connect")),
         };
         let policy = match tokio::time::timeout(OPERATION_TIMEOUT, eviction_policy(&mut conn)).await
@@ -157,25 +160,47 @@ impl RedisBus {
             Err(_) => return Err(timed_out("reading maxmemory-policy")),
         };
         if policy.starts_with("allkeys-") {
-            return Err(StoreError::Unavailable(format!(
-                "refusing redis with maxmemory-policy {policy}: it may evict revocations; \
-                 set maxmemory-policy to noeviction (or a volatile-* policy)"
-            )));
+            return Err(StoreError::Unavailable(
+                format!(
+                    "refusing redis with maxmemory-policy {policy}: it may evict revocations; \
+                     set maxmemory-policy to noeviction (or a volatile-* policy)"
+                )
+                .into(),
+            ));
         }
-        Ok(RedisBus {
+        let bus = RedisBus {
             client,
             conn,
             names: Arc::new(Names {
                 namespace: namespace.to_owned(),
-                revocations: format!("{namespace}:revocations"),
                 channel: format!("{namespace}:revocations:events"),
             }),
-        })
+        };
+        if let Err(error) = bus.delete_legacy_set().await {
+            tracing::warn!(%error, "cannot delete the revocation set earlier versions left in redis");
+        }
+        Ok(bus)
     }
 
-    /// Record `revocations` in the sorted set and publish each on the channel, all in one
-    /// `MULTI`. Returns once Redis has executed it; any failure is
-    /// [`StoreError::Unavailable`].
+    /// Delete `{ns}:revocations`, the sorted set earlier versions added every revocation to
+    /// and never trimmed. `UNLINK` frees its memory in the background.
+    async fn delete_legacy_set(&self) -> Result<()> {
+        let cmd = redis::cmd("UNLINK")
+            .arg(format!("{}:revocations", self.names.namespace))
+            .to_owned();
+        let cmd = &cmd;
+        self.run(
+            "deleting the legacy revocation set",
+            move |mut conn| async move { cmd.query_async::<u64>(&mut conn).await },
+        )
+        .await
+        .map(|_deleted| ())
+    }
+
+    /// Publish each of `revocations` on the channel, all in one `MULTI` (so a batch reaches
+    /// the subscribers whole or not at all). Returns once Redis has executed it; any failure
+    /// is [`StoreError::Unavailable`]. The revocations must already be durable in the store:
+    /// Redis keeps nothing, and a node that misses a message reads it from the store.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<()> {
         if revocations.is_empty() {
             return Ok(());
@@ -183,23 +208,17 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for revocation in revocations {
-            let member = encode(revocation)?;
             let message = encode(&WireMessage::Revocation {
                 revocation: *revocation,
             })?;
-            pipe.cmd("ZADD")
-                .arg(&self.names.revocations)
-                .arg(revocation.exp().as_secs())
-                .arg(member)
-                .ignore();
             pipe.cmd("PUBLISH")
                 .arg(&self.names.channel)
                 .arg(message)
                 .ignore();
         }
         let pipe = &pipe;
-        // Replaying the whole MULTI after a lost reply is harmless: ZADD of the same member
-        // is idempotent, and applying a revocation twice changes nothing.
+        // Replaying the whole MULTI after a lost reply is harmless: applying a revocation
+        // twice changes nothing.
         self.run("publish", move |mut conn| async move {
             pipe.query_async::<()>(&mut conn).await
         })
@@ -222,59 +241,6 @@ impl RedisBus {
         })
         .await
         .map(|_receivers| ())
-    }
-
-    /// The revocations in the sorted set that still matter: `exp >= now - leeway`.
-    ///
-    /// A member that does not decode is logged and skipped rather than failing the load:
-    /// one bad entry must not keep every node from ever catching up.
-    pub async fn load_live(&self, now: Timestamp, leeway: Duration) -> Result<Vec<Revocation>> {
-        // One ZRANGEBYSCORE, not pages: Redis answers it atomically, whereas paging by offset
-        // could skip entries when a concurrent purge shifts them. Its size is bounded by
-        // the live tokens.
-        let cmd = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.names.revocations)
-            .arg(now.minus(leeway).as_secs())
-            .arg("+inf")
-            .to_owned();
-        let cmd = &cmd;
-        let members: Vec<Vec<u8>> = self
-            .run("load_live", move |mut conn| async move {
-                cmd.query_async(&mut conn).await
-            })
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(
-                |member| match serde_json::from_slice::<Revocation>(member) {
-                    Ok(revocation) => Some(revocation),
-                    Err(e) => {
-                        tracing::warn!(
-                            key = %self.names.revocations,
-                            len = member.len(),
-                            error = %e,
-                            "skipping a malformed revocation in redis"
-                        );
-                        None
-                    }
-                },
-            )
-            .collect())
-    }
-
-    /// Remove the revocations with `exp < before` from the sorted set; returns how many.
-    pub async fn purge(&self, before: Timestamp) -> Result<u64> {
-        let cmd = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(&self.names.revocations)
-            .arg("-inf")
-            // "(" makes the bound exclusive: an entry expiring exactly at `before` stays.
-            .arg(format!("({}", before.as_secs()))
-            .to_owned();
-        let cmd = &cmd;
-        self.run("purge", move |mut conn| async move {
-            cmd.query_async::<u64>(&mut conn).await
-        })
-        .await
     }
 
     /// Subscribe to the channel. A background task holds a pub/sub connection, reconnects
@@ -304,13 +270,13 @@ impl RedisBus {
         let first = match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if is_connection_error(&e) => e,
-            Ok(Err(e)) => return Err(unavailable(what, &e)),
+            Ok(Err(e)) => return Err(unavailable(what, e)),
             Err(_) => return Err(timed_out(what)),
         };
         tracing::debug!(error = %first, "redis {what} failed on a broken connection; retrying once");
         match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(unavailable(what, &e)),
+            Ok(Err(e)) => Err(unavailable(what, e)),
             Err(_) => Err(timed_out(what)),
         }
     }
@@ -339,12 +305,13 @@ async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String> {
         Ok(_) => Err(StoreError::Unavailable(
             "cannot read redis maxmemory-policy (not in INFO memory nor CONFIG GET); refusing \
              because an allkeys-* policy could evict revocations"
-                .to_owned(),
+                .into(),
         )),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot read redis maxmemory-policy ({e}); refusing because an allkeys-* policy \
-             could evict revocations"
-        ))),
+        Err(e) => Err(StoreError::unavailable(
+            "cannot read redis maxmemory-policy; refusing because an allkeys-* policy could \
+             evict revocations",
+            e,
+        )),
     }
 }
 
@@ -465,7 +432,7 @@ fn decode(payload: &[u8]) -> Option<BusEvent> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::corrupt("cannot encode", e))
 }
 
 /// Whether `e` means the connection (not the command) failed, so a retry on a fresh one
@@ -474,20 +441,19 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
-fn unavailable(what: &str, e: &RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis {what}: {e}"))
+fn unavailable(what: &str, e: RedisError) -> StoreError {
+    StoreError::unavailable(format!("redis {what}"), e)
 }
 
 fn timed_out(what: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "redis {what}: no answer within {OPERATION_TIMEOUT:?}"
-    ))
+    StoreError::Unavailable(format!("redis {what}: no answer within {OPERATION_TIMEOUT:?}").into())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use tokengate_core::Timestamp;
     use uuid::Uuid;
 
     #[test]

@@ -13,22 +13,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
-use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokengate_core::{Revocation, RevocationKind, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Result, StoreError};
-use crate::model::{
-    LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
-    Session, StoredKey, User,
-};
-use crate::store::Store;
+use crate::error::{Detail, Result, StoreError};
+use crate::model::LiveRevocations;
+use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,33 +45,12 @@ const MIGRATION_ATTEMPTS: u32 = 3;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, disabled, created_at"
-    };
-}
-
-macro_rules! session_columns {
-    () => {
-        "id, user_id, created_at, last_seen_at, user_agent, ip, access_exp, refresh_exp, ended_at"
-    };
-}
-
-macro_rules! key_columns {
-    () => {
-        "kid, alg, private_der, created_at, verify_until"
-    };
-}
-
-/// The SQLite [`Store`]: a small connection pool over one database file.
+/// The SQLite [`Store`](crate::Store): a small connection pool over one database file.
 ///
 /// Cloning is cheap and shares the pool.
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Open (creating if needed) the database at `path` and bring its schema up to date.
     ///
     /// A missing parent directory is created (0700), and a missing file is created with
@@ -99,9 +73,9 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display()), e))?;
         migrate(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqlStore { pool })
     }
 
     /// Open the database a `sqlite://PATH` (or `sqlite:PATH`) URL names.
@@ -113,27 +87,27 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> Result<SqliteStore> {
         let rest = url
             .strip_prefix("sqlite:")
-            .ok_or_else(|| StoreError::Unavailable(format!("not a SQLite URL: {url:?}")))?;
+            .ok_or_else(|| StoreError::Unavailable(format!("not a SQLite URL: {url:?}").into()))?;
         if rest.contains('?') {
-            return Err(StoreError::Unavailable(format!(
-                "options in SQLite URLs are not supported: {url:?}"
-            )));
+            return Err(StoreError::Unavailable(
+                format!("options in SQLite URLs are not supported: {url:?}").into(),
+            ));
         }
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path == ":memory:" {
             return Self::open_in_memory().await;
         }
         if path.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "SQLite URL without a path: {url:?}"
-            )));
+            return Err(StoreError::Unavailable(
+                format!("SQLite URL without a path: {url:?}").into(),
+            ));
         }
         Self::open(&PathBuf::from(path)).await
     }
 
     async fn open_in_memory() -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::unavailable("cannot open in-memory database", e))?
             .foreign_keys(true);
         // The database lives only as long as its connection: exactly one, never closed
         // for idleness or age.
@@ -145,27 +119,16 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open in-memory database: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot open in-memory database", e))?;
         migrate(&pool).await?;
-        Ok(SqliteStore { pool })
-    }
-
-    /// A write transaction that takes the write lock up front. A deferred transaction
-    /// that reads and then writes can fail with `SQLITE_BUSY` without waiting when
-    /// another connection wrote in between; taking the lock first lets the busy timeout
-    /// queue writers instead.
-    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+        Ok(SqlStore { pool })
     }
 }
 
 /// Create the parent directory and the database file with owner-only permissions.
 fn prepare_file(path: &Path) -> Result<()> {
     let io_err = |what: &str, e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()))
+        StoreError::unavailable(format!("cannot {what} {}", path.display()), e)
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         DirBuilder::new()
@@ -218,100 +181,15 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
             }
-            Err(e) => return Err(StoreError::Migration(e.to_string())),
+            Err(e) => return Err(StoreError::Migration(Detail::caused_by("", e))),
         }
     }
 }
 
-/// Sort a database error into what the caller can act on.
-fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) => match db.kind() {
-            // A foreign key violation (a session for a user that does not exist) is, like
-            // a taken email, a conflict with the stored state, not an outage to retry.
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation => {
-                StoreError::Conflict(db.message().to_owned())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
-        },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-// ---- decoding ----
-
 fn uuid_from(bytes: &[u8], what: &str) -> Result<Uuid> {
-    Uuid::from_slice(bytes)
-        .map_err(|_| StoreError::Corrupt(format!("{what} of {} bytes, expected 16", bytes.len())))
-}
-
-fn uuid_at(row: &SqliteRow, col: usize, what: &str) -> Result<Uuid> {
-    let bytes: &[u8] = row.try_get(col).map_err(map_err)?;
-    uuid_from(bytes, what)
-}
-
-fn ts_at(row: &SqliteRow, col: usize) -> Result<Timestamp> {
-    row.try_get::<i64, _>(col)
-        .map(Timestamp::from_secs)
-        .map_err(map_err)
-}
-
-fn opt_ts_at(row: &SqliteRow, col: usize) -> Result<Option<Timestamp>> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(Timestamp::from_secs))
-        .map_err(map_err)
-}
-
-fn user_from_row(row: &SqliteRow) -> Result<User> {
-    let role: &str = row.try_get(3).map_err(map_err)?;
-    Ok(User {
-        id: uuid_at(row, 0, "user id")?,
-        email: row.try_get(1).map_err(map_err)?,
-        password_hash: row.try_get(2).map_err(map_err)?,
-        role: Role::from_str(role).map_err(StoreError::Corrupt)?,
-        disabled: row.try_get::<i64, _>(4).map_err(map_err)? != 0,
-        created_at: ts_at(row, 5)?,
+    Uuid::from_slice(bytes).map_err(|_| {
+        StoreError::Corrupt(format!("{what} of {} bytes, expected 16", bytes.len()).into())
     })
-}
-
-fn session_from_row(row: &SqliteRow) -> Result<Session> {
-    Ok(Session {
-        id: uuid_at(row, 0, "session id")?,
-        user_id: uuid_at(row, 1, "session user id")?,
-        created_at: ts_at(row, 2)?,
-        last_seen_at: ts_at(row, 3)?,
-        user_agent: row.try_get(4).map_err(map_err)?,
-        ip: row.try_get(5).map_err(map_err)?,
-        access_exp: ts_at(row, 6)?,
-        refresh_exp: ts_at(row, 7)?,
-        ended_at: opt_ts_at(row, 8)?,
-    })
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey> {
-    Ok(StoredKey {
-        kid: row.try_get(0).map_err(map_err)?,
-        alg: row.try_get(1).map_err(map_err)?,
-        private_der: row.try_get(2).map_err(map_err)?,
-        created_at: ts_at(row, 3)?,
-        verify_until: opt_ts_at(row, 4)?,
-    })
-}
-
-/// Decode a revocation from the columns `kind, id, issued_before, exp` starting at `first`.
-fn revocation_from_row(row: &SqliteRow, first: usize) -> Result<Revocation> {
-    let kind: &str = row.try_get(first).map_err(map_err)?;
-    let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
-    let id: &[u8] = row.try_get(first + 1).map_err(map_err)?;
-    let id = uuid_from(id, "revocation id")?;
-    let issued_before = opt_ts_at(row, first + 2)?;
-    let exp = ts_at(row, first + 3)?;
-    Revocation::from_parts(kind, id, issued_before, exp).map_err(StoreError::Corrupt)
 }
 
 /// Split one page of `load_live_revocations`: column 0 is the row count, column 1 every id
@@ -320,7 +198,7 @@ fn revocation_from_row(row: &SqliteRow, first: usize) -> Result<Revocation> {
 /// for the kinds that have one; the schema's CHECK constraints guarantee the pairing and
 /// the 16-byte ids, and any mismatch is still reported as corrupt, never misread.
 fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("revocation page: {what}"));
+    let corrupt = |what: &str| StoreError::Corrupt(format!("revocation page: {what}").into());
     let count: i64 = page.try_get(0).map_err(map_err)?;
     if count == 0 {
         return Ok(());
@@ -346,7 +224,7 @@ fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
         let (Some(kind), Some(exp)) = (kinds.next(), exps.next()) else {
             return Err(corrupt("columns do not match the row count"));
         };
-        let kind = RevocationKind::from_str(kind).map_err(StoreError::Corrupt)?;
+        let kind = RevocationKind::from_str(kind).map_err(|e| StoreError::Corrupt(e.into()))?;
         let issued_before = match kind {
             RevocationKind::Token | RevocationKind::Session => None,
             RevocationKind::User | RevocationKind::IssuedBefore => {
@@ -357,7 +235,7 @@ fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
         let id = uuid_from(id, "revocation id")?;
         out.push(
             Revocation::from_parts(kind, id, issued_before, int(exp)?)
-                .map_err(StoreError::Corrupt)?,
+                .map_err(|e| StoreError::Corrupt(e.into()))?,
         );
     }
     if kinds.next().is_some()
@@ -369,453 +247,46 @@ fn decode_page(page: &SqliteRow, out: &mut Vec<Revocation>) -> Result<()> {
     Ok(())
 }
 
-// ---- statements shared by several operations ----
+impl Dialect for Sqlite {
+    // A write transaction (`BEGIN IMMEDIATE`) holds the whole database.
+    const LOCK_FOR_UPDATE: &'static str = "";
+    const LOCK_FOR_SHARE: &'static str = "";
+    const INSERTION_ORDER: &'static str = "rowid";
+    // Each deletes through a bounded rowid subquery, so no statement holds the write lock
+    // for long.
+    const PURGE: [&'static str; 4] = [
+        "DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations WHERE exp < $1 LIMIT $2)",
+        "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens WHERE exp < $1 LIMIT $2)",
+        "DELETE FROM refresh_tokens WHERE rowid IN (
+            SELECT rt.rowid FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id
+            WHERE max(s.access_exp, s.refresh_exp) < $1 LIMIT $2)",
+        "DELETE FROM sessions WHERE rowid IN (
+            SELECT s.rowid FROM sessions s
+            WHERE max(s.access_exp, s.refresh_exp) < $1
+              AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
+            LIMIT $2)",
+    ];
 
-async fn session_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Session>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        session_columns!(),
-        " FROM sessions WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)?;
-    row.as_ref().map(session_from_row).transpose()
-}
+    /// A write transaction takes the write lock up front. A deferred transaction that
+    /// reads and then writes can fail with `SQLITE_BUSY` without waiting when another
+    /// connection wrote in between; taking the lock first lets the busy timeout queue
+    /// writers instead (the admin CLI writes the same file).
+    const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
 
-async fn user_in(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<User>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)?;
-    row.as_ref().map(user_from_row).transpose()
-}
-
-async fn insert_revocation(
-    conn: &mut SqliteConnection,
-    rev: &Revocation,
-    now: Timestamp,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(rev.kind().as_str())
-    .bind(rev.subject_id())
-    .bind(rev.issued_before().map(Timestamp::as_secs))
-    .bind(rev.exp().as_secs())
-    .bind(now.as_secs())
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Mark a live session ended and record its revocation; the caller owns the transaction.
-async fn end_session_in(
-    conn: &mut SqliteConnection,
-    sid: Uuid,
-    access_exp: Timestamp,
-    now: Timestamp,
-) -> Result<Revocation> {
-    sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ?")
-        .bind(now.as_secs())
-        .bind(sid)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let rev = Revocation::Session {
-        sid,
-        exp: access_exp,
-    };
-    insert_revocation(conn, &rev, now).await?;
-    Ok(rev)
-}
-
-/// End every live session of a user except `keep`; the caller owns the transaction.
-async fn end_user_sessions_in(
-    conn: &mut SqliteConnection,
-    user_id: Uuid,
-    keep: Option<Uuid>,
-    now: Timestamp,
-) -> Result<Vec<Revocation>> {
-    // `id IS NOT NULL` holds for every row, so `keep = None` spares nothing.
-    let rows = sqlx::query(
-        "SELECT id, access_exp FROM sessions
-         WHERE user_id = ? AND ended_at IS NULL AND (refresh_exp >= ? OR access_exp >= ?) AND id IS NOT ?
-         ORDER BY created_at, rowid",
-    )
-    .bind(user_id)
-    .bind(now.as_secs())
-    .bind(now.as_secs())
-    .bind(keep)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let mut revocations = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let sid = uuid_at(row, 0, "session id")?;
-        let access_exp = ts_at(row, 1)?;
-        revocations.push(end_session_in(conn, sid, access_exp, now).await?);
-    }
-    Ok(revocations)
-}
-
-async fn all_keys_in(conn: &mut SqliteConnection) -> Result<Vec<StoredKey>> {
-    // rowid breaks ties between keys made in the same second: insertion order.
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM signing_keys ORDER BY created_at, rowid"
-    ))
-    .fetch_all(conn)
-    .await
-    .map_err(map_err)?;
-    rows.iter().map(key_from_row).collect()
-}
-
-async fn insert_key(conn: &mut SqliteConnection, key: &StoredKey) -> Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO signing_keys (",
-        key_columns!(),
-        ") VALUES (?, ?, ?, ?, ?)"
-    ))
-    .bind(&key.kid)
-    .bind(&key.alg)
-    .bind(&key.private_der)
-    .bind(key.created_at.as_secs())
-    .bind(key.verify_until.map(Timestamp::as_secs))
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create_user(&self, new: NewUser) -> Result<User> {
-        // The "first user" decision and the insert share one write transaction, so two
-        // concurrent sign-ups cannot both become admin.
-        let mut tx = self.begin_immediate().await?;
-        let any_user: i64 = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let role = if any_user == 0 { Role::Admin } else { new.role };
-        sqlx::query(concat!(
-            "INSERT INTO users (",
-            user_columns!(),
-            ") VALUES (?, ?, ?, ?, 0, ?)"
-        ))
-        .bind(new.id)
-        .bind(&new.email)
-        .bind(&new.password_hash)
-        .bind(role.as_str())
-        .bind(new.created_at.as_secs())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(User {
-            id: new.id,
-            email: new.email,
-            password_hash: new.password_hash,
-            role,
-            disabled: false,
-            created_at: new.created_at,
-        })
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE email = ?"
-        ))
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+    async fn lock_table(_conn: &mut SqliteConnection, _table: &'static str) -> Result<()> {
+        // `BEGIN IMMEDIATE` already keeps every other writer out.
+        Ok(())
     }
 
-    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        user_in(&mut conn, id).await
-    }
-
-    async fn change_password(
-        &self,
-        user_id: Uuid,
-        password_hash: &str,
-        keep: Option<Uuid>,
+    async fn insert_revocations(
+        conn: &mut SqliteConnection,
+        revocations: &[Revocation],
         now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>> {
-        let mut tx = self.begin_immediate().await?;
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let revocations = end_user_sessions_in(&mut tx, user_id, keep, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Some(revocations))
-    }
-
-    async fn set_disabled(
-        &self,
-        user_id: Uuid,
-        disabled: bool,
-        now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>> {
-        let mut tx = self.begin_immediate().await?;
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(i64::from(disabled))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let revocations = if disabled {
-            end_user_sessions_in(&mut tx, user_id, None, now).await?
-        } else {
-            Vec::new()
-        };
-        tx.commit().await.map_err(map_err)?;
-        Ok(Some(revocations))
-    }
-
-    async fn create_session(&self, new: NewSession) -> Result<bool> {
-        let mut tx = self.begin_immediate().await?;
-        // Checked inside the write transaction: a password change or disable that
-        // committed after the caller's password check makes this sign-in fail.
-        let current = sqlx::query_scalar::<_, String>(
-            "SELECT password_hash FROM users WHERE id = ? AND disabled = 0",
-        )
-        .bind(new.user_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if current.as_deref() != Some(new.password_hash.as_str()) {
-            return Ok(false);
-        }
-        sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            session_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
-        ))
-        .bind(new.id)
-        .bind(new.user_id)
-        .bind(new.created_at.as_secs())
-        .bind(new.created_at.as_secs())
-        .bind(&new.user_agent)
-        .bind(&new.ip)
-        .bind(new.access_exp.as_secs())
-        .bind(new.refresh_exp.as_secs())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (hash, session_id, exp, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(new.refresh_hash.as_slice())
-        .bind(new.id)
-        .bind(new.refresh_exp.as_secs())
-        .bind(new.created_at.as_secs())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(true)
-    }
-
-    async fn session(&self, id: Uuid) -> Result<Option<Session>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        session_in(&mut conn, id).await
-    }
-
-    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshTokenInfo>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let row = sqlx::query("SELECT session_id, exp, used_at FROM refresh_tokens WHERE hash = ?")
-            .bind(hash.as_slice())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let sid = uuid_at(&row, 0, "session id")?;
-        let exp = ts_at(&row, 1)?;
-        let used_at = opt_ts_at(&row, 2)?;
-        let session = session_in(&mut conn, sid).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("refresh token of missing session {sid}"))
-        })?;
-        Ok(Some(RefreshTokenInfo {
-            session,
-            exp,
-            used_at,
-        }))
-    }
-
-    async fn live_sessions(&self, user_id: Uuid, now: Timestamp) -> Result<Vec<Session>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE user_id = ? AND ended_at IS NULL AND (refresh_exp >= ? OR access_exp >= ?)",
-            " ORDER BY created_at, rowid"
-        ))
-        .bind(user_id)
-        .bind(now.as_secs())
-        .bind(now.as_secs())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(session_from_row).collect()
-    }
-
-    async fn touch_sessions(&self, seen: &[(Uuid, Timestamp)]) -> Result<()> {
-        if seen.is_empty() {
-            return Ok(());
-        }
-        // One transaction: one fsync for the whole batch instead of one per session.
-        let mut tx = self.begin_immediate().await?;
-        for (id, at) in seen {
-            sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?")
-                .bind(at.as_secs())
-                .bind(*id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn end_session(&self, sid: Uuid, now: Timestamp) -> Result<Option<Revocation>> {
-        let mut tx = self.begin_immediate().await?;
-        let Some(session) = session_in(&mut tx, sid).await? else {
-            return Ok(None);
-        };
-        if session.ended_at.is_some() {
-            // Idempotent: the revocation was recorded when it ended; hand it out again so
-            // a retried sign-out still gets applied to the caller's index.
-            return Ok(Some(Revocation::Session {
-                sid,
-                exp: session.access_exp,
-            }));
-        }
-        let rev = end_session_in(&mut tx, sid, session.access_exp, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Some(rev))
-    }
-
-    async fn end_user_sessions(
-        &self,
-        user_id: Uuid,
-        keep: Option<Uuid>,
-        now: Timestamp,
-    ) -> Result<Vec<Revocation>> {
-        let mut tx = self.begin_immediate().await?;
-        let revocations = end_user_sessions_in(&mut tx, user_id, keep, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(revocations)
-    }
-
-    async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RefreshOutcome> {
-        let now = rotation.now;
-        let mut tx = self.begin_immediate().await?;
-        let token =
-            sqlx::query("SELECT session_id, exp, used_at FROM refresh_tokens WHERE hash = ?")
-                .bind(rotation.presented_hash.as_slice())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        let Some(token) = token else {
-            return Ok(RefreshOutcome::Unknown);
-        };
-        let sid = uuid_at(&token, 0, "refresh token session id")?;
-        let exp = ts_at(&token, 1)?;
-        let used_at = opt_ts_at(&token, 2)?;
-
-        let session = session_in(&mut tx, sid).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("refresh token of missing session {sid}"))
-        })?;
-        if session.ended_at.is_some() {
-            return Ok(RefreshOutcome::SessionEnded);
-        }
-        let user = user_in(&mut tx, session.user_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("session {sid} of missing user")))?;
-        if user.disabled {
-            return Ok(RefreshOutcome::UserDisabled);
-        }
-        if let Some(used_at) = used_at {
-            let within_grace = !rotation.grace.is_zero() && used_at.plus(rotation.grace) >= now;
-            if !within_grace {
-                // A used token presented again means two parties hold the family: end it.
-                let revocation = end_session_in(&mut tx, sid, session.access_exp, now).await?;
-                tx.commit().await.map_err(map_err)?;
-                return Ok(RefreshOutcome::Reused { revocation });
-            }
-        }
-        if exp < now {
-            return Ok(RefreshOutcome::Expired);
-        }
-
-        // A grace retry keeps the first `used_at`, so retries cannot stretch the window.
-        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
-            .bind(now.as_secs())
-            .bind(rotation.presented_hash.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (hash, session_id, exp, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(rotation.new_hash.as_slice())
-        .bind(sid)
-        .bind(rotation.new_refresh_exp.as_secs())
-        .bind(now.as_secs())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        // access_exp only grows: it bounds every access token of the session ever minted,
-        // which is what a later session revocation must cover.
-        let access_exp = session.access_exp.max(rotation.new_access_exp);
-        sqlx::query("UPDATE sessions SET access_exp = ?, refresh_exp = ? WHERE id = ?")
-            .bind(access_exp.as_secs())
-            .bind(rotation.new_refresh_exp.as_secs())
-            .bind(sid)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(RefreshOutcome::Rotated {
-            session: Session {
-                access_exp,
-                refresh_exp: rotation.new_refresh_exp,
-                ..session
-            },
-            user,
-        })
-    }
-
-    async fn record_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
-        if revocations.is_empty() {
-            return Ok(());
-        }
-        // One transaction for all chunks: all or none, and a single fsync.
-        let mut tx = self.begin_immediate().await?;
+    ) -> Result<()> {
         for chunk in revocations.chunks(REVOCATIONS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO revocations (kind, id, issued_before, exp, created_at) ",
@@ -827,20 +298,61 @@ impl Store for SqliteStore {
                     .push_bind(rev.exp().as_secs())
                     .push_bind(now.as_secs());
             });
-            insert.build().execute(&mut *tx).await.map_err(map_err)?;
+            insert.build().execute(&mut *conn).await.map_err(map_err)?;
         }
-        tx.commit().await.map_err(map_err)
+        Ok(())
     }
 
-    async fn load_live_revocations(
-        &self,
+    async fn end_user_sessions_in(
+        conn: &mut SqliteConnection,
+        user_id: Uuid,
+        keep: Option<Uuid>,
         now: Timestamp,
-        leeway: Duration,
-    ) -> Result<LiveRevocations> {
-        let horizon = now.minus(leeway);
+    ) -> Result<Vec<Revocation>> {
+        let rows = sqlx::query(
+            "SELECT id, access_exp FROM sessions
+             WHERE user_id = $1 AND ended_at IS NULL AND (refresh_exp >= $2 OR access_exp >= $2)
+               AND id IS DISTINCT FROM $3
+             ORDER BY created_at, rowid",
+        )
+        .bind(user_id)
+        .bind(now.as_secs())
+        .bind(keep)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let mut revocations = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (sid, access_exp) = (row.uuid(0)?, row.ts(1)?);
+            revocations.push(Self::end_session_in(&mut *conn, sid, access_exp, now).await?);
+        }
+        Ok(revocations)
+    }
+
+    async fn touch_sessions(pool: &SqlitePool, seen: &[(Uuid, Timestamp)]) -> Result<()> {
+        // One transaction: one fsync for the whole batch instead of one per session.
+        let mut tx = Self::begin_write(pool).await?;
+        let mut body = Ok(End::Commit(()));
+        for (id, at) in seen {
+            let touched = sqlx::query(
+                "UPDATE sessions SET last_seen_at = max(last_seen_at, $1) WHERE id = $2",
+            )
+            .bind(at.as_secs())
+            .bind(*id)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = touched {
+                body = Err(map_err(e));
+                break;
+            }
+        }
+        finish(tx, body).await
+    }
+
+    async fn load_live(pool: &SqlitePool, horizon: Timestamp) -> Result<LiveRevocations> {
         // A read transaction: rows and cursor come from one snapshot, so a record committed
         // meanwhile is either loaded or after the cursor, never lost between the two.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = Tx::begin(pool, None).await?;
         let cursor: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
             .fetch_one(&mut *tx)
             .await
@@ -856,8 +368,8 @@ impl Store for SqliteStore {
             let upto = after.saturating_add(LOAD_PAGE_SEQS);
             let page = sqlx::query(
                 "SELECT COUNT(*), CAST(group_concat(id, '') AS BLOB), group_concat(kind, ','),
-                        group_concat(issued_before, ','), group_concat(exp, ',')
-                 FROM revocations WHERE seq > ? AND seq <= ? AND +exp >= ?",
+                            group_concat(issued_before, ','), group_concat(exp, ',')
+                     FROM revocations WHERE seq > ? AND seq <= ? AND +exp >= ?",
             )
             .bind(after)
             .bind(upto)
@@ -881,151 +393,10 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(LiveRevocations {
             revocations,
             cursor,
         })
     }
-
-    async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>> {
-        let rows = sqlx::query(
-            "SELECT seq, kind, id, issued_before, exp FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(cursor)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<i64, _>(0).map_err(map_err)?,
-                    revocation_from_row(row, 1)?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64> {
-        // `limit` bounds the rows of the whole call; each statement deletes through a
-        // bounded rowid subquery, so no statement holds the write lock for long.
-        let mut budget = u64::from(limit);
-        let mut deleted = 0;
-        let before = before.as_secs();
-
-        if budget > 0 {
-            let n = sqlx::query(
-                "DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations WHERE exp < ? LIMIT ?)",
-            )
-            .bind(before)
-            .bind(budget_i64(budget))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            take(&mut budget, &mut deleted, n);
-        }
-        if budget > 0 {
-            let n = sqlx::query(
-                "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens WHERE exp < ? LIMIT ?)",
-            )
-            .bind(before)
-            .bind(budget_i64(budget))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            take(&mut budget, &mut deleted, n);
-        }
-        if budget > 0 {
-            // A dead session's remaining refresh tokens go first (foreign key), then the
-            // sessions left without tokens; one transaction so none is orphaned halfway.
-            let mut tx = self.begin_immediate().await?;
-            let n = sqlx::query(
-                "DELETE FROM refresh_tokens WHERE rowid IN (
-                    SELECT rt.rowid FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id
-                    WHERE max(s.access_exp, s.refresh_exp) < ? LIMIT ?)",
-            )
-            .bind(before)
-            .bind(budget_i64(budget))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            take(&mut budget, &mut deleted, n);
-            if budget > 0 {
-                let n = sqlx::query(
-                    "DELETE FROM sessions WHERE rowid IN (
-                        SELECT s.rowid FROM sessions s
-                        WHERE max(s.access_exp, s.refresh_exp) < ?
-                          AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
-                        LIMIT ?)",
-                )
-                .bind(before)
-                .bind(budget_i64(budget))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-                take(&mut budget, &mut deleted, n);
-            }
-            tx.commit().await.map_err(map_err)?;
-        }
-        Ok(deleted)
-    }
-
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
-        let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        all_keys_in(&mut conn).await
-    }
-
-    async fn rotate_signing_key(
-        &self,
-        key: StoredKey,
-        old_keys_verify_until: Timestamp,
-    ) -> Result<()> {
-        let mut tx = self.begin_immediate().await?;
-        sqlx::query("UPDATE signing_keys SET verify_until = ? WHERE verify_until IS NULL")
-            .bind(old_keys_verify_until.as_secs())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        insert_key(&mut tx, &key).await?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn insert_first_signing_key(&self, key: StoredKey) -> Result<Vec<StoredKey>> {
-        // IMMEDIATE: of several nodes starting at once, exactly one sees the table empty.
-        let mut tx = self.begin_immediate().await?;
-        let any_key: i64 = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        if any_key == 0 {
-            insert_key(&mut tx, &key).await?;
-        }
-        let keys = all_keys_in(&mut tx).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(keys)
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-}
-
-/// Count `n` deleted rows against the budget of a purge.
-fn take(budget: &mut u64, deleted: &mut u64, n: u64) {
-    *deleted += n;
-    *budget = budget.saturating_sub(n);
-}
-
-/// SQLite takes `LIMIT` as a signed integer; a `u32`-derived budget always fits.
-fn budget_i64(budget: u64) -> i64 {
-    i64::try_from(budget).unwrap_or(i64::MAX)
 }

@@ -5,14 +5,15 @@
 //! tests run them all with [`store_testsuite!`](crate::store_testsuite):
 //!
 //! ```ignore
-//! // tests/sqlite.rs: one #[tokio::test] per behaviour, each on its own fresh store.
+//! // tests/it/sqlite.rs: one #[tokio::test] per behaviour, each on its own fresh store.
 //! tokengate_store::store_testsuite!(fresh_store());
 //!
 //! // A backend that needs a service: yield `None` to skip when it is absent.
 //! tokengate_store::store_testsuite!(optional: fresh_postgres_or_none());
 //! ```
 //!
-//! The calling crate needs `tokio` (with `macros` and `rt`) as a dependency.
+//! The calling crate needs `tokio` (with `macros` and `rt`) as a dependency, and this
+//! crate's `testsuite` feature.
 
 // Test support: a failed expectation is meant to panic with the value that surprised it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -58,7 +59,11 @@ impl<S: Store, G> Fixture for (S, G) {
 #[macro_export]
 macro_rules! store_testsuite {
     (optional: $make:expr) => {
-        $crate::store_testsuite!(@tests ($make)
+        $crate::store_testsuite!(@each tests ($make));
+    };
+    // The one list of behaviours, handed to `@tests` (one test each) or `@names`.
+    (@each $arm:ident $args:tt) => {
+        $crate::store_testsuite! { @$arm $args
             first_user_becomes_admin_and_later_users_do_not,
             duplicate_email_is_a_conflict,
             user_lookup_by_email_and_id,
@@ -72,6 +77,7 @@ macro_rules! store_testsuite {
             refresh_reuse_ends_the_session_and_records_its_revocation,
             refresh_reuse_within_grace_rotates_again,
             refresh_of_ended_session_expired_token_or_disabled_user_is_refused,
+            a_session_for_an_unknown_user_is_not_created,
             unknown_refresh_token_is_unknown,
             record_revocations_is_all_or_nothing,
             load_live_revocations_skips_expired_and_returns_cursor,
@@ -80,7 +86,10 @@ macro_rules! store_testsuite {
             touch_sessions_never_moves_back,
             signing_keys_rotate_and_first_insert_is_once,
             ping_answers,
-        );
+        }
+    };
+    (@names () $($name:ident),* $(,)?) => {
+        &[$(stringify!($name)),*]
     };
     (@tests ($make:expr) $($name:ident),* $(,)?) => {
         $(
@@ -101,6 +110,9 @@ macro_rules! store_testsuite {
         $crate::store_testsuite!(optional: async { ::core::option::Option::Some($make.await) });
     };
 }
+
+/// The name of every behaviour [`store_testsuite!`](crate::store_testsuite) runs.
+pub const BEHAVIOURS: &[&str] = crate::store_testsuite!(@each names ());
 
 // ---- helpers ----
 
@@ -890,6 +902,16 @@ pub async fn refresh_of_ended_session_expired_token_or_disabled_user_is_refused(
             exp: at(900)
         }
     );
+}
+
+/// A session for a user the store does not know is not created (and is no error).
+pub async fn a_session_for_an_unknown_user_is_not_created(store: &dyn Store) {
+    let created = store
+        .create_session(new_session(Uuid::new_v4(), 0, 900, 7, 86_400))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert!(store.refresh_token(hash(7)).await.unwrap().is_none());
 }
 
 /// A token the store never saw is `Unknown`, on an empty store and on a busy one.

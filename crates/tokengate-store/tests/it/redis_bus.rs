@@ -30,8 +30,8 @@ fn skip(reason: &str) {
     println!("skipped: {reason}");
 }
 
-/// A unique namespace on the shared Redis; its key goes when this is dropped (also when the
-/// test fails).
+/// A unique namespace on the shared Redis; any key under it goes when this is dropped (also
+/// when the test fails).
 struct Namespace(String);
 
 impl Namespace {
@@ -207,11 +207,6 @@ fn token(exp: Timestamp) -> Revocation {
     }
 }
 
-fn sorted(mut v: Vec<Revocation>) -> Vec<Revocation> {
-    v.sort_by_key(|r| (r.exp(), r.subject_id(), r.kind().as_str()));
-    v
-}
-
 #[tokio::test]
 async fn publish_reaches_a_subscriber_of_another_handle() {
     let Some((node_a, ns)) = shared_bus().await else {
@@ -231,52 +226,84 @@ async fn publish_reaches_a_subscriber_of_another_handle() {
     node_a.publish(&[]).await.unwrap();
 }
 
-#[tokio::test]
-async fn published_revocations_load_back_as_live_and_expired_ones_do_not() {
-    let Some((bus, _ns)) = shared_bus().await else {
-        return;
-    };
-    let now = now();
-    let leeway = Duration::from_secs(60);
-    let live = one_of_each(now.plus(Duration::from_secs(3600)));
-    // Expired, but within the leeway: still matters.
-    let within_leeway = token(now.minus(Duration::from_secs(30)));
-    // Exactly at the leeway's edge: `exp >= now - leeway` keeps it.
-    let at_edge = token(now.minus(leeway));
-    let expired = one_of_each(now.minus(Duration::from_secs(3600)));
-    bus.publish(&live).await.unwrap();
-    bus.publish(&[within_leeway, at_edge]).await.unwrap();
-    bus.publish(&expired).await.unwrap();
-    // Publishing the same revocation again does not duplicate it.
-    bus.publish(&live[..1]).await.unwrap();
-
-    let loaded = bus.load_live(now, leeway).await.unwrap();
-    let mut expected = live.clone();
-    expected.extend([within_leeway, at_edge]);
-    assert_eq!(sorted(loaded), sorted(expected));
+/// Every key under the namespace on the shared Redis, with its type and size.
+async fn keys_under(ns: &Namespace) -> Vec<(String, String, i64)> {
+    let client = redis::Client::open(SHARED_REDIS).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", ns.0))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let size: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap_or(-1);
+        found.push((key, kind, size));
+    }
+    found
 }
 
 #[tokio::test]
-async fn purge_removes_expired_entries() {
-    let Some((bus, _ns)) = shared_bus().await else {
+async fn publishing_leaves_no_state_in_redis() {
+    // Earlier versions added every published revocation to `{ns}:revocations` and never
+    // removed one: 20 sign-outs left 20 members, and under `noeviction` Redis filled up.
+    let Some((bus, ns)) = shared_bus().await else {
         return;
     };
+    let (_subscription, mut rx) = bus.subscribe();
+    assert_eq!(next_event(&mut rx).await, BusEvent::Connected);
     let t = |secs: i64| Timestamp::from_secs(1_700_000_000 + secs);
-    let (old, edge, young) = (token(t(100)), token(t(200)), token(t(300)));
-    bus.publish(&[old, edge, young]).await.unwrap();
+    let mut published = Vec::new();
+    for i in 0..20 {
+        // Half long expired, half far in the future: neither may stay behind.
+        let exp = if i % 2 == 0 {
+            t(i)
+        } else {
+            t(1_000_000_000 + i)
+        };
+        let batch = one_of_each(exp);
+        bus.publish(&batch).await.unwrap();
+        published.extend(batch);
+    }
+    bus.heartbeat("node-a").await.unwrap();
+    for expected in &published {
+        assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(*expected));
+    }
+    assert_eq!(keys_under(&ns).await, vec![], "nothing kept in redis");
+}
 
-    // `exp < before` goes; an entry expiring exactly at `before` stays.
-    assert_eq!(bus.purge(t(200)).await.unwrap(), 1);
-    assert_eq!(bus.purge(t(200)).await.unwrap(), 0);
-    let left = bus.load_live(t(0), Duration::ZERO).await.unwrap();
-    assert_eq!(sorted(left), sorted(vec![edge, young]));
+#[tokio::test]
+async fn connect_deletes_the_revocation_set_earlier_versions_left() {
+    let Some((_bus, ns)) = shared_bus().await else {
+        return;
+    };
+    // What an earlier version left behind: one member per revocation ever published.
+    let legacy = format!("{}:revocations", ns.0);
+    let client = redis::Client::open(SHARED_REDIS).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..20_i64 {
+        redis::cmd("ZADD")
+            .arg(&legacy)
+            .arg(1_700_000_000 + i)
+            .arg(format!("{{\"kind\":\"token\",\"n\":{i}}}"))
+            .query_async::<i64>(&mut raw)
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys_under(&ns).await.len(), 1);
 
-    assert_eq!(bus.purge(t(1000)).await.unwrap(), 2);
-    assert!(bus
-        .load_live(t(0), Duration::ZERO)
-        .await
-        .unwrap()
-        .is_empty());
+    let _upgraded = RedisBus::connect(SHARED_REDIS, &ns.0).await.unwrap();
+    assert_eq!(keys_under(&ns).await, vec![]);
 }
 
 #[tokio::test]
@@ -405,12 +432,12 @@ async fn connect_refuses_allkeys_eviction_policy() {
     };
     match RedisBus::connect(&redis.url(), "tokengate").await {
         Err(StoreError::Unavailable(message)) => {
-            assert!(message.contains("allkeys-lru"), "{message}");
+            assert!(message.to_string().contains("allkeys-lru"), "{message}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
 
-    // A policy that cannot evict the (TTL-less) revocation set is accepted.
+    // A policy that evicts only keys with a TTL is accepted.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     for policy in ["volatile-lru", "noeviction"] {

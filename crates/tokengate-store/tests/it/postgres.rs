@@ -9,14 +9,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
-use tokengate_core::{Revocation, Role, Timestamp};
+use tokengate_core::{Revocation, Role};
 use tokengate_store::{
     NewSession, NewUser, PostgresStore, RefreshOutcome, RefreshRotation, Store, StoreError,
 };
 use uuid::Uuid;
+
+use super::common::{self, assert_corrupt, at, mixed_revocations, token_revocations};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -131,47 +133,6 @@ async fn available() -> bool {
 
 mod suite {
     tokengate_store::store_testsuite!(optional: super::fresh_or_none());
-}
-
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_secs(1_700_000_000 + secs)
-}
-
-fn token_revocations(n: usize, exp: Timestamp) -> Vec<Revocation> {
-    (0..n)
-        .map(|_| Revocation::Token {
-            jti: Uuid::new_v4(),
-            exp,
-        })
-        .collect()
-}
-
-/// Every kind in turn: a mixed batch of `n`.
-fn mixed_revocations(n: usize) -> Vec<Revocation> {
-    (0..n)
-        .map(|i| {
-            let exp = at(1_000 + i64::try_from(i % 7).unwrap());
-            match i % 4 {
-                0 => Revocation::Token {
-                    jti: Uuid::new_v4(),
-                    exp,
-                },
-                1 => Revocation::Session {
-                    sid: Uuid::new_v4(),
-                    exp,
-                },
-                2 => Revocation::User {
-                    sub: Uuid::new_v4(),
-                    issued_before: at(-5),
-                    exp,
-                },
-                _ => Revocation::IssuedBefore {
-                    issued_before: at(-7),
-                    exp,
-                },
-            }
-        })
-        .collect()
 }
 
 fn new_user(email: &str) -> NewUser {
@@ -489,49 +450,24 @@ async fn a_failing_batch_records_nothing() {
         return;
     };
     let mut conn = schema.raw().await;
-    sqlx::query(
+    common::exec(
+        &mut conn,
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.exp = 4242 THEN RAISE EXCEPTION 'poisoned revocation'; END IF;
              RETURN NEW;
          END $$",
     )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    sqlx::query(
+    .await;
+    common::exec(
+        &mut conn,
         "CREATE TRIGGER refuse_poison BEFORE INSERT ON revocations
          FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
     )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    .await;
 
     // More than one insert statement's worth of rows.
-    let mut batch = token_revocations(59_999, at(100));
-    batch.push(Revocation::Token {
-        jti: Uuid::new_v4(),
-        exp: Timestamp::from_secs(4242),
-    });
-    let err = store.record_revocations(&batch, at(0)).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Unavailable(ref m) if m.contains("poisoned")),
-        "{err:?}"
-    );
-    assert!(store
-        .revocations_after(0, u32::MAX)
-        .await
-        .unwrap()
-        .is_empty());
-
-    batch.pop();
-    store.record_revocations(&batch, at(0)).await.unwrap();
-    let all = store.revocations_after(0, u32::MAX).await.unwrap();
-    assert_eq!(all.len(), 59_999);
-    assert!(
-        all.windows(2).all(|w| w[1].0 == w[0].0 + 1),
-        "one batch gets consecutive sequence numbers across statements"
-    );
+    common::a_failing_batch_records_nothing(&store, 60_000).await;
 }
 
 /// A row that does not decode is reported as `Corrupt`, not a panic or an outage.
@@ -542,35 +478,14 @@ async fn undecodable_rows_are_corrupt() {
     };
     let mut conn = schema.raw().await;
     // The schema's CHECKs refuse such rows; a foreign writer could still drop them.
-    sqlx::query("ALTER TABLE revocations DROP CONSTRAINT revocations_kind, DROP CONSTRAINT revocations_cutoff")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', gen_random_uuid(), NULL, 9999999999, 0)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let err = store.revocations_after(0, 10).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    let err = store
-        .load_live_revocations(at(0), Duration::ZERO)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    common::exec(&mut conn, "ALTER TABLE revocations DROP CONSTRAINT revocations_kind, DROP CONSTRAINT revocations_cutoff").await;
+    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', gen_random_uuid(), NULL, 9999999999, 0)").await;
+    assert_corrupt(store.revocations_after(0, 10).await);
+    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
 
-    sqlx::query("DELETE FROM revocations")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('user', gen_random_uuid(), NULL, 9999999999, 0)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let err = store
-        .load_live_revocations(at(0), Duration::ZERO)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    common::exec(&mut conn, "DELETE FROM revocations").await;
+    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('user', gen_random_uuid(), NULL, 9999999999, 0)").await;
+    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
 
     let id = Uuid::new_v4();
     sqlx::query("INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES ($1, 'x@example.com', 'h', 'root', FALSE, 0)")
@@ -578,74 +493,24 @@ async fn undecodable_rows_are_corrupt() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let err = store.user_by_id(id).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert_corrupt(store.user_by_id(id).await);
 }
 
-#[tokio::test]
-async fn a_session_for_an_unknown_user_is_not_created() {
-    let Some((store, _schema)) = fresh().await else {
-        return;
-    };
-    let created = store
-        .create_session(new_session(Uuid::new_v4(), [7; 32]))
-        .await
-        .unwrap();
-    assert!(!created);
-}
-
-/// A large batch of every kind records and loads whole (in no particular order: the live
-/// set is a set); the records themselves keep the batch's order.
+/// See [`common::a_batch_of_100_000_revocations_records_and_loads`].
 #[tokio::test]
 async fn a_batch_of_100_000_revocations_records_and_loads() {
     let Some((store, _schema)) = fresh().await else {
         return;
     };
-    let batch = mixed_revocations(100_000);
-    let started = Instant::now();
-    store.record_revocations(&batch, at(0)).await.unwrap();
-    let recorded = started.elapsed();
-    let started = Instant::now();
-    let live = store
-        .load_live_revocations(at(0), Duration::ZERO)
-        .await
-        .unwrap();
-    let loaded = started.elapsed();
-    println!("100 000 revocations: recorded in {recorded:?}, loaded in {loaded:?}");
-    assert_eq!(live.revocations.len(), batch.len());
-    let loaded: HashSet<Revocation> = live.revocations.into_iter().collect();
-    assert_eq!(loaded, batch.iter().copied().collect());
-    let records = store.revocations_after(0, u32::MAX).await.unwrap();
-    assert_eq!(live.cursor, records.last().unwrap().0);
-    let recorded: Vec<Revocation> = records.into_iter().map(|(_, r)| r).collect();
-    assert_eq!(recorded, batch, "records keep the batch's order");
+    common::a_batch_of_100_000_revocations_records_and_loads(&store).await;
 }
 
-/// Start-up cost with a million live revocations. Meaningful in release builds only:
-/// `cargo test --release -p tokengate-store --test postgres -- --ignored --nocapture`.
+/// See [`common::a_million_revocations_load_quickly`].
 #[tokio::test]
 #[ignore = "timing; run in release"]
 async fn a_million_revocations_load_quickly() {
     let Some((store, _schema)) = fresh().await else {
         return;
     };
-    let started = Instant::now();
-    for _ in 0..10 {
-        store
-            .record_revocations(&token_revocations(100_000, at(1_000)), at(0))
-            .await
-            .unwrap();
-    }
-    let recorded = started.elapsed();
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let live = store
-            .load_live_revocations(at(0), Duration::ZERO)
-            .await
-            .unwrap();
-        times.push(started.elapsed());
-        assert_eq!(live.revocations.len(), 1_000_000);
-    }
-    println!("1 000 000 revocations: recorded in {recorded:?}, loaded in {times:?}");
+    common::a_million_revocations_load_quickly(&store, 3).await;
 }
