@@ -630,7 +630,8 @@ async fn bulk_import_makes_every_imported_id_refused() {
         state.index().len()
     );
     let stored = state
-        .store
+        .sessions
+        .store()
         .load_live_revocations(now, state.config.leeway)
         .await
         .unwrap();
@@ -653,7 +654,7 @@ async fn bulk_import_makes_every_imported_id_refused() {
     }
 
     // And over HTTP: tokens signed by the server's own key, carrying imported ids.
-    let signer = state.keys.signer(state.now());
+    let signer = state.sessions.keys().signer(state.now());
     for jti in [jtis[0], jtis[1], jtis[50_000], jtis[99_999]] {
         let token = signer
             .sign(&Claims {
@@ -683,7 +684,8 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
     let exp = now.as_secs() + 3600;
     let live_in_store = || async move {
         state
-            .store
+            .sessions
+            .store()
             .load_live_revocations(state.now(), state.config.leeway)
             .await
             .unwrap()

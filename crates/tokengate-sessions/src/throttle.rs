@@ -54,7 +54,7 @@ type AccountKey = ([u8; 32], Option<IpAddr>);
 /// ```
 /// use std::time::Duration;
 /// use tokengate_core::Timestamp;
-/// use tokengate_server::throttle::{SigninThrottle, ThrottleLimits};
+/// use tokengate_sessions::throttle::{SigninThrottle, ThrottleLimits};
 ///
 /// let throttle = SigninThrottle::new(ThrottleLimits {
 ///     max_failures: 2,
