@@ -954,3 +954,54 @@ async fn one_refresh_token_used_twice_at_once_mints_at_most_one_pair_and_ends_th
         assert_refresh_refused(&client.refresh(&pair.refresh_token).await);
     }
 }
+
+/// The API's sign-outs clear a cookie-authenticated caller's cookies exactly as the pages
+/// do: the session cookie with `Secure` when not listening on loopback, and the refresh
+/// cookie too. (They used to clear the session cookie without `Secure`, which a browser
+/// keeps, and leave the refresh cookie.) A Bearer caller gets no cookies.
+#[tokio::test]
+async fn api_signouts_clear_the_same_cookies_as_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(InProcess::sqlite(dir.path()).await);
+    let mut config = InProcess::config(dir.path());
+    config.listen = "0.0.0.0:8080".parse().unwrap();
+    let server = InProcess::start_on(dir, config, store).await;
+    let client = server.client();
+    let email = unique_email("api-signout-cookies");
+    client.signup_ok(&email).await;
+    for path in ["/v1/auth/signout", "/v1/auth/signout-all"] {
+        let tokens = client.signin_ok(&email).await;
+        let request = client
+            .raw(reqwest::Method::POST, path)
+            .header(
+                "cookie",
+                format!("tokengate_session={}", tokens.access_token),
+            )
+            .header("origin", server.url());
+        let resp = client.send(request).await;
+        resp.expect(StatusCode::NO_CONTENT);
+        let set: Vec<&str> = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "tokengate_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure",
+                "tokengate_refresh=; Path=/account; Max-Age=0; HttpOnly; SameSite=Lax; Secure",
+            ],
+            "{path}"
+        );
+        assert_eq!(
+            client.me_status(&tokens.access_token).await,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let bearer = client.signin_ok(&email).await;
+        let resp = client.post(path, Some(&bearer.access_token), None).await;
+        resp.expect(StatusCode::NO_CONTENT);
+        assert!(resp.headers.get("set-cookie").is_none(), "{path}");
+    }
+}
