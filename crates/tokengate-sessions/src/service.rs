@@ -5,12 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokengate_core::{
-    Claims, Clock, Freshness, Revocation, RevocationIndex, Role, Timestamp, Verifier,
-    VerifierConfig,
+    Claims, Clock, Freshness, Revocation, RevocationIndex, Role, StalenessPolicy, Timestamp,
+    Verifier, VerifierConfig,
 };
 use tokengate_store::{
-    NewSession, RedisBus, RefreshOutcome, RefreshRotation, RevocationPublisher, Session, Store,
-    User,
+    NewSession, RedisBus, RefreshOutcome, RefreshRotation, RefreshTokenInfo, RevocationPublisher,
+    Session, Store, User,
 };
 use uuid::Uuid;
 
@@ -48,6 +48,29 @@ pub struct LiveSession {
     pub last_seen_at: Timestamp,
     /// Whether this is the session the question was asked from.
     pub current: bool,
+}
+
+/// What [`SessionService::introspect`] found out about a token (RFC 7662).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Introspection {
+    /// An access token that verifies and is not revoked.
+    Access(Claims),
+    /// A refresh token that is unused, unexpired and of a live session.
+    Refresh(RefreshTokenInfo),
+    /// Anything else: revoked, expired, forged, used or unknown.
+    Inactive,
+}
+
+/// Why a token could not be introspected.
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectError {
+    /// The revocation index is stale under `fail_closed`: whether an access token is
+    /// revoked cannot be told.
+    #[error("the revocation index is stale")]
+    Stale,
+    /// The store could not be read.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
 /// The session logic of a node. Built once by [`SessionService::start`] and shared
@@ -551,6 +574,34 @@ impl SessionService {
             tracing::info!(jti = %claims.jti, "access token revoked");
         }
         Ok(())
+    }
+
+    /// Describe a token for a resource server (RFC 7662): a refresh token from the store,
+    /// an access token from the verifier and this node's index, which must be current under
+    /// `fail_closed`.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, IntrospectError> {
+        let now = self.now();
+        if looks_like_refresh_token(token) {
+            let info = self
+                .store
+                .refresh_token(hash_refresh_token(token))
+                .await
+                .map_err(Unavailable::from)?;
+            return Ok(match info {
+                Some(info) if info.is_active(now) => Introspection::Refresh(info),
+                _ => Introspection::Inactive,
+            });
+        }
+        let Ok(claims) = self.verifier().verify(token, now) else {
+            return Ok(Introspection::Inactive);
+        };
+        if self.freshness.is_stale(now) && self.freshness.policy() == StalenessPolicy::FailClosed {
+            return Err(IntrospectError::Stale);
+        }
+        Ok(match self.index.check(&claims, now) {
+            Ok(()) => Introspection::Access(claims),
+            Err(_) => Introspection::Inactive,
+        })
     }
 
     /// Make a new signing key current (see [`crate::keyring::rotate`]) and load it here at

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokengate_axum::{AuthError, Principal, StalenessPolicy};
-use tokengate_sessions::{hash_refresh_token, looks_like_refresh_token};
+use tokengate_axum::{AuthError, Principal};
+use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
 use crate::openapi::ErrorBody;
@@ -222,54 +222,33 @@ pub async fn introspect(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
-    let now = state.now();
-    let inactive = || json!({"active": false});
-    let body = if looks_like_refresh_token(&token) {
-        match state
-            .sessions
-            .store()
-            .refresh_token(hash_refresh_token(&token))
-            .await?
-        {
-            Some(info) if info.is_active(now) => json!({
-                "active": true,
-                "token_type": "refresh_token",
-                "sub": info.session.user_id,
-                "sid": info.session.id,
-                "exp": info.exp,
-                "iat": info.session.created_at,
-            }),
-            _ => inactive(),
-        }
-    } else {
-        match state.sessions.verifier().verify(&token, now) {
-            Ok(claims) => {
-                let freshness = state.gate.freshness();
-                if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
-                    return Err(ApiError::Auth(AuthError::Stale));
-                }
-                if state.index().check(&claims, now).is_ok() {
-                    json!({
-                        "active": true,
-                        "token_type": "access_token",
-                        "iss": claims.iss,
-                        "sub": claims.sub,
-                        "aud": claims.aud,
-                        "iat": claims.iat,
-                        "nbf": claims.nbf,
-                        "exp": claims.exp,
-                        "jti": claims.jti,
-                        "sid": claims.sid,
-                        "username": claims.email,
-                        "email": claims.email,
-                        "role": claims.role,
-                    })
-                } else {
-                    inactive()
-                }
-            }
-            Err(_) => inactive(),
-        }
+    let body = match state.sessions.introspect(&token).await {
+        Ok(Introspection::Refresh(info)) => json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": info.session.user_id,
+            "sid": info.session.id,
+            "exp": info.exp,
+            "iat": info.session.created_at,
+        }),
+        Ok(Introspection::Access(claims)) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "iss": claims.iss,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iat": claims.iat,
+            "nbf": claims.nbf,
+            "exp": claims.exp,
+            "jti": claims.jti,
+            "sid": claims.sid,
+            "username": claims.email,
+            "email": claims.email,
+            "role": claims.role,
+        }),
+        Ok(Introspection::Inactive) => json!({"active": false}),
+        Err(IntrospectError::Stale) => return Err(ApiError::Auth(AuthError::Stale)),
+        Err(IntrospectError::Unavailable(error)) => return Err(error.into()),
     };
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
