@@ -37,6 +37,33 @@ pub struct SessionConfig {
     pub staleness_policy: StalenessPolicy,
 }
 
+/// The defaults of the `tokengate` server (`docs/api.md`): issuer and audience
+/// `tokengate`, 15-minute access tokens, 30-day refresh tokens with no grace, 30 s leeway,
+/// EdDSA keys, sign-up open, 5 failed sign-ins per account and client (50 per IP) in 15
+/// minutes, and a `fail_closed` index that counts as stale after 5 s unconfirmed.
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            issuer: "tokengate".to_owned(),
+            audience: "tokengate".to_owned(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::ZERO,
+            leeway: Duration::from_secs(30),
+            signing_alg: Algorithm::EdDSA,
+            hs256_secret: None,
+            allow_signup: true,
+            throttle: ThrottleLimits {
+                max_failures: 5,
+                max_failures_per_ip: 50,
+                window: Duration::from_secs(15 * 60),
+            },
+            max_staleness: Duration::from_secs(5),
+            staleness_policy: StalenessPolicy::FailClosed,
+        }
+    }
+}
+
 /// Never shows the HS256 secret.
 impl std::fmt::Debug for SessionConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,5 +84,22 @@ impl std::fmt::Debug for SessionConfig {
             .field("max_staleness", &self.max_staleness)
             .field("staleness_policy", &self.staleness_policy)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_hs256_secret() {
+        let config = SessionConfig {
+            signing_alg: Algorithm::HS256,
+            hs256_secret: Some("a secret of at least thirty-two bytes".into()),
+            ..SessionConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("thirty-two"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 }

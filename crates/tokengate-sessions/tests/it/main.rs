@@ -8,7 +8,7 @@ mod maintenance;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate_core::{Algorithm, Claims, ManualClock, StalenessPolicy, Timestamp};
+use tokengate_core::{Claims, ManualClock, Timestamp};
 use tokengate_sessions::{Client, SessionConfig, SessionService, ThrottleLimits};
 use tokengate_store::{SqliteStore, Store};
 
@@ -28,19 +28,12 @@ pub fn config() -> SessionConfig {
         issuer: "https://tokengate.test".into(),
         audience: "tokengate-test".into(),
         access_ttl: Duration::from_secs(900),
-        refresh_ttl: Duration::from_secs(30 * 24 * 3600),
-        refresh_grace: Duration::from_secs(0),
-        leeway: Duration::from_secs(30),
-        signing_alg: Algorithm::EdDSA,
-        hs256_secret: None,
-        allow_signup: true,
         throttle: ThrottleLimits {
             max_failures: 3,
             max_failures_per_ip: 100,
             window: Duration::from_secs(900),
         },
-        max_staleness: Duration::from_secs(5),
-        staleness_policy: StalenessPolicy::FailClosed,
+        ..SessionConfig::default()
     }
 }
 
