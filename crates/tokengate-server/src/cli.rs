@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tokengate_core::{Clock, Revocation, Role, SystemClock, Timestamp};
+use tokengate_core::{Revocation, Role, SystemClock, Timestamp};
+use tokengate_sessions::{Admin, AdminError, KeyState, Passwords};
 use tokengate_store::Store;
 use uuid::Uuid;
 
 use crate::config::{Config, Overrides};
-use crate::keyring;
-use crate::password::{check_strength, Passwords};
-use crate::routes::auth::{create_user, normalize_email};
+use crate::state::session_config;
 
 /// tokengate: JWT sessions whose sign-out really signs out.
 #[derive(Debug, Parser)]
@@ -145,24 +144,24 @@ pub async fn run_admin(
     config: &Config,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Vec<Revocation>> {
-    let now = SystemClock.now();
+    let admin = Admin::new(
+        store,
+        Arc::new(session_config(config)),
+        Arc::new(SystemClock),
+        Passwords::new()?,
+    );
     let mut recorded = Vec::new();
     match command {
         Command::Serve { .. } => anyhow::bail!("serve is not an admin command"),
-        Command::User(UserCommand::Create { email, admin }) => {
-            let email = normalize_email(&email)?;
+        Command::User(UserCommand::Create {
+            email,
+            admin: make_admin,
+        }) => {
+            // Refuse a bad email before asking for a password.
+            let email = tokengate_sessions::normalize_email(&email)?;
             let password = read_password()?;
-            check_strength(&password, &email)?;
-            let role = if admin { Role::Admin } else { Role::User };
-            let user = create_user(
-                store.as_ref(),
-                &Passwords::new()?,
-                email,
-                password,
-                role,
-                now,
-            )
-            .await?;
+            let role = if make_admin { Role::Admin } else { Role::User };
+            let user = admin.create_user(&email, password, role).await?;
             println!(
                 "created user {} <{}> role={}",
                 user.id,
@@ -171,11 +170,11 @@ pub async fn run_admin(
             );
         }
         Command::User(UserCommand::Disable { email }) => {
-            let user = user_by_email(store.as_ref(), &email).await?;
-            let revoked = store
-                .set_disabled(user.id, true, now)
-                .await?
-                .with_context(|| format!("no user with email {}", user.email))?;
+            let user = user_by_email(&admin, &email).await?;
+            let revoked = admin
+                .disable_user(user.id)
+                .await
+                .with_context(|| format!("cannot disable {}", user.email))?;
             println!(
                 "disabled {}; revoked {} session(s)",
                 user.email,
@@ -183,35 +182,22 @@ pub async fn run_admin(
             );
             recorded = revoked;
         }
-        Command::Revoke(args) => recorded = revoke(store.as_ref(), config, args, now).await?,
+        Command::Revoke(args) => recorded = revoke(&admin, args).await?,
         Command::Keys(KeysCommand::Rotate) => {
-            let kid = keyring::rotate(store.as_ref(), config, now).await?;
+            let kid = admin.rotate_key().await?;
             println!("new signing key {kid}; previous keys verify until their tokens expire");
         }
         Command::Keys(KeysCommand::List) => {
-            let keys = store.signing_keys().await?;
             println!(
                 "{:<24} {:<6} {:<12} {:<12} state",
                 "kid", "alg", "created", "verify_until"
             );
-            let activated = |k: &&tokengate_store::StoredKey| {
-                k.created_at.plus(keyring::KEY_ACTIVATION_DELAY) <= now
-            };
-            let current = keys
-                .iter()
-                .rev()
-                .find(activated)
-                .or(keys.last())
-                .map(|k| k.kid.clone());
-            for key in keys {
-                let state = if Some(&key.kid) == current.as_ref() {
-                    "current"
-                } else if key.verify_until.is_some_and(|t| t < now) {
-                    "retired"
-                } else if !activated(&&key) {
-                    "next (verifies now, signs within seconds)"
-                } else {
-                    "verifying"
+            for key in admin.keys().await? {
+                let state = match key.state {
+                    KeyState::Current => "current",
+                    KeyState::Retired => "retired",
+                    KeyState::Next => "next (verifies now, signs within seconds)",
+                    KeyState::Verifying => "verifying",
                 };
                 let until = key
                     .verify_until
@@ -224,7 +210,7 @@ pub async fn run_admin(
         }
         Command::Revocations(RevocationsCommand::Import { file }) => {
             let revocations = read_import(&file)?;
-            store.record_revocations(&revocations, now).await?;
+            admin.record(&revocations).await?;
             println!("imported {} revocation(s)", revocations.len());
             recorded = revocations;
         }
@@ -232,19 +218,14 @@ pub async fn run_admin(
     Ok(recorded)
 }
 
-async fn revoke(
-    store: &dyn Store,
-    config: &Config,
-    args: RevokeArgs,
-    now: Timestamp,
-) -> anyhow::Result<Vec<Revocation>> {
+async fn revoke(admin: &Admin, args: RevokeArgs) -> anyhow::Result<Vec<Revocation>> {
     if let Some(email) = args.user {
-        let user = user_by_email(store, &email).await?;
-        let revoked = store.end_user_sessions(user.id, None, now).await?;
+        let user = user_by_email(admin, &email).await?;
+        let revoked = admin.revoke_user(user.id).await?;
         println!("revoked {} session(s) of {}", revoked.len(), user.email);
         Ok(revoked)
     } else if let Some(sid) = args.session {
-        match store.end_session(sid, now).await? {
+        match admin.end_session(sid).await? {
             Some(revocation) => {
                 println!("revoked session {sid}");
                 Ok(vec![revocation])
@@ -252,10 +233,7 @@ async fn revoke(
             None => anyhow::bail!("no session {sid}"),
         }
     } else if let Some(jti) = args.jti {
-        // The token's own exp is unknown here; none issued before now outlives this.
-        let exp = now.plus(config.access_ttl + config.leeway);
-        let revocation = Revocation::Token { jti, exp };
-        store.record_revocations(&[revocation], now).await?;
+        let revocation = admin.revoke_token_id(jti).await?;
         println!("revoked token {jti}");
         Ok(vec![revocation])
     } else {
@@ -263,12 +241,14 @@ async fn revoke(
     }
 }
 
-async fn user_by_email(store: &dyn Store, email: &str) -> anyhow::Result<tokengate_store::User> {
-    let email = normalize_email(email)?;
-    store
-        .user_by_email(&email)
-        .await?
-        .with_context(|| format!("no user with email {email}"))
+async fn user_by_email(admin: &Admin, email: &str) -> anyhow::Result<tokengate_store::User> {
+    match admin.user_by_email(email).await {
+        Err(AdminError::NotFound) => {
+            let email = tokengate_sessions::normalize_email(email)?;
+            anyhow::bail!("no user with email {email}")
+        }
+        other => Ok(other?),
+    }
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -6,7 +6,54 @@ use axum::extract::FromRequest;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokengate_axum::{error_response, AuthError};
+use tokengate_sessions::{
+    AdminError, EndSessionError, PasswordChangeError, RefreshError, SigninError, SignupError,
+    Unavailable,
+};
 use tokengate_store::StoreError;
+
+/// The `error` code of a JSON error body (RFC 6749 §5.2 names where one fits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A malformed or unacceptable request.
+    InvalidRequest,
+    /// Bad credentials: a wrong password, or an unknown, expired or reused refresh token.
+    InvalidGrant,
+    /// The access token is not good (its user is gone, or it is not an admin's).
+    InvalidToken,
+    /// The account is disabled.
+    AccountDisabled,
+    /// Sign-up is switched off.
+    SignupDisabled,
+    /// No such resource.
+    NotFound,
+    /// The request conflicts with what exists.
+    Conflict,
+    /// The body is over the limit.
+    RequestTooLarge,
+    /// Throttled.
+    TooManyRequests,
+    /// The store, password hashing or signing is unavailable.
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::SignupDisabled => "signup_disabled",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RequestTooLarge => "request_too_large",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +66,10 @@ pub enum ApiError {
     Unprocessable(String),
     /// 401 for bad credentials or refresh tokens, with its `error` code.
     #[error("{1}")]
-    Unauthorized(&'static str, String),
+    Unauthorized(ErrorCode, String),
     /// 403 with its `error` code.
     #[error("{1}")]
-    Forbidden(&'static str, String),
+    Forbidden(ErrorCode, String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -45,6 +92,13 @@ pub enum ApiError {
     /// counted (`tokengate_store_errors_total`) once, when the response is built.
     #[error("the database is unavailable; nothing was changed, retry shortly")]
     Store(#[source] StoreError),
+    /// 503: password hashing or token signing failed; logged once, when the response is
+    /// built.
+    #[error("{}", match .0 {
+        Unavailable::Signing(_) => "token signing is unavailable; retry shortly",
+        _ => "password hashing is unavailable; retry shortly",
+    })]
+    Service(#[source] Unavailable),
     /// The authentication extractor refused.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -78,20 +132,16 @@ impl StoreFailure {
     }
 }
 
-impl From<crate::password::HashError> for ApiError {
-    fn from(error: crate::password::HashError) -> Self {
-        tracing::error!(%error, "password hashing failed");
-        ApiError::Unavailable("password hashing is unavailable; retry shortly".into())
-    }
-}
-
 impl ApiError {
-    /// Note that `response`, built for this error by other means than
-    /// [`IntoResponse::into_response`] (a page), answers it: a store error is logged and
-    /// marked for counting there ([`StoreFailure::answer`]); other errors need nothing.
+    /// Note that `response` answers this error (built by [`IntoResponse::into_response`],
+    /// or by a page): a store error is logged and marked for counting
+    /// ([`StoreFailure::answer`]), a hashing or signing failure logged; other errors need
+    /// nothing.
     pub fn answered_by(&self, response: &mut Response) {
-        if let ApiError::Store(error) = self {
-            StoreFailure::answer(error, response);
+        match self {
+            ApiError::Store(error) => StoreFailure::answer(error, response),
+            ApiError::Service(error) => tracing::error!(%error, "request failed"),
+            _ => {}
         }
     }
 }
@@ -100,32 +150,35 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let description = self.to_string();
         let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            ApiError::Unprocessable(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
+            }
             ApiError::Unauthorized(code, _) => (StatusCode::UNAUTHORIZED, *code),
             ApiError::Forbidden(code, _) => (StatusCode::FORBIDDEN, *code),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::RequestTooLarge),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest,
+            ),
+            ApiError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests)
             }
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-            ApiError::Unavailable(_) | ApiError::Store(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-            }
+            ApiError::Unavailable(_) | ApiError::Store(_) | ApiError::Service(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TemporarilyUnavailable,
+            ),
             ApiError::Auth(error) => return error.clone().into_response(),
         };
-        let mut response = error_response(status, code, &description);
-        match self {
-            ApiError::TooManyRequests(secs) => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            ApiError::Store(error) => StoreFailure::answer(&error, &mut response),
-            _ => {}
+        let mut response = error_response(status, code.as_str(), &description);
+        if let ApiError::TooManyRequests(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        self.answered_by(&mut response);
         response
     }
 }
@@ -178,6 +231,109 @@ impl From<FormRejection> for ApiError {
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+// The session service's errors, each mapped to one answer. The texts are the API's.
+
+impl From<Unavailable> for ApiError {
+    fn from(error: Unavailable) -> Self {
+        match error {
+            Unavailable::Store(error) => ApiError::from(error),
+            other => ApiError::Service(other),
+        }
+    }
+}
+
+fn account_disabled() -> ApiError {
+    ApiError::Forbidden(
+        ErrorCode::AccountDisabled,
+        "this account is disabled".into(),
+    )
+}
+
+impl From<SignupError> for ApiError {
+    fn from(error: SignupError) -> Self {
+        match error {
+            SignupError::Closed => ApiError::Forbidden(
+                ErrorCode::SignupDisabled,
+                "sign-up is disabled on this server".into(),
+            ),
+            SignupError::InvalidEmail(error) => ApiError::Unprocessable(error.to_string()),
+            SignupError::WeakPassword(weak) => ApiError::Unprocessable(weak.to_string()),
+            SignupError::Exists => {
+                ApiError::Conflict("an account with this email already exists".into())
+            }
+            SignupError::Unavailable(error) => error.into(),
+        }
+    }
+}
+
+impl From<SigninError> for ApiError {
+    fn from(error: SigninError) -> Self {
+        match error {
+            SigninError::Invalid => {
+                ApiError::Unauthorized(ErrorCode::InvalidGrant, "invalid email or password".into())
+            }
+            SigninError::Disabled => account_disabled(),
+            SigninError::Throttled { retry_after } => ApiError::TooManyRequests(retry_after),
+            SigninError::Unavailable(error) => error.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::Disabled => account_disabled(),
+            RefreshError::Unavailable(error) => error.into(),
+            grant @ (RefreshError::Malformed
+            | RefreshError::Unknown
+            | RefreshError::Expired
+            | RefreshError::Reused
+            | RefreshError::SessionEnded) => {
+                ApiError::Unauthorized(ErrorCode::InvalidGrant, grant.to_string())
+            }
+        }
+    }
+}
+
+impl From<PasswordChangeError> for ApiError {
+    fn from(error: PasswordChangeError) -> Self {
+        match error {
+            PasswordChangeError::UnknownUser => ApiError::Unauthorized(
+                ErrorCode::InvalidToken,
+                "the user of this token no longer exists".into(),
+            ),
+            PasswordChangeError::WrongPassword => ApiError::Forbidden(
+                ErrorCode::InvalidGrant,
+                "current password is incorrect".into(),
+            ),
+            PasswordChangeError::WeakPassword(weak) => ApiError::Unprocessable(weak.to_string()),
+            PasswordChangeError::Unavailable(error) => error.into(),
+        }
+    }
+}
+
+impl From<EndSessionError> for ApiError {
+    fn from(error: EndSessionError) -> Self {
+        match error {
+            EndSessionError::NotFound => ApiError::NotFound("no such session".into()),
+            EndSessionError::Unavailable(error) => error.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::InvalidEmail(error) => ApiError::Unprocessable(error.to_string()),
+            AdminError::NotFound => ApiError::NotFound("no such user".into()),
+            AdminError::SelfDisable => {
+                ApiError::Conflict("you cannot disable your own account".into())
+            }
+            AdminError::Unavailable(error) => error.into(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

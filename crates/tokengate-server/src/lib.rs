@@ -1,34 +1,31 @@
-//! The `tokengate` server: configuration, command line, HTTP routes and the background
-//! tasks that keep a node's revocation index current.
+//! The `tokengate` server: an HTTP shell over the session service of
+//! [`tokengate_sessions`], with its configuration and command line.
 //!
 //! - [`config`]: the one place configuration is read (defaults < file < env < flags).
 //! - [`connections`]: the listener, with a connection limit and header and body deadlines.
-//! - [`cli`]: `serve` and the admin commands.
-//! - [`server`]: start-up (keys, then the live revocation set, then the listener) and the
-//!   background tasks (tail the revocation record, purge, flush activity, reload keys).
-//! - [`routes`]: the HTTP API of `API.md`.
+//! - [`cli`]: `serve` and the admin commands (store-only operations of the service).
+//! - [`server`]: start-up (the session service, which loads the keys and the live
+//!   revocation set, and its maintenance task; then the gate over them).
+//! - [`routes`]: the HTTP API of `API.md`: each handler parses, calls the service, and maps
+//!   the service's error to an answer ([`error`]).
 //! - [`openapi`]: its OpenAPI document, generated from the handlers, at `GET /openapi.json`.
-//! - [`state`]: what handlers share, token minting, applying revocations.
-//! - [`throttle`]: sign-in throttling of failed attempts; [`headers`]: security headers;
-//!   [`trace`]: the request id and span of every request.
-//! - [`pages`]: the server-rendered sign-in and "your sessions" pages (cookie session, CSRF).
+//! - [`state`]: what handlers share: the service, the gate, the configuration, the metrics.
+//! - [`headers`]: security headers; [`trace`]: the request id and span of every request.
+//! - [`pages`]: the server-rendered sign-in and "your sessions" pages (cookie session,
+//!   CSRF), over the same service calls as the API.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and what feeds it.
-//! - [`keyring`], [`password`], [`error`].
 
 pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod error;
 pub mod headers;
-pub mod keyring;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
-pub mod password;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod throttle;
 pub mod trace;
 
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! every page authenticates with the same [`Principal`]/[`Revoker`] extractors as the API
 //! (which refuse a cross-origin cookie POST). A second HttpOnly cookie holds the refresh
 //! token, sent only to `/account/*`: when the access cookie has expired, the account page
-//! renews it through the API's refresh (single use, reuse detection included).
+//! renews it through the session service's refresh, as the API does (single use, reuse
+//! detection included).
 //! Every form also carries a double-submit CSRF token ([`cookies`]).
 //!
 //! Messages after a redirect travel as a short code in `?m=` that maps to fixed text, so
@@ -22,10 +23,10 @@ use maud::Markup;
 use serde::Deserialize;
 use tokengate_axum::{AuthError, Principal, Revoker, SESSION_COOKIE};
 use tokengate_core::VerifyError;
+use tokengate_sessions::{looks_like_refresh_token, EndSessionError, Issued, SigninError};
 
-use crate::error::{ApiError, Form, StoreFailure};
+use crate::error::{ApiError, Form};
 use crate::metrics::SigninOutcome;
-use crate::routes::auth::{RefreshRequest, TokenResponse};
 use crate::routes::ClientInfo;
 use crate::state::AppState;
 use cookies::{csrf_cookie, csrf_matches, new_csrf_token, set_cookies, Cookies};
@@ -177,56 +178,41 @@ pub async fn signin_submit(
         let markup = view::signin(&csrf, &form.email, Some((text, true)));
         return page(StatusCode::FORBIDDEN, markup, set);
     }
-    let result =
-        crate::routes::auth::throttled_authenticate(&state, &client, &form.email, form.password)
-            .await;
+    let result = state
+        .sessions
+        .signin(&form.email, form.password, &client.into())
+        .await;
     let failed = |status: StatusCode, text: &str| {
         let markup = view::signin(&form.csrf, &form.email, Some((text, true)));
         page(status, markup, Vec::new())
     };
-    let user = match result {
-        Ok(user) => user,
-        Err(ApiError::TooManyRequests(retry)) => {
-            state.metrics.signin(SigninOutcome::Throttled);
-            let text = format!("Too many attempts, try again in {retry} s.");
-            let mut response = failed(StatusCode::TOO_MANY_REQUESTS, &text);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-            return response;
-        }
-        Err(ApiError::Forbidden(..)) => {
-            state.metrics.signin(SigninOutcome::Disabled);
-            return failed(StatusCode::FORBIDDEN, "This account is disabled.");
-        }
-        Err(error @ (ApiError::Unavailable(_) | ApiError::Store(_))) => {
-            let mut response = failed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The service is unavailable right now. Please try again shortly.",
-            );
-            error.answered_by(&mut response);
-            return response;
-        }
-        Err(_) => {
-            state.metrics.signin(SigninOutcome::Invalid);
-            return failed(StatusCode::UNAUTHORIZED, "Wrong email or password.");
-        }
-    };
-    let now = state.now();
-    match crate::routes::auth::start_session(&state, &user, &client, now).await {
+    match result {
         Ok(issued) => {
             state.metrics.signin(SigninOutcome::Ok);
             redirect(SESSIONS_PATH, signed_in_cookies(&state, &issued, true))
         }
-        Err(error @ (ApiError::Unavailable(_) | ApiError::Store(_))) => {
+        Err(SigninError::Throttled { retry_after }) => {
+            state.metrics.signin(SigninOutcome::Throttled);
+            let text = format!("Too many attempts, try again in {retry_after} s.");
+            let mut response = failed(StatusCode::TOO_MANY_REQUESTS, &text);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            response
+        }
+        Err(SigninError::Disabled) => {
+            state.metrics.signin(SigninOutcome::Disabled);
+            failed(StatusCode::FORBIDDEN, "This account is disabled.")
+        }
+        Err(SigninError::Unavailable(error)) => {
             let mut response = failed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is unavailable right now. Please try again shortly.",
             );
-            error.answered_by(&mut response);
+            ApiError::from(error).answered_by(&mut response);
             response
         }
-        Err(_) => {
+        Err(SigninError::Invalid) => {
             state.metrics.signin(SigninOutcome::Invalid);
             failed(StatusCode::UNAUTHORIZED, "Wrong email or password.")
         }
@@ -234,9 +220,9 @@ pub async fn signin_submit(
 }
 
 /// The cookies of a fresh or renewed page session (and a new CSRF token after sign-in).
-fn signed_in_cookies(state: &AppState, issued: &TokenResponse, new_csrf: bool) -> Vec<String> {
+fn signed_in_cookies(state: &AppState, issued: &Issued, new_csrf: bool) -> Vec<String> {
     let cookies = Cookies::for_state(state);
-    let access_age = u64::try_from(issued.expires_in).unwrap_or(0);
+    let access_age = u64::try_from(issued.expires_in()).unwrap_or(0);
     let mut set = vec![
         cookies.session(&issued.access_token, access_age),
         cookies.refresh(&issued.refresh_token, state.config.refresh_ttl.as_secs()),
@@ -247,19 +233,14 @@ fn signed_in_cookies(state: &AppState, issued: &TokenResponse, new_csrf: bool) -
     set
 }
 
-/// Renew the page session with the refresh cookie, through the API's refresh (single use:
-/// a reused refresh token revokes the session).
-async fn renew(state: &AppState, headers: &HeaderMap) -> Option<TokenResponse> {
+/// Renew the page session with the refresh cookie, through the service's refresh (single
+/// use: a reused refresh token revokes the session).
+async fn renew(state: &AppState, headers: &HeaderMap) -> Option<Issued> {
     let token = tokengate_axum::extract::cookie(headers, cookies::REFRESH_COOKIE)?;
-    if !crate::routes::auth::looks_like_refresh_token(token) {
+    if !looks_like_refresh_token(token) {
         return None;
     }
-    let request: RefreshRequest =
-        serde_json::from_value(serde_json::json!({ "refresh_token": token })).ok()?;
-    crate::routes::auth::refresh(State(state.clone()), crate::error::Json(request))
-        .await
-        .ok()
-        .map(|axum::Json(issued)| issued)
+    state.sessions.refresh(token).await.ok()
 }
 
 /// What an account page does when the extractor refused: renew an expired session and
@@ -389,15 +370,15 @@ pub async fn end_session_submit(
             Cookies::for_state(&state).cleared().to_vec(),
         ),
         Ok(()) => redirect("/account/sessions?m=ended", Vec::new()),
-        Err(ApiError::NotFound(_)) => redirect("/account/sessions?m=gone", Vec::new()),
-        Err(error) => {
+        Err(EndSessionError::NotFound) => redirect("/account/sessions?m=gone", Vec::new()),
+        Err(EndSessionError::Unavailable(error)) => {
             let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again in a moment",
                 "The session could not be signed out right now; nothing was changed. Please try again shortly.",
                 SESSIONS_PATH,
             );
-            error.answered_by(&mut response);
+            ApiError::from(error).answered_by(&mut response);
             response
         }
     }
@@ -430,20 +411,15 @@ pub async fn signout_all_submit(
     if !csrf_matches(&headers, &form.csrf) {
         return csrf_failed(SESSIONS_PATH);
     }
-    let now = state.now();
     match state
-        .store
-        .end_user_sessions(principal.user_id(), None, now)
+        .sessions
+        .sign_out_everywhere(principal.user_id())
         .await
     {
-        Ok(revocations) => {
-            state.apply(&revocations);
-            tracing::info!(user_id = %principal.user_id(), sessions = revocations.len(), "signed out everywhere (page)");
-            redirect(
-                "/?m=signedout_all",
-                Cookies::for_state(&state).cleared().to_vec(),
-            )
-        }
+        Ok(_) => redirect(
+            "/?m=signedout_all",
+            Cookies::for_state(&state).cleared().to_vec(),
+        ),
         Err(error) => {
             let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -451,7 +427,7 @@ pub async fn signout_all_submit(
                 "Your sessions could not be signed out right now; nothing was changed. Please try again shortly.",
                 SESSIONS_PATH,
             );
-            StoreFailure::answer(&error, &mut response);
+            ApiError::from(error).answered_by(&mut response);
             response
         }
     }

@@ -6,6 +6,8 @@ use tokengate_axum::Admin;
 use tokengate_core::{Revocation, Timestamp};
 use uuid::Uuid;
 
+use tokengate_sessions::AdminError;
+
 use crate::error::{ApiError, ApiResult, Json};
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
@@ -13,11 +15,9 @@ use crate::state::AppState;
 /// Most entries one bulk import takes.
 pub const MAX_IMPORT: usize = 100_000;
 
-async fn existing_user(state: &AppState, raw_id: &str) -> ApiResult<Uuid> {
-    let not_found = || ApiError::NotFound("no such user".into());
-    let id: Uuid = raw_id.parse().map_err(|_| not_found())?;
-    state.store.user_by_id(id).await?.ok_or_else(not_found)?;
-    Ok(id)
+/// A user id from the path; a malformed one is as unknown as a missing user.
+fn user_id(raw_id: &str) -> Result<Uuid, AdminError> {
+    raw_id.parse().map_err(|_| AdminError::NotFound)
 }
 
 /// `POST /v1/admin/users/{id}/revoke`: end every session of the user.
@@ -40,13 +40,10 @@ pub async fn revoke_user(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let user_id = existing_user(&state, &id).await?;
-    let revocations = state
-        .store
-        .end_user_sessions(user_id, None, state.now())
+    state
+        .sessions
+        .revoke_user(admin.user_id(), user_id(&id)?)
         .await?;
-    state.apply(&revocations);
-    tracing::info!(admin = %admin.user_id(), %user_id, sessions = revocations.len(), "admin revoked user's sessions");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,22 +68,10 @@ pub async fn disable_user(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let user_id = existing_user(&state, &id).await?;
-    if user_id == admin.user_id() {
-        // An admin locking themselves out is a mistake, never a request.
-        return Err(ApiError::Conflict(
-            "you cannot disable your own account".into(),
-        ));
-    }
-    // One transaction: disabled, and every session ended; a sign-in or refresh racing it
-    // finds the user disabled.
-    let revocations = state
-        .store
-        .set_disabled(user_id, true, state.now())
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-    state.apply(&revocations);
-    tracing::info!(admin = %admin.user_id(), %user_id, sessions = revocations.len(), "admin disabled user");
+    state
+        .sessions
+        .disable_user(admin.user_id(), user_id(&id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,9 +137,6 @@ pub async fn import(
     Json(entries): Json<Vec<serde_json::Value>>,
 ) -> ApiResult<StatusCode> {
     let revocations = parse_import(&entries)?;
-    let now = state.now();
-    state.store.record_revocations(&revocations, now).await?;
-    state.apply(&revocations);
-    tracing::info!(admin = %admin.user_id(), count = revocations.len(), "revocations imported");
+    state.sessions.import(admin.user_id(), &revocations).await?;
     Ok(StatusCode::NO_CONTENT)
 }

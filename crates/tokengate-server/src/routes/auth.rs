@@ -1,19 +1,20 @@
 //! `/v1/auth/*`: sign-up, sign-in, refresh, sign-out, password change, `me`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokengate_axum::{CredentialSource, Principal, Revoker, SESSION_COOKIE};
-use tokengate_core::{Role, Timestamp};
-use tokengate_store::{NewSession, NewUser, RefreshOutcome, RefreshRotation, Store, User};
+use tokengate_axum::{CredentialSource, Principal, Revoker};
+use tokengate_core::Role;
+use tokengate_sessions::{Client, Issued};
+use tokengate_store::User;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, Json};
+use crate::error::{ApiResult, Json};
 use crate::openapi::ErrorBody;
-use crate::password::{check_strength, Passwords};
+use crate::pages::cookies::{set_cookies, Cookies};
 use crate::routes::ClientInfo;
-use crate::state::{hash_refresh_token, AppState, RefreshToken};
+use crate::state::AppState;
 
 /// Sign-up and sign-in body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -65,31 +66,6 @@ pub struct TokenResponse {
     pub session_id: Uuid,
 }
 
-/// Trim and lower-case an email address; refuse what cannot be one.
-pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        });
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::Unprocessable(
-            "email must be an address like name@example.com".into(),
-        ))
-    }
-}
-
-fn invalid_credentials() -> ApiError {
-    ApiError::Unauthorized("invalid_grant", "invalid email or password".into())
-}
-
-fn account_disabled() -> ApiError {
-    ApiError::Forbidden("account_disabled", "this account is disabled".into())
-}
-
 /// `POST /v1/auth/signup`
 #[utoipa::path(
     post,
@@ -111,59 +87,8 @@ pub async fn signup(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
 ) -> ApiResult<Response> {
-    if !state.config.allow_signup {
-        return Err(ApiError::Forbidden(
-            "signup_disabled",
-            "sign-up is disabled on this server".into(),
-        ));
-    }
-    let email = normalize_email(&body.email)?;
-    check_strength(&body.password, &email)
-        .map_err(|weak| ApiError::Unprocessable(weak.to_string()))?;
-    let user = create_user(
-        state.store.as_ref(),
-        &state.passwords,
-        email,
-        body.password,
-        Role::User,
-        state.now(),
-    )
-    .await?;
+    let user = state.sessions.signup(&body.email, body.password).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
-}
-
-/// Hash the password and create the user (the first user of a store becomes admin).
-pub async fn create_user(
-    store: &dyn Store,
-    passwords: &Passwords,
-    email: String,
-    password: String,
-    role: Role,
-    now: Timestamp,
-) -> ApiResult<User> {
-    if store.user_by_email(&email).await?.is_some() {
-        return Err(ApiError::Conflict(
-            "an account with this email already exists".into(),
-        ));
-    }
-    let password_hash = passwords.hash(password).await?;
-    let user = store
-        .create_user(NewUser {
-            id: Uuid::now_v7(),
-            email,
-            password_hash,
-            role,
-            created_at: now,
-        })
-        .await
-        .map_err(|e| match e {
-            tokengate_store::StoreError::Conflict(_) => {
-                ApiError::Conflict("an account with this email already exists".into())
-            }
-            other => other.into(),
-        })?;
-    tracing::info!(user_id = %user.id, role = user.role.as_str(), "user created");
-    Ok(user)
 }
 
 /// `POST /v1/auth/signin`
@@ -190,115 +115,31 @@ pub async fn signin(
     client: ClientInfo,
     Json(body): Json<Credentials>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
-    let user = throttled_authenticate(&state, &client, &body.email, body.password).await?;
-    let now = state.now();
-    let issued = start_session(&state, &user, &client, now).await?;
-    Ok(axum::Json(issued))
-}
-
-/// [`authenticate_password`] behind the sign-in throttle: past the limit of failed
-/// attempts (per email and client IP, and per IP) the answer is 429 before any password
-/// work. The attempt is counted before the check, so concurrent guesses cannot exceed the
-/// limit; a right password takes the count back and clears this client's counter.
-pub async fn throttled_authenticate(
-    state: &AppState,
-    client: &ClientInfo,
-    raw_email: &str,
-    password: String,
-) -> ApiResult<User> {
-    state
-        .throttle
-        .begin(raw_email, client.ip, state.now())
-        .map_err(|retry| ApiError::TooManyRequests(retry.0))?;
-    let result = authenticate_password(state, raw_email, password).await;
-    match &result {
-        // The password was right (a disabled account is only revealed to its owner).
-        Ok(_) | Err(ApiError::Forbidden(..)) => {
-            state
-                .throttle
-                .record_success(raw_email, client.ip, state.now())
-        }
-        // A wrong password or unknown email stays counted; so does an outage (503),
-        // conservatively.
-        Err(_) => {}
-    }
-    result
-}
-
-/// Check an email and password with the same answer and the same work whether the email
-/// is unknown or the password wrong. A disabled account is only revealed to a caller who
-/// knows its password.
-pub async fn authenticate_password(
-    state: &AppState,
-    raw_email: &str,
-    password: String,
-) -> ApiResult<User> {
-    let user = match normalize_email(raw_email) {
-        Ok(email) => state.store.user_by_email(&email).await?,
-        Err(_) => None,
-    };
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = state.passwords.verify(password, hash).await;
-    match user {
-        Some(user) if matched && user.disabled => Err(account_disabled()),
-        Some(user) if matched => Ok(user),
-        _ => Err(invalid_credentials()),
-    }
-}
-
-/// Create a session for `user` and mint its first access and refresh tokens.
-pub async fn start_session(
-    state: &AppState,
-    user: &User,
-    client: &ClientInfo,
-    now: Timestamp,
-) -> ApiResult<TokenResponse> {
-    let sid = Uuid::now_v7();
-    let access_exp = state.access_exp(now);
-    let refresh = RefreshToken::generate();
-    let created = state
-        .store
-        .create_session(NewSession {
-            id: sid,
-            user_id: user.id,
-            created_at: now,
-            user_agent: client.user_agent.clone(),
-            ip: client.ip.map(|ip| ip.to_string()),
-            password_hash: user.password_hash.clone(),
-            access_exp,
-            refresh_hash: refresh.hash,
-            refresh_exp: now.plus(state.config.refresh_ttl),
-        })
+    let issued = state
+        .sessions
+        .signin(&body.email, body.password, &client.into())
         .await?;
-    if !created {
-        // The password changed or the account was disabled while the password was being
-        // checked: the credentials are no longer good.
-        return Err(invalid_credentials());
-    }
-    let access = state.mint(user, sid, now, access_exp).await?;
-    tracing::info!(user_id = %user.id, session_id = %sid, "signed in");
-    Ok(token_response(
-        access.token,
-        access.exp,
-        now,
-        refresh.text,
-        sid,
-    ))
+    Ok(axum::Json(TokenResponse::from(issued)))
 }
 
-fn token_response(
-    access_token: String,
-    exp: Timestamp,
-    now: Timestamp,
-    refresh_token: String,
-    sid: Uuid,
-) -> TokenResponse {
-    TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: exp.as_secs().saturating_sub(now.as_secs()),
-        refresh_token,
-        session_id: sid,
+impl From<ClientInfo> for Client {
+    fn from(client: ClientInfo) -> Self {
+        Client {
+            ip: client.ip,
+            user_agent: client.user_agent,
+        }
+    }
+}
+
+impl From<Issued> for TokenResponse {
+    fn from(issued: Issued) -> Self {
+        TokenResponse {
+            expires_in: issued.expires_in(),
+            access_token: issued.access_token,
+            token_type: "Bearer",
+            refresh_token: issued.refresh_token,
+            session_id: issued.session_id,
+        }
     }
 }
 
@@ -356,12 +197,11 @@ pub async fn signout(
     State(state): State<AppState>,
     Revoker(principal): Revoker,
 ) -> ApiResult<Response> {
-    let now = state.now();
-    if let Some(revocation) = state.store.end_session(principal.session_id(), now).await? {
-        state.apply(&[revocation]);
-    }
-    tracing::info!(user_id = %principal.user_id(), session_id = %principal.session_id(), "signed out");
-    Ok(no_content_clearing_cookie(principal.source))
+    state
+        .sessions
+        .sign_out(principal.user_id(), principal.session_id())
+        .await?;
+    Ok(no_content_clearing_cookies(&state, principal.source))
 }
 
 /// `POST /v1/auth/signout-all`: revoke every session of the caller.
@@ -381,26 +221,21 @@ pub async fn signout_all(
     State(state): State<AppState>,
     Revoker(principal): Revoker,
 ) -> ApiResult<Response> {
-    let now = state.now();
-    let revocations = state
-        .store
-        .end_user_sessions(principal.user_id(), None, now)
+    state
+        .sessions
+        .sign_out_everywhere(principal.user_id())
         .await?;
-    state.apply(&revocations);
-    tracing::info!(user_id = %principal.user_id(), sessions = revocations.len(), "signed out everywhere");
-    Ok(no_content_clearing_cookie(principal.source))
+    Ok(no_content_clearing_cookies(&state, principal.source))
 }
 
-fn no_content_clearing_cookie(source: CredentialSource) -> Response {
-    let mut headers = HeaderMap::new();
+/// 204; a cookie-authenticated caller also gets the pages' cleared session and refresh
+/// cookies (with the same flags as when they were set, so the browser drops them).
+fn no_content_clearing_cookies(state: &AppState, source: CredentialSource) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
     if source == CredentialSource::Cookie {
-        if let Ok(value) =
-            format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax").parse()
-        {
-            headers.insert(header::SET_COOKIE, value);
-        }
+        set_cookies(response.headers_mut(), Cookies::for_state(state).cleared());
     }
-    (StatusCode::NO_CONTENT, headers).into_response()
+    response
 }
 
 /// Refresh body.
@@ -432,58 +267,8 @@ pub async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
-    if !looks_like_refresh_token(&body.refresh_token) {
-        return Err(ApiError::Unauthorized(
-            "invalid_grant",
-            "malformed refresh token".into(),
-        ));
-    }
-    let now = state.now();
-    let next = RefreshToken::generate();
-    let access_exp = state.access_exp(now);
-    let outcome = state
-        .store
-        .rotate_refresh(RefreshRotation {
-            presented_hash: hash_refresh_token(&body.refresh_token),
-            new_hash: next.hash,
-            new_refresh_exp: now.plus(state.config.refresh_ttl),
-            new_access_exp: access_exp,
-            now,
-            grace: state.config.refresh_grace,
-        })
-        .await?;
-    let grant = |text: &str| Err(ApiError::Unauthorized("invalid_grant", text.to_owned()));
-    match outcome {
-        RefreshOutcome::Rotated { session, user } => {
-            let access = state.mint(&user, session.id, now, access_exp).await?;
-            Ok(axum::Json(token_response(
-                access.token,
-                access.exp,
-                now,
-                next.text,
-                session.id,
-            )))
-        }
-        RefreshOutcome::Reused { revocation } => {
-            state.apply(&[revocation]);
-            tracing::warn!(session_id = %revocation.subject_id(), "refresh token reused; session revoked");
-            grant("refresh token was already used; the session has been revoked")
-        }
-        RefreshOutcome::Unknown => grant("unknown refresh token"),
-        RefreshOutcome::Expired => grant("refresh token has expired"),
-        RefreshOutcome::SessionEnded => grant("the session of this refresh token has ended"),
-        RefreshOutcome::UserDisabled => Err(account_disabled()),
-    }
-}
-
-/// `tgr_` + 43 base64url characters.
-pub fn looks_like_refresh_token(text: &str) -> bool {
-    text.strip_prefix("tgr_").is_some_and(|rest| {
-        rest.len() == 43
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
+    let issued = state.sessions.refresh(&body.refresh_token).await?;
+    Ok(axum::Json(TokenResponse::from(issued)))
 }
 
 /// Password change body.
@@ -518,43 +303,14 @@ pub async fn change_password(
     principal: Principal,
     Json(body): Json<PasswordChange>,
 ) -> ApiResult<StatusCode> {
-    let user = state
-        .store
-        .user_by_id(principal.user_id())
-        .await?
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "invalid_token",
-                "the user of this token no longer exists".into(),
-            )
-        })?;
-    if !state
-        .passwords
-        .verify(body.current_password, Some(user.password_hash.clone()))
-        .await
-    {
-        return Err(ApiError::Forbidden(
-            "invalid_grant",
-            "current password is incorrect".into(),
-        ));
-    }
-    check_strength(&body.new_password, &user.email)
-        .map_err(|weak| ApiError::Unprocessable(weak.to_string()))?;
-    let hash = state.passwords.hash(body.new_password).await?;
-    // One transaction: the new hash and the end of every other session land together, and
-    // a sign-in still checking the old password can no longer create a session.
-    let now = state.now();
-    let revocations = state
-        .store
-        .change_password(user.id, &hash, Some(principal.session_id()), now)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "invalid_token",
-                "the user of this token no longer exists".into(),
-            )
-        })?;
-    state.apply(&revocations);
-    tracing::info!(user_id = %user.id, revoked_sessions = revocations.len(), "password changed");
+    state
+        .sessions
+        .change_password(
+            principal.user_id(),
+            principal.session_id(),
+            body.current_password,
+            body.new_password,
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -30,7 +30,7 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.now();
-    let store_ok = state.store.ping().await.is_ok();
+    let store_ok = state.sessions.store().ping().await.is_ok();
     let index_current = !state.gate.freshness().is_stale(now);
     let body = json!({
         "status": if store_ok && index_current { "ready" } else { "not_ready" },

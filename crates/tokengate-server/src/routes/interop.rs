@@ -6,13 +6,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokengate_axum::{AuthError, Principal, StalenessPolicy};
-use tokengate_core::Revocation;
+use tokengate_axum::{AuthError, Principal};
+use tokengate_sessions::{IntrospectError, Introspection};
 
-use crate::error::{ApiError, ApiResult, Form};
+use crate::error::{ApiError, ApiResult, ErrorCode, Form};
 use crate::openapi::ErrorBody;
-use crate::routes::auth::looks_like_refresh_token;
-use crate::state::{hash_refresh_token, AppState};
+use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
 /// previous. HS256 secrets are never published.
@@ -23,7 +22,7 @@ use crate::state::{hash_refresh_token, AppState};
     responses((status = 200, description = "The public verifying keys (RFC 7517); no keys under HS256", body = crate::openapi::Jwks))
 )]
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let jwks = state.keys.verifier().jwks();
+    let jwks = state.sessions.verifier().jwks();
     (
         [(
             header::CACHE_CONTROL,
@@ -173,27 +172,7 @@ pub async fn revoke(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
-    let now = state.now();
-    if looks_like_refresh_token(&token) {
-        if let Some(info) = state
-            .store
-            .refresh_token(hash_refresh_token(&token))
-            .await?
-        {
-            if let Some(revocation) = state.store.end_session(info.session.id, now).await? {
-                state.apply(&[revocation]);
-                tracing::info!(session_id = %info.session.id, "session revoked through its refresh token");
-            }
-        }
-    } else if let Ok(claims) = state.keys.verifier().verify(&token, now) {
-        let revocation = Revocation::Token {
-            jti: claims.jti,
-            exp: claims.exp,
-        };
-        state.store.record_revocations(&[revocation], now).await?;
-        state.apply(&[revocation]);
-        tracing::info!(jti = %claims.jti, "access token revoked");
-    }
+    state.sessions.revoke_token(&token).await?;
     Ok(StatusCode::OK)
 }
 
@@ -235,7 +214,7 @@ pub async fn introspect(
 ) -> ApiResult<Response> {
     if !caller.is_admin() {
         return Err(ApiError::Unauthorized(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "introspection needs an admin's access token".into(),
         ));
     }
@@ -243,53 +222,33 @@ pub async fn introspect(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
-    let now = state.now();
-    let inactive = || json!({"active": false});
-    let body = if looks_like_refresh_token(&token) {
-        match state
-            .store
-            .refresh_token(hash_refresh_token(&token))
-            .await?
-        {
-            Some(info) if info.is_active(now) => json!({
-                "active": true,
-                "token_type": "refresh_token",
-                "sub": info.session.user_id,
-                "sid": info.session.id,
-                "exp": info.exp,
-                "iat": info.session.created_at,
-            }),
-            _ => inactive(),
-        }
-    } else {
-        match state.keys.verifier().verify(&token, now) {
-            Ok(claims) => {
-                let freshness = state.gate.freshness();
-                if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
-                    return Err(ApiError::Auth(AuthError::Stale));
-                }
-                if state.index().check(&claims, now).is_ok() {
-                    json!({
-                        "active": true,
-                        "token_type": "access_token",
-                        "iss": claims.iss,
-                        "sub": claims.sub,
-                        "aud": claims.aud,
-                        "iat": claims.iat,
-                        "nbf": claims.nbf,
-                        "exp": claims.exp,
-                        "jti": claims.jti,
-                        "sid": claims.sid,
-                        "username": claims.email,
-                        "email": claims.email,
-                        "role": claims.role,
-                    })
-                } else {
-                    inactive()
-                }
-            }
-            Err(_) => inactive(),
-        }
+    let body = match state.sessions.introspect(&token).await {
+        Ok(Introspection::Refresh(info)) => json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": info.session.user_id,
+            "sid": info.session.id,
+            "exp": info.exp,
+            "iat": info.session.created_at,
+        }),
+        Ok(Introspection::Access(claims)) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "iss": claims.iss,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iat": claims.iat,
+            "nbf": claims.nbf,
+            "exp": claims.exp,
+            "jti": claims.jti,
+            "sid": claims.sid,
+            "username": claims.email,
+            "email": claims.email,
+            "role": claims.role,
+        }),
+        Ok(Introspection::Inactive) => json!({"active": false}),
+        Err(IntrospectError::Stale) => return Err(ApiError::Auth(AuthError::Stale)),
+        Err(IntrospectError::Unavailable(error)) => return Err(error.into()),
     };
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use tokengate_axum::{Principal, Revoker};
 use tokengate_core::Timestamp;
-use tokengate_store::Session;
+use tokengate_sessions::{EndSessionError, LiveSession};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -40,28 +40,26 @@ pub fn rfc3339(t: Timestamp) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-/// The caller's live sessions with `last_seen_at` merged from this node's in-memory
-/// activity (which is flushed to the store in batches).
+impl From<LiveSession> for SessionView {
+    fn from(live: LiveSession) -> Self {
+        SessionView {
+            id: live.session.id,
+            created_at: rfc3339(live.session.created_at),
+            last_seen_at: rfc3339(live.last_seen_at),
+            user_agent: live.session.user_agent,
+            ip: live.session.ip,
+            current: live.current,
+        }
+    }
+}
+
+/// The caller's live sessions, as the API and the sessions page show them.
 pub async fn live_sessions(state: &AppState, principal: &Principal) -> ApiResult<Vec<SessionView>> {
-    let now = state.now();
-    let sessions = state.store.live_sessions(principal.user_id(), now).await?;
-    Ok(sessions
-        .into_iter()
-        .map(|s: Session| {
-            let last_seen = state
-                .activity
-                .last_seen(s.id)
-                .map_or(s.last_seen_at, |t| t.max(s.last_seen_at));
-            SessionView {
-                id: s.id,
-                created_at: rfc3339(s.created_at),
-                last_seen_at: rfc3339(last_seen),
-                user_agent: s.user_agent,
-                ip: s.ip,
-                current: s.id == principal.session_id(),
-            }
-        })
-        .collect())
+    let sessions = state
+        .sessions
+        .live_sessions(principal.user_id(), principal.session_id())
+        .await?;
+    Ok(sessions.into_iter().map(SessionView::from).collect())
 }
 
 /// `GET /v1/auth/sessions`
@@ -83,25 +81,18 @@ pub async fn list(
     Ok(axum::Json(live_sessions(&state, &principal).await?))
 }
 
-/// End one of the caller's own sessions; another user's (or an unknown) id is 404 and
-/// nothing is revoked.
+/// End one of the caller's own sessions by its id as given in the path; a malformed id is
+/// as unknown as another user's.
 pub async fn end_own_session(
     state: &AppState,
     principal: &Principal,
     raw_id: &str,
-) -> ApiResult<()> {
-    let not_found = || ApiError::NotFound("no such session".into());
-    let sid: Uuid = raw_id.parse().map_err(|_| not_found())?;
-    let now = state.now();
-    let session = state.store.session(sid).await?.ok_or_else(not_found)?;
-    if session.user_id != principal.user_id() || !session.is_live(now) {
-        return Err(not_found());
-    }
-    if let Some(revocation) = state.store.end_session(sid, now).await? {
-        state.apply(&[revocation]);
-    }
-    tracing::info!(user_id = %principal.user_id(), session_id = %sid, "session ended by its owner");
-    Ok(())
+) -> Result<(), EndSessionError> {
+    let sid: Uuid = raw_id.parse().map_err(|_| EndSessionError::NotFound)?;
+    state
+        .sessions
+        .end_own_session(principal.user_id(), sid)
+        .await
 }
 
 /// `DELETE /v1/auth/sessions/{id}`

@@ -55,7 +55,12 @@ impl Target {
             .unwrap()
             .to_owned();
         let token = client.signin_ok(&victim).await.access_token;
-        let server_key = node.node.state.keys.signer(node.node.state.now());
+        let server_key = node
+            .node
+            .state
+            .sessions
+            .keys()
+            .signer(node.node.state.now());
         Target {
             header: jwt_header(&token),
             claims: jwt_claims(&token),

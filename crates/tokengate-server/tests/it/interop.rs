@@ -235,10 +235,8 @@ async fn key_rotation_new_kid_for_new_tokens_old_tokens_verify_until_the_old_key
 
     let state = &node.node.state;
     let rotated_at = node.clock.now();
-    let new_kid =
-        tokengate_server::keyring::rotate(state.store.as_ref(), &state.config, rotated_at)
-            .await
-            .expect("rotate");
+    assert_eq!(state.now(), rotated_at);
+    let new_kid = state.sessions.admin().rotate_key().await.expect("rotate");
     assert_ne!(new_kid, old_kid);
 
     // The server reloads its keys every second: the new key is published, the old one stays.
@@ -288,7 +286,9 @@ async fn key_rotation_new_kid_for_new_tokens_old_tokens_verify_until_the_old_key
 
     // Until `retire_after` (access_ttl + leeway, and any activation delay) the old key is
     // published; give the reload task two turns to prove it keeps it.
-    let retire_at = rotated_at.plus(tokengate_server::keyring::retire_after(&state.config));
+    let retire_at = rotated_at.plus(tokengate_sessions::keyring::retire_after(
+        state.sessions.config(),
+    ));
     node.clock.set(retire_at.minus(Duration::from_secs(2)));
     node.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -441,9 +441,9 @@ async fn run_on(cluster: &Cluster, ops: &[Op]) -> Result<(), String> {
                 model.end_user_sessions(user, None);
             }
             Op::RotateKey => {
-                tokengate_server::keyring::rotate(
+                tokengate_sessions::keyring::rotate(
                     cluster.store.as_ref(),
-                    &cluster.config,
+                    &tokengate_server::state::session_config(&cluster.config),
                     Timestamp::from_secs(now),
                 )
                 .await

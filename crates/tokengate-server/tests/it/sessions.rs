@@ -629,7 +629,8 @@ async fn bulk_import_makes_every_imported_id_refused() {
         state.index().len()
     );
     let stored = state
-        .store
+        .sessions
+        .store()
         .load_live_revocations(now, state.config.leeway)
         .await
         .unwrap();
@@ -652,7 +653,7 @@ async fn bulk_import_makes_every_imported_id_refused() {
     }
 
     // And over HTTP: tokens signed by the server's own key, carrying imported ids.
-    let signer = state.keys.signer(state.now());
+    let signer = state.sessions.keys().signer(state.now());
     for jti in [jtis[0], jtis[1], jtis[50_000], jtis[99_999]] {
         let token = signer
             .sign(&Claims {
@@ -682,7 +683,8 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
     let exp = now.as_secs() + 3600;
     let live_in_store = || async move {
         state
-            .store
+            .sessions
+            .store()
             .load_live_revocations(state.now(), state.config.leeway)
             .await
             .unwrap()
@@ -949,5 +951,56 @@ async fn one_refresh_token_used_twice_at_once_mints_at_most_one_pair_and_ends_th
     for pair in &minted {
         client.me(&pair.access_token).await.expect_invalid_token();
         assert_refresh_refused(&client.refresh(&pair.refresh_token).await);
+    }
+}
+
+/// The API's sign-outs clear a cookie-authenticated caller's cookies exactly as the pages
+/// do: the session cookie with `Secure` when not listening on loopback, and the refresh
+/// cookie too. (They used to clear the session cookie without `Secure`, which a browser
+/// keeps, and leave the refresh cookie.) A Bearer caller gets no cookies.
+#[tokio::test]
+async fn api_signouts_clear_the_same_cookies_as_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(InProcess::sqlite(dir.path()).await);
+    let mut config = InProcess::config(dir.path());
+    config.listen = "0.0.0.0:8080".parse().unwrap();
+    let server = InProcess::start_on(dir, config, store).await;
+    let client = server.client();
+    let email = unique_email("api-signout-cookies");
+    client.signup_ok(&email).await;
+    for path in ["/v1/auth/signout", "/v1/auth/signout-all"] {
+        let tokens = client.signin_ok(&email).await;
+        let request = client
+            .raw(reqwest::Method::POST, path)
+            .header(
+                "cookie",
+                format!("tokengate_session={}", tokens.access_token),
+            )
+            .header("origin", server.url());
+        let resp = client.send(request).await;
+        resp.expect(StatusCode::NO_CONTENT);
+        let set: Vec<&str> = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "tokengate_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure",
+                "tokengate_refresh=; Path=/account; Max-Age=0; HttpOnly; SameSite=Lax; Secure",
+            ],
+            "{path}"
+        );
+        assert_eq!(
+            client.me_status(&tokens.access_token).await,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let bearer = client.signin_ok(&email).await;
+        let resp = client.post(path, Some(&bearer.access_token), None).await;
+        resp.expect(StatusCode::NO_CONTENT);
+        assert!(resp.headers.get("set-cookie").is_none(), "{path}");
     }
 }

@@ -54,7 +54,7 @@ type AccountKey = ([u8; 32], Option<IpAddr>);
 /// ```
 /// use std::time::Duration;
 /// use tokengate_core::Timestamp;
-/// use tokengate_server::throttle::{SigninThrottle, ThrottleLimits};
+/// use tokengate_sessions::throttle::{SigninThrottle, ThrottleLimits};
 ///
 /// let throttle = SigninThrottle::new(ThrottleLimits {
 ///     max_failures: 2,
@@ -63,8 +63,9 @@ type AccountKey = ([u8; 32], Option<IpAddr>);
 /// });
 /// let ip = Some("192.0.2.1".parse().unwrap());
 /// let now = Timestamp::from_secs(1_000);
-/// throttle.record_failure("ada@example.com", ip, now);
-/// throttle.record_failure("ada@example.com", ip, now);
+/// // Each attempt counts as a failure until the password turns out right.
+/// assert!(throttle.begin("ada@example.com", ip, now).is_ok());
+/// assert!(throttle.begin("ada@example.com", ip, now).is_ok());
 /// assert_eq!(throttle.check("ADA@example.com ", ip, now).unwrap_err().0, 60);
 /// assert!(throttle.check("ada@example.com", ip, now.plus(Duration::from_secs(60))).is_ok());
 /// ```
@@ -99,11 +100,6 @@ impl SigninThrottle {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> ThrottleLimits {
-        self.limits
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the counters inconsistent in a way
         // that matters more than refusing every sign-in would.
@@ -130,15 +126,6 @@ impl SigninThrottle {
         Ok(())
     }
 
-    /// Count a failed attempt of `email` from `ip`.
-    pub fn record_failure(&self, email: &str, ip: Option<IpAddr>, now: Timestamp) {
-        let key = (email_key(email), ip);
-        let now = now.as_secs();
-        let mut inner = self.lock();
-        inner.accounts.record(key, now);
-        inner.ips.record(ip, now);
-    }
-
     /// A successful sign-in of `email` from `ip`: clear this client's counter for this
     /// account, and take back the one attempt [`SigninThrottle::begin`] counted against the
     /// IP. Other clients' counters for the account are untouched.
@@ -150,8 +137,9 @@ impl SigninThrottle {
         inner.accounts.prune(now.as_secs(), PRUNE_BUDGET);
     }
 
-    /// How many keys are tracked (both windows), for tests and metrics.
-    pub fn tracked(&self) -> usize {
+    /// How many keys are tracked (both windows).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         let inner = self.lock();
         inner.accounts.entries.len() + inner.ips.entries.len()
     }
@@ -287,6 +275,14 @@ mod tests {
         })
     }
 
+    /// Count a failed attempt (an attempt begun whose password was wrong).
+    fn record_failure(t: &SigninThrottle, email: &str, ip: Option<IpAddr>, now: Timestamp) {
+        let key = (email_key(email), ip);
+        let mut inner = t.lock();
+        inner.accounts.record(key, now.as_secs());
+        inner.ips.record(ip, now.as_secs());
+    }
+
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
     }
@@ -321,8 +317,8 @@ mod tests {
     #[test]
     fn another_client_and_another_account_are_not_slowed() {
         let t = throttle(2, 100);
-        t.record_failure("a@example.com", ip("192.0.2.1"), T0);
-        t.record_failure("a@example.com", ip("192.0.2.1"), T0);
+        record_failure(&t, "a@example.com", ip("192.0.2.1"), T0);
+        record_failure(&t, "a@example.com", ip("192.0.2.1"), T0);
         assert!(t.check("a@example.com", ip("192.0.2.1"), T0).is_err());
         assert!(t.check("a@example.com", ip("192.0.2.2"), T0).is_ok());
         assert!(t.check("b@example.com", ip("192.0.2.1"), T0).is_ok());
@@ -331,9 +327,9 @@ mod tests {
     #[test]
     fn a_success_clears_only_its_own_client() {
         let t = throttle(2, 100);
-        t.record_failure("a@example.com", ip("192.0.2.1"), T0);
-        t.record_failure("a@example.com", ip("192.0.2.1"), T0);
-        t.record_failure("a@example.com", ip("192.0.2.2"), T0);
+        record_failure(&t, "a@example.com", ip("192.0.2.1"), T0);
+        record_failure(&t, "a@example.com", ip("192.0.2.1"), T0);
+        record_failure(&t, "a@example.com", ip("192.0.2.2"), T0);
         t.begin("a@example.com", ip("192.0.2.2"), T0).unwrap();
         t.record_success("a@example.com", ip("192.0.2.2"), T0);
         assert!(t.check("a@example.com", ip("192.0.2.2"), T0).is_ok());
@@ -354,9 +350,9 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_need_not_exist() {
         let t = throttle(1, 100);
-        t.record_failure("  Nobody@Example.COM ", ip("192.0.2.1"), T0);
+        record_failure(&t, "  Nobody@Example.COM ", ip("192.0.2.1"), T0);
         assert!(t.check("nobody@example.com", ip("192.0.2.1"), T0).is_err());
-        t.record_failure("not an email", ip("192.0.2.1"), T0);
+        record_failure(&t, "not an email", ip("192.0.2.1"), T0);
         assert!(t.check("NOT AN EMAIL", ip("192.0.2.1"), T0).is_err());
     }
 
@@ -373,7 +369,7 @@ mod tests {
     fn expired_entries_are_dropped_incrementally() {
         let t = throttle(5, 1_000_000);
         for n in 0..500 {
-            t.record_failure(&format!("u{n}@example.com"), ip("192.0.2.1"), T0);
+            record_failure(&t, &format!("u{n}@example.com"), ip("192.0.2.1"), T0);
         }
         assert_eq!(t.tracked(), 501);
         // Each call after the window drops a bounded batch; enough calls drop everything.
@@ -387,7 +383,7 @@ mod tests {
     fn memory_is_bounded_by_evicting_the_oldest() {
         let t = throttle(5, 0);
         for n in 0..(MAX_ENTRIES + 10) {
-            t.record_failure(&format!("u{n}@example.com"), ip("192.0.2.1"), T0);
+            record_failure(&t, &format!("u{n}@example.com"), ip("192.0.2.1"), T0);
         }
         assert_eq!(t.tracked(), MAX_ENTRIES);
     }

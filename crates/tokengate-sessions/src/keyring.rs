@@ -5,10 +5,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokengate_core::{Algorithm, SigningKey, Timestamp, Verifier, VerifyingKey};
-use tokengate_store::{Store, StoredKey};
+use tokengate_core::{Algorithm, KeyError, SigningKey, Timestamp, Verifier, VerifyingKey};
+use tokengate_store::{Store, StoreError, StoredKey};
 
-use crate::config::Config;
+use crate::config::SessionConfig;
+
+/// Why the keys could not be loaded, made or rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// The store could not be read or written.
+    #[error("signing keys: {0}")]
+    Store(#[from] StoreError),
+    /// A key could not be generated, encoded or decoded (a stored key of an unknown
+    /// algorithm included).
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+    /// The store holds no key that may still sign.
+    #[error("the store has no current signing key")]
+    NoCurrentKey,
+    /// HS256 keys come from the configured secret, never from a rotation.
+    #[error("HS256 keys come from hs256_secret; change the secret in the configuration to rotate")]
+    Hs256NotRotated,
+}
 
 /// The current signing key and, through the [`Verifier`], every key still accepted.
 pub struct KeyRing {
@@ -33,7 +51,7 @@ pub const KEY_ACTIVATION_DELAY: Duration = Duration::from_secs(3);
 
 /// How long a replaced key keeps verifying: until every token it signed has expired (it
 /// keeps signing for [`KEY_ACTIVATION_DELAY`] after the rotation).
-pub fn retire_after(config: &Config) -> Duration {
+pub fn retire_after(config: &SessionConfig) -> Duration {
     KEY_ACTIVATION_DELAY + config.access_ttl + config.leeway
 }
 
@@ -42,10 +60,10 @@ impl KeyRing {
     /// when needed.
     pub async fn load(
         store: &dyn Store,
-        config: &Config,
+        config: &SessionConfig,
         verifier: Arc<Verifier>,
         now: Timestamp,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, KeyRingError> {
         let hs256_secret = match (config.signing_alg, &config.hs256_secret) {
             (Algorithm::HS256, Some(secret)) => Some(secret.as_bytes().to_vec()),
             _ => None,
@@ -100,7 +118,7 @@ impl KeyRing {
 
     /// Re-read the keys from the store (another process may have rotated them) and drop
     /// keys whose `verify_until` has passed.
-    pub async fn reload(&self, store: &dyn Store, now: Timestamp) -> anyhow::Result<()> {
+    pub async fn reload(&self, store: &dyn Store, now: Timestamp) -> Result<(), KeyRingError> {
         let stored = store.signing_keys().await?;
         let (signing, keys) = build(&stored, self.hs256_secret.as_deref(), now)?;
         let current = self.signing.load();
@@ -126,11 +144,13 @@ impl KeyRing {
 
 /// Make a new key of the configured algorithm the signing key; the old ones keep
 /// verifying until the tokens they signed have expired.
-pub async fn rotate(store: &dyn Store, config: &Config, now: Timestamp) -> anyhow::Result<String> {
+pub async fn rotate(
+    store: &dyn Store,
+    config: &SessionConfig,
+    now: Timestamp,
+) -> Result<String, KeyRingError> {
     if config.signing_alg == Algorithm::HS256 {
-        anyhow::bail!(
-            "HS256 keys come from hs256_secret; change the secret in the configuration to rotate"
-        );
+        return Err(KeyRingError::Hs256NotRotated);
     }
     let key = new_stored_key(config.signing_alg, now)?;
     let kid = key.kid.clone();
@@ -140,7 +160,7 @@ pub async fn rotate(store: &dyn Store, config: &Config, now: Timestamp) -> anyho
     Ok(kid)
 }
 
-fn new_stored_key(alg: Algorithm, now: Timestamp) -> anyhow::Result<StoredKey> {
+fn new_stored_key(alg: Algorithm, now: Timestamp) -> Result<StoredKey, KeyRingError> {
     let key = SigningKey::generate(alg)?;
     Ok(StoredKey {
         kid: key.kid().to_owned(),
@@ -149,6 +169,69 @@ fn new_stored_key(alg: Algorithm, now: Timestamp) -> anyhow::Result<StoredKey> {
         created_at: now,
         verify_until: None,
     })
+}
+
+/// What a stored key does at a given time (`tokengate keys list`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// The key new tokens are signed with.
+    Current,
+    /// Made less than [`KEY_ACTIVATION_DELAY`] ago: verifies now, signs within seconds.
+    Next,
+    /// Replaced, and still verifying the tokens it signed.
+    Verifying,
+    /// Past its `verify_until`: no longer accepted.
+    Retired,
+}
+
+/// A stored key's public facts (never its private half) and its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key id (`kid`).
+    pub kid: String,
+    /// The JOSE algorithm name.
+    pub alg: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stops verifying, once replaced.
+    pub verify_until: Option<Timestamp>,
+    /// What it does at the time asked about.
+    pub state: KeyState,
+}
+
+/// The stored keys, oldest first, each with what it does at `now`: the current one is the
+/// newest that has had [`KEY_ACTIVATION_DELAY`] to reach every node (or the newest of all
+/// when none has).
+pub async fn list(store: &dyn Store, now: Timestamp) -> Result<Vec<KeyInfo>, StoreError> {
+    let keys = store.signing_keys().await?;
+    let activated = |k: &StoredKey| k.created_at.plus(KEY_ACTIVATION_DELAY) <= now;
+    let current = keys
+        .iter()
+        .rev()
+        .find(|k| activated(k))
+        .or(keys.last())
+        .map(|k| k.kid.clone());
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            let state = if Some(&key.kid) == current.as_ref() {
+                KeyState::Current
+            } else if key.verify_until.is_some_and(|t| t < now) {
+                KeyState::Retired
+            } else if !activated(&key) {
+                KeyState::Next
+            } else {
+                KeyState::Verifying
+            };
+            KeyInfo {
+                kid: key.kid,
+                alg: key.alg,
+                created_at: key.created_at,
+                verify_until: key.verify_until,
+                state,
+            }
+        })
+        .collect())
 }
 
 /// A key that may sign, and the span of time in which it may.
@@ -202,16 +285,13 @@ fn build(
     stored: &[StoredKey],
     hs256_secret: Option<&[u8]>,
     now: Timestamp,
-) -> anyhow::Result<(Signing, Vec<VerifyingKey>)> {
+) -> Result<(Signing, Vec<VerifyingKey>), KeyRingError> {
     let mut candidates = Vec::with_capacity(stored.len());
     for key in stored {
         if key.verify_until.is_some_and(|until| until < now) {
             continue;
         }
-        let alg: Algorithm = key
-            .alg
-            .parse()
-            .map_err(|e| anyhow::anyhow!("stored key {}: {e}", key.kid))?;
+        let alg: Algorithm = key.alg.parse()?;
         candidates.push(Candidate {
             key: Arc::new(SigningKey::from_pkcs8_der(
                 alg,
@@ -237,7 +317,7 @@ fn build(
         }
         None => {
             let Some(newest) = candidates.last() else {
-                anyhow::bail!("the store has no current signing key");
+                return Err(KeyRingError::NoCurrentKey);
             };
             let fallback = Arc::clone(&newest.key);
             Signing {

@@ -1,0 +1,172 @@
+//! The operations that only touch the store: creating users, cutting them off, recording
+//! revocations and rotating keys. They return what they recorded (durably) and apply
+//! nothing to any index: the admin CLI runs them against the database of servers that read
+//! the record every 250 ms, and [`SessionService`](crate::SessionService) wraps them and
+//! applies the revocations to its own index at once.
+
+use std::sync::Arc;
+
+use tokengate_core::{Clock, Revocation, Role, Timestamp};
+use tokengate_store::{NewUser, Store, StoreError, User};
+use uuid::Uuid;
+
+use crate::config::SessionConfig;
+use crate::email::normalize_email;
+use crate::error::{AdminError, SignupError, Unavailable};
+use crate::keyring::{self, KeyInfo, KeyRingError};
+use crate::password::{check_strength, Passwords};
+
+/// Store-only administration over one store, one configuration and one clock.
+#[derive(Clone)]
+pub struct Admin {
+    store: Arc<dyn Store>,
+    config: Arc<SessionConfig>,
+    clock: Arc<dyn Clock>,
+    passwords: Passwords,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// Administration of `store` with `config`, reading the time from `clock`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<SessionConfig>,
+        clock: Arc<dyn Clock>,
+        passwords: Passwords,
+    ) -> Self {
+        Admin {
+            store,
+            config,
+            clock,
+            passwords,
+        }
+    }
+
+    /// The current time from the one clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The store administered.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The password hasher.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    /// Create a user with a normalised email and an argon2id hash of a password that
+    /// passes the policy. The first user of a store becomes admin whatever `role` says.
+    pub async fn create_user(
+        &self,
+        raw_email: &str,
+        password: String,
+        role: Role,
+    ) -> Result<User, SignupError> {
+        let email = normalize_email(raw_email)?;
+        check_strength(&password, &email)?;
+        if self.store.user_by_email(&email).await?.is_some() {
+            return Err(SignupError::Exists);
+        }
+        let password_hash = self.passwords.hash(password).await?;
+        let user = self
+            .store
+            .create_user(NewUser {
+                id: Uuid::now_v7(),
+                email,
+                password_hash,
+                role,
+                created_at: self.now(),
+            })
+            .await
+            .map_err(|error| match error {
+                // Created by a concurrent request between the check and the insert.
+                StoreError::Conflict(_) => SignupError::Exists,
+                other => other.into(),
+            })?;
+        tracing::info!(user_id = %user.id, role = user.role.as_str(), "user created");
+        Ok(user)
+    }
+
+    /// The user with this email (normalised first).
+    pub async fn user_by_email(&self, raw_email: &str) -> Result<User, AdminError> {
+        let email = normalize_email(raw_email)?;
+        self.store
+            .user_by_email(&email)
+            .await?
+            .ok_or(AdminError::NotFound)
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: Uuid) -> Result<User, AdminError> {
+        self.store.user_by_id(id).await?.ok_or(AdminError::NotFound)
+    }
+
+    /// End every session of an existing user.
+    pub async fn revoke_user(&self, user_id: Uuid) -> Result<Vec<Revocation>, AdminError> {
+        self.user(user_id).await?;
+        Ok(self
+            .store
+            .end_user_sessions(user_id, None, self.now())
+            .await?)
+    }
+
+    /// Disable a user and end every session, in one transaction: a sign-in or refresh
+    /// racing it finds the user disabled.
+    pub async fn disable_user(&self, user_id: Uuid) -> Result<Vec<Revocation>, AdminError> {
+        self.store
+            .set_disabled(user_id, true, self.now())
+            .await?
+            .ok_or(AdminError::NotFound)
+    }
+
+    /// End one session by id; `None` when it does not exist or had already ended.
+    pub async fn end_session(&self, sid: Uuid) -> Result<Option<Revocation>, Unavailable> {
+        Ok(self.store.end_session(sid, self.now()).await?)
+    }
+
+    /// Revoke one access token by its `jti` alone: its `exp` is unknown, and no token
+    /// issued before now outlives `now + access_ttl + leeway`.
+    pub async fn revoke_token_id(&self, jti: Uuid) -> Result<Revocation, Unavailable> {
+        let now = self.now();
+        let revocation = Revocation::Token {
+            jti,
+            exp: now.plus(self.config.access_ttl + self.config.leeway),
+        };
+        self.record(&[revocation]).await?;
+        Ok(revocation)
+    }
+
+    /// Record revocations durably (all or nothing), e.g. another system's denylist.
+    pub async fn record(&self, revocations: &[Revocation]) -> Result<(), Unavailable> {
+        Ok(self
+            .store
+            .record_revocations(revocations, self.now())
+            .await?)
+    }
+
+    /// Make a new key of the configured algorithm the signing key (see
+    /// [`keyring::rotate`]); returns its `kid`.
+    pub async fn rotate_key(&self) -> Result<String, KeyRingError> {
+        keyring::rotate(self.store.as_ref(), &self.config, self.now()).await
+    }
+
+    /// The stored keys and what each does now.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        keyring::list(self.store.as_ref(), self.now()).await
+    }
+}

@@ -1,0 +1,86 @@
+//! The maintenance task: it keeps the index current and flushes activity on stop; keys
+//! rotate through the service.
+
+use std::time::Duration;
+
+use tokengate_sessions::KeyState;
+
+use crate::{client, Fixture, PASSWORD};
+
+#[tokio::test]
+async fn stopping_the_maintenance_flushes_the_activity() {
+    let mut f = Fixture::start().await;
+    let handle = f.maintenance.take().unwrap().spawn();
+    let ada = f
+        .service
+        .signup("ada@example.com", PASSWORD.into())
+        .await
+        .unwrap();
+    let issued = f
+        .service
+        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    let later = f.service.now().plus(Duration::from_secs(120));
+    f.clock.set(later);
+    f.service.activity().seen_at(issued.session_id, later);
+    handle.stop().await;
+    let stored = f.store.session(issued.session_id).await.unwrap().unwrap();
+    assert_eq!(stored.last_seen_at, later);
+    assert_eq!(stored.user_id, ada.id);
+}
+
+#[tokio::test]
+async fn the_index_learns_what_another_process_records() {
+    let mut f = Fixture::start().await;
+    let handle = f.maintenance.take().unwrap().spawn();
+    f.service
+        .signup("ada@example.com", PASSWORD.into())
+        .await
+        .unwrap();
+    let issued = f
+        .service
+        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    // What the admin CLI does: record in the store only.
+    f.service
+        .admin()
+        .end_session(issued.session_id)
+        .await
+        .unwrap();
+    let mut waited = Duration::ZERO;
+    while f.accepted(&issued.access_token).is_some() {
+        assert!(
+            waited < Duration::from_secs(10),
+            "the tail never applied it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert!(!f.service.freshness().is_stale(f.service.now()));
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_verifies_at_once_and_signs_after_the_delay() {
+    let f = Fixture::start().await;
+    let before = f.service.list_keys().await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].state, KeyState::Current);
+    // The first key has had time to reach every node.
+    f.clock.advance(tokengate_sessions::KEY_ACTIVATION_DELAY);
+    let kid = f.service.rotate_key().await.unwrap();
+    let keys = f.service.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let new = keys.iter().find(|k| k.kid == kid).unwrap();
+    assert_eq!(new.state, KeyState::Next);
+    assert!(f.service.verifier().keys().iter().any(|k| k.kid() == kid));
+    f.clock.advance(tokengate_sessions::KEY_ACTIVATION_DELAY);
+    let keys = f.service.list_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().find(|k| k.kid == kid).unwrap().state,
+        KeyState::Current
+    );
+    assert_eq!(f.service.keys().signer(f.service.now()).kid(), kid);
+}
