@@ -1,8 +1,12 @@
 //! Security headers on every response: one layer, [`SecurityHeaders`], around the whole
 //! router in `routes::router`.
 //!
-//! - always: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
-//!   `X-Frame-Options: DENY`;
+//! - always: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, and
+//!   `Referrer-Policy: no-referrer`, except on HTML pages, which get
+//!   `strict-origin-when-cross-origin`: under `no-referrer` a browser sends `Origin: null`
+//!   on the page's own form posts, and where it sends no `Sec-Fetch-Site` either (older
+//!   browsers, some privacy proxies) the same-origin check could not tell them from a
+//!   cross-site post. Cross-origin requests still learn only the origin, never the path;
 //! - `/v1/auth/*` and `/oauth2/*`: `Cache-Control: no-store` (tokens and session data must
 //!   not sit in a shared or browser cache);
 //! - HTML (`text/html`) responses: a strict `Content-Security-Policy`;
@@ -53,7 +57,7 @@ pub type SetSecurityHeaders<S> = SetResponseHeader<
             SetResponseHeader<SetResponseHeader<NoStore<S>, Option<HeaderValue>>, HtmlOnly>,
             HeaderValue,
         >,
-        HeaderValue,
+        ReferrerPolicy,
     >,
     HeaderValue,
 >;
@@ -78,11 +82,8 @@ impl<S> Layer<S> for SecurityHeaders {
             HeaderValue::from_static("DENY"),
         )
         .layer(inner);
-        let inner = SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        )
-        .layer(inner);
+        let inner = SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, ReferrerPolicy)
+            .layer(inner);
         SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -90,6 +91,24 @@ impl<S> Layer<S> for SecurityHeaders {
         .layer(inner)
     }
 }
+
+/// `Referrer-Policy`: `strict-origin-when-cross-origin` for HTML pages (their forms must
+/// carry a real `Origin`), `no-referrer` for everything else.
+#[derive(Clone, Copy, Debug)]
+pub struct ReferrerPolicy;
+
+impl<B> MakeHeaderValue<Response<B>> for ReferrerPolicy {
+    fn make_header_value(&mut self, response: &Response<B>) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(if is_html(response.headers()) {
+            PAGE_REFERRER_POLICY
+        } else {
+            "no-referrer"
+        }))
+    }
+}
+
+/// The `Referrer-Policy` of HTML pages (also in their `<meta name="referrer">`).
+pub const PAGE_REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
 
 /// A header value for HTML (`text/html`, any case, any parameters) responses only.
 #[derive(Clone, Debug)]
@@ -234,6 +253,15 @@ mod tests {
         let h = get_headers(app(true), "/page").await;
         assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
         assert_eq!(h["strict-transport-security"], STRICT_TRANSPORT_SECURITY);
+    }
+
+    #[tokio::test]
+    async fn pages_send_their_origin_on_their_own_forms_and_nothing_else_does() {
+        // Under `no-referrer` a page's same-origin form post carries `Origin: null`.
+        let page = get_headers(app(false), "/page").await;
+        assert_eq!(page["referrer-policy"], "strict-origin-when-cross-origin");
+        let api = get_headers(app(false), "/v1/auth/me").await;
+        assert_eq!(api["referrer-policy"], "no-referrer");
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ pub fn layout(title: &str, signed_in_as: Option<&str>, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                // A real `Origin` on the page's own form posts (see `headers`).
+                meta name="referrer" content=(crate::headers::PAGE_REFERRER_POLICY);
                 title { (title) " · tokengate" }
                 style { (PreEscaped(CSS)) }
             }
