@@ -67,6 +67,15 @@ pub struct Config {
     /// The sliding window of the sign-in failure limits.
     #[serde(with = "duration")]
     pub signin_failure_window: Duration,
+    /// How many leading bits of an IPv6 address name one client for the throttles: one
+    /// subscriber gets a whole /64 and may send from any address in it.
+    pub throttle_ipv6_prefix: u8,
+    /// Sign-ups allowed per client network (an IPv4 address, or an IPv6 prefix) per
+    /// `signup_window`; 0 = no limit.
+    pub signup_max_per_ip: u32,
+    /// The sliding window of the sign-up limit.
+    #[serde(with = "duration")]
+    pub signup_window: Duration,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Time a client has to send a request head, and to start its next request on a
@@ -102,6 +111,9 @@ impl std::fmt::Debug for Config {
             signin_max_failures,
             signin_max_failures_per_ip,
             signin_failure_window,
+            throttle_ipv6_prefix,
+            signup_max_per_ip,
+            signup_window,
             max_connections,
             header_timeout,
             body_timeout,
@@ -127,6 +139,9 @@ impl std::fmt::Debug for Config {
             .field("signin_max_failures", signin_max_failures)
             .field("signin_max_failures_per_ip", signin_max_failures_per_ip)
             .field("signin_failure_window", signin_failure_window)
+            .field("throttle_ipv6_prefix", throttle_ipv6_prefix)
+            .field("signup_max_per_ip", signup_max_per_ip)
+            .field("signup_window", signup_window)
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("body_timeout", body_timeout)
@@ -192,6 +207,9 @@ impl Default for Config {
             signin_max_failures: 5,
             signin_max_failures_per_ip: 50,
             signin_failure_window: Duration::from_secs(15 * 60),
+            throttle_ipv6_prefix: 64,
+            signup_max_per_ip: 20,
+            signup_window: Duration::from_secs(10 * 60),
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -221,6 +239,9 @@ const KEYS: &[&str] = &[
     "signin_max_failures",
     "signin_max_failures_per_ip",
     "signin_failure_window",
+    "throttle_ipv6_prefix",
+    "signup_max_per_ip",
+    "signup_window",
     "max_connections",
     "header_timeout",
     "body_timeout",
@@ -278,6 +299,9 @@ impl Config {
         }
         if self.max_staleness.is_zero() {
             anyhow::bail!("max_staleness must be positive");
+        }
+        if self.throttle_ipv6_prefix > 128 {
+            anyhow::bail!("throttle_ipv6_prefix must be between 0 and 128");
         }
         if self.max_connections == 0 || self.header_timeout.is_zero() || self.body_timeout.is_zero()
         {

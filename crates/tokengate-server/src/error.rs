@@ -83,7 +83,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 429 with `Retry-After` seconds.
-    #[error("too many failed attempts; retry after {0} seconds")]
+    #[error("too many attempts; retry after {0} seconds")]
     TooManyRequests(u64),
     /// 503: something this node depends on is unavailable; nothing was acknowledged.
     #[error("{0}")]
@@ -262,6 +262,7 @@ impl From<SignupError> for ApiError {
             SignupError::Exists => {
                 ApiError::Conflict("an account with this email already exists".into())
             }
+            SignupError::Throttled { retry_after } => ApiError::TooManyRequests(retry_after),
             SignupError::Unavailable(error) => error.into(),
         }
     }
@@ -308,6 +309,9 @@ impl From<PasswordChangeError> for ApiError {
                 "current password is incorrect".into(),
             ),
             PasswordChangeError::WeakPassword(weak) => ApiError::Unprocessable(weak.to_string()),
+            PasswordChangeError::Throttled { retry_after } => {
+                ApiError::TooManyRequests(retry_after)
+            }
             PasswordChangeError::Unavailable(error) => error.into(),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use tokengate_axum::Gate;
 use tokengate_core::{RevocationIndex, Timestamp};
-use tokengate_sessions::{SessionConfig, SessionService, ThrottleLimits};
+use tokengate_sessions::{SessionConfig, SessionService, SignupLimits, ThrottleLimits};
 
 use crate::config::Config;
 
@@ -60,6 +60,11 @@ pub fn session_config(config: &Config) -> SessionConfig {
             max_failures: config.signin_max_failures,
             max_failures_per_ip: config.signin_max_failures_per_ip,
             window: config.signin_failure_window,
+            ipv6_prefix: config.throttle_ipv6_prefix,
+        },
+        signup: SignupLimits {
+            max_per_network: config.signup_max_per_ip,
+            window: config.signup_window,
         },
         max_staleness: config.max_staleness,
         staleness_policy: config.staleness_policy,

@@ -79,10 +79,13 @@ impl Admin {
     ) -> Result<User, SignupError> {
         let email = normalize_email(raw_email)?;
         check_strength(&password, &email)?;
+        // Hashed before the existence check, so that an existing email (409) costs the
+        // same time as a new one (201): the answer names the conflict, the timing does not
+        // add an oracle that works where the answer is hidden.
+        let password_hash = self.passwords.hash(password).await?;
         if self.store.user_by_email(&email).await?.is_some() {
             return Err(SignupError::Exists);
         }
-        let password_hash = self.passwords.hash(password).await?;
         let user = self
             .store
             .create_user(NewUser {

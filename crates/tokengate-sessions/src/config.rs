@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokengate_core::{Algorithm, StalenessPolicy};
 
-use crate::throttle::ThrottleLimits;
+use crate::throttle::{SignupLimits, ThrottleLimits};
 
 /// The settings every decision of the service reads.
 #[derive(Clone)]
@@ -29,8 +29,11 @@ pub struct SessionConfig {
     pub hs256_secret: Option<String>,
     /// Whether anyone may sign up (the first user of a store always becomes admin).
     pub allow_signup: bool,
-    /// Failed sign-ins allowed per account and client, and per client IP.
+    /// Failed sign-ins (and password changes) allowed per account and client, and per
+    /// client network.
     pub throttle: ThrottleLimits,
+    /// Sign-ups allowed per client network.
+    pub signup: SignupLimits,
     /// How long the revocation index may go unconfirmed before it counts as stale.
     pub max_staleness: Duration,
     /// What a stale index does to requests.
@@ -40,7 +43,7 @@ pub struct SessionConfig {
 /// The defaults of the `tokengate` server (`docs/api.md`): issuer and audience
 /// `tokengate`, 15-minute access tokens, 30-day refresh tokens with no grace, 30 s leeway,
 /// EdDSA keys, sign-up open, 5 failed sign-ins per account and client (50 per IP) in 15
-/// minutes, and a `fail_closed` index that counts as stale after 5 s unconfirmed.
+/// minutes (an IPv6 client is its /64), 20 sign-ups per client network in 10 minutes, and a `fail_closed` index that counts as stale after 5 s unconfirmed.
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
@@ -57,6 +60,11 @@ impl Default for SessionConfig {
                 max_failures: 5,
                 max_failures_per_ip: 50,
                 window: Duration::from_secs(15 * 60),
+                ipv6_prefix: 64,
+            },
+            signup: SignupLimits {
+                max_per_network: 20,
+                window: Duration::from_secs(10 * 60),
             },
             max_staleness: Duration::from_secs(5),
             staleness_policy: StalenessPolicy::FailClosed,
@@ -81,6 +89,7 @@ impl std::fmt::Debug for SessionConfig {
             )
             .field("allow_signup", &self.allow_signup)
             .field("throttle", &self.throttle)
+            .field("signup", &self.signup)
             .field("max_staleness", &self.max_staleness)
             .field("staleness_policy", &self.staleness_policy)
             .finish()

@@ -66,6 +66,12 @@ pub enum SignupError {
     /// An account with this email exists.
     #[error("an account with this email already exists")]
     Exists,
+    /// Too many sign-ups from this client's network: checked before any work.
+    #[error("too many sign-ups from this network; retry after {retry_after} seconds")]
+    Throttled {
+        /// Seconds until the window lets the client try again.
+        retry_after: u64,
+    },
     /// Nothing was created.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
@@ -127,6 +133,13 @@ pub enum PasswordChangeError {
     /// The current password given is wrong.
     #[error("current password is incorrect")]
     WrongPassword,
+    /// Too many wrong current passwords: the sign-in throttle, checked before any password
+    /// work (a stolen access token must not buy unlimited guesses).
+    #[error("too many failed attempts; retry after {retry_after} seconds")]
+    Throttled {
+        /// Seconds until the failure window lets the client try again.
+        retry_after: u64,
+    },
     /// The new password fails the policy.
     #[error(transparent)]
     WeakPassword(#[from] WeakPassword),

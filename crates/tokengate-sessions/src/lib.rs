@@ -75,5 +75,5 @@ pub use keyring::{KeyInfo, KeyRing, KeyRingError, KeyState, KEY_ACTIVATION_DELAY
 pub use maintenance::{Maintenance, MaintenanceEvents, MaintenanceHandle};
 pub use password::{check_strength, HashError, Passwords, WeakPassword};
 pub use service::{Client, IntrospectError, Introspection, LiveSession, SessionService};
-pub use throttle::{RetryAfter, SigninThrottle, ThrottleLimits};
+pub use throttle::{RetryAfter, SigninThrottle, SignupLimits, SignupThrottle, ThrottleLimits};
 pub use tokens::{hash_refresh_token, looks_like_refresh_token, AccessToken, Issued, RefreshToken};

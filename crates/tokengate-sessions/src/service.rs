@@ -25,7 +25,7 @@ use crate::error::{
 use crate::keyring::{KeyInfo, KeyRing, KeyRingError};
 use crate::maintenance::Maintenance;
 use crate::password::{check_strength, Passwords};
-use crate::throttle::SigninThrottle;
+use crate::throttle::{SigninThrottle, SignupThrottle};
 use crate::tokens::{
     hash_refresh_token, looks_like_refresh_token, AccessToken, Issued, RefreshToken,
 };
@@ -84,6 +84,7 @@ pub struct SessionService {
     freshness: Arc<Freshness>,
     activity: Arc<SessionActivity>,
     throttle: SigninThrottle,
+    signups: SignupThrottle,
     publisher: RevocationPublisher,
     admin: Admin,
 }
@@ -149,6 +150,7 @@ impl SessionService {
         let passwords = Passwords::new()?;
         let service = Arc::new(SessionService {
             throttle: SigninThrottle::new(config.throttle),
+            signups: SignupThrottle::new(config.signup, config.throttle.ipv6_prefix),
             admin: Admin::new(store.clone(), config.clone(), clock.clone(), passwords),
             config,
             store,
@@ -270,11 +272,22 @@ impl SessionService {
         Ok(AccessToken { token, exp })
     }
 
-    /// Sign up: when sign-up is open, create a `user` (the first user of a store becomes
-    /// admin) with a normalised email and a password that passes the policy.
-    pub async fn signup(&self, raw_email: &str, password: String) -> Result<User, SignupError> {
+    /// Sign up: when sign-up is open and `client`'s network is under its sign-up limit,
+    /// create a `user` (the first user of a store becomes admin) with a normalised email
+    /// and a password that passes the policy.
+    pub async fn signup(
+        &self,
+        raw_email: &str,
+        password: String,
+        client: &Client,
+    ) -> Result<User, SignupError> {
         if !self.config.allow_signup {
             return Err(SignupError::Closed);
+        }
+        if let Err(retry) = self.signups.begin(client.ip, self.now()) {
+            return Err(SignupError::Throttled {
+                retry_after: retry.0,
+            });
         }
         self.admin
             .create_user(raw_email, password, Role::User)
@@ -469,18 +482,28 @@ impl SessionService {
     /// Change `user_id`'s password and end every other session than `current`, in one
     /// transaction: a sign-in still checking the old password can no longer create a
     /// session. Returns how many sessions were ended.
+    ///
+    /// The current password is checked behind the sign-in throttle (the account's email
+    /// and `client`'s network), so a stolen access token buys no more guesses than the
+    /// sign-in form.
     pub async fn change_password(
         &self,
         user_id: Uuid,
         current: Uuid,
         current_password: String,
         new_password: String,
+        client: &Client,
     ) -> Result<usize, PasswordChangeError> {
         let user = self
             .store
             .user_by_id(user_id)
             .await?
             .ok_or(PasswordChangeError::UnknownUser)?;
+        if let Err(retry) = self.throttle.begin(&user.email, client.ip, self.now()) {
+            return Err(PasswordChangeError::Throttled {
+                retry_after: retry.0,
+            });
+        }
         if !self
             .passwords()
             .verify(current_password, Some(user.password_hash.clone()))
@@ -488,6 +511,8 @@ impl SessionService {
         {
             return Err(PasswordChangeError::WrongPassword);
         }
+        self.throttle
+            .record_success(&user.email, client.ip, self.now());
         check_strength(&new_password, &user.email)?;
         let hash = self.passwords().hash(new_password).await?;
         let revocations = self

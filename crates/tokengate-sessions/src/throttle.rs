@@ -15,6 +15,13 @@
 //!   never lets a revoked token back in.
 //! - Time is a parameter: every method takes `now`.
 //!
+//! - An IPv6 client is keyed by its network (`/64` by default, [`ThrottleLimits::ipv6_prefix`]):
+//!   one subscriber holds a whole /64 and can send from any of its 2^64 addresses, so per
+//!   address it could never be throttled. IPv4-mapped IPv6 addresses count as IPv4.
+//!
+//! [`SignupThrottle`] limits account creation per client network the same way, counting
+//! every attempt.
+//!
 //! The client IP is the TCP peer: behind a reverse proxy every client shares the proxy's
 //! address (a `trusted_proxy` setting to read `X-Forwarded-For` is future work).
 
@@ -41,6 +48,24 @@ pub struct ThrottleLimits {
     pub max_failures_per_ip: u32,
     /// The sliding window.
     pub window: Duration,
+    /// How many leading bits of an IPv6 address name one client (0-128; 64 by default).
+    pub ipv6_prefix: u8,
+}
+
+/// The client network an address belongs to, as the throttles key it: an IPv4 address
+/// itself, an IPv6 address masked to its first `ipv6_prefix` bits.
+pub fn client_network(ip: Option<IpAddr>, ipv6_prefix: u8) -> Option<IpAddr> {
+    Some(match ip? {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+    })
 }
 
 /// A refused attempt: how many seconds until the window lets the client try again.
@@ -60,6 +85,7 @@ type AccountKey = ([u8; 32], Option<IpAddr>);
 ///     max_failures: 2,
 ///     max_failures_per_ip: 10,
 ///     window: Duration::from_secs(60),
+///     ipv6_prefix: 64,
 /// });
 /// let ip = Some("192.0.2.1".parse().unwrap());
 /// let now = Timestamp::from_secs(1_000);
@@ -108,6 +134,7 @@ impl SigninThrottle {
 
     /// Whether `email` may be tried from `ip` now, without counting anything.
     pub fn check(&self, email: &str, ip: Option<IpAddr>, now: Timestamp) -> Result<(), RetryAfter> {
+        let ip = client_network(ip, self.limits.ipv6_prefix);
         let key = (email_key(email), ip);
         let mut inner = self.lock();
         inner.check(&key, now.as_secs())
@@ -117,6 +144,7 @@ impl SigninThrottle {
     /// [`SigninThrottle::record_success`] when the password turns out right). Counting
     /// before the password check means concurrent guesses cannot exceed the limit.
     pub fn begin(&self, email: &str, ip: Option<IpAddr>, now: Timestamp) -> Result<(), RetryAfter> {
+        let ip = client_network(ip, self.limits.ipv6_prefix);
         let key = (email_key(email), ip);
         let now = now.as_secs();
         let mut inner = self.lock();
@@ -130,6 +158,7 @@ impl SigninThrottle {
     /// account, and take back the one attempt [`SigninThrottle::begin`] counted against the
     /// IP. Other clients' counters for the account are untouched.
     pub fn record_success(&self, email: &str, ip: Option<IpAddr>, now: Timestamp) {
+        let ip = client_network(ip, self.limits.ipv6_prefix);
         let key = (email_key(email), ip);
         let mut inner = self.lock();
         inner.accounts.clear(&key);
@@ -155,6 +184,55 @@ impl Inner {
             Some(secs) => Err(RetryAfter(secs)),
             None => Ok(()),
         }
+    }
+}
+
+/// Account creation attempts per client network over a sliding window: past the limit,
+/// sign-up answers 429 before any work, so one client cannot mint accounts by the
+/// thousand.
+pub struct SignupThrottle {
+    ipv6_prefix: u8,
+    attempts: Mutex<Windows<Option<IpAddr>>>,
+}
+
+impl std::fmt::Debug for SignupThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignupThrottle").finish_non_exhaustive()
+    }
+}
+
+/// How many sign-ups one client network may make, from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignupLimits {
+    /// Sign-up attempts allowed per client network within `window`; 0 = no limit.
+    pub max_per_network: u32,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl SignupThrottle {
+    /// At most `limits.max_per_network` sign-ups per client network (IPv6 masked to
+    /// `ipv6_prefix` bits) per window.
+    pub fn new(limits: SignupLimits, ipv6_prefix: u8) -> Self {
+        let window = i64::try_from(limits.window.as_secs()).unwrap_or(i64::MAX);
+        SignupThrottle {
+            ipv6_prefix,
+            attempts: Mutex::new(Windows::new(limits.max_per_network, window)),
+        }
+    }
+
+    /// Check and count one sign-up attempt from `ip`.
+    pub fn begin(&self, ip: Option<IpAddr>, now: Timestamp) -> Result<(), RetryAfter> {
+        let key = client_network(ip, self.ipv6_prefix);
+        let now = now.as_secs();
+        // See SigninThrottle::lock: a poisoned list of timestamps is still usable.
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts.prune(now, PRUNE_BUDGET);
+        if let Some(secs) = attempts.retry_after(&key, now) {
+            return Err(RetryAfter(secs));
+        }
+        attempts.record(key, now);
+        Ok(())
     }
 }
 
@@ -272,11 +350,13 @@ mod tests {
             max_failures: per_account,
             max_failures_per_ip: per_ip,
             window: Duration::from_secs(900),
+            ipv6_prefix: 64,
         })
     }
 
     /// Count a failed attempt (an attempt begun whose password was wrong).
     fn record_failure(t: &SigninThrottle, email: &str, ip: Option<IpAddr>, now: Timestamp) {
+        let ip = client_network(ip, t.limits.ipv6_prefix);
         let key = (email_key(email), ip);
         let mut inner = t.lock();
         inner.accounts.record(key, now.as_secs());
@@ -377,6 +457,47 @@ mod tests {
             let _ = t.check("x@example.com", ip("192.0.2.1"), at(900));
         }
         assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_their_counters() {
+        let t = throttle(3, 100);
+        for n in 1..=3 {
+            t.begin("a@example.com", ip(&format!("2001:db8:1:2::{n:x}")), T0)
+                .unwrap();
+        }
+        assert!(t
+            .check("a@example.com", ip("2001:db8:1:2:ffff::9"), T0)
+            .is_err());
+        assert!(t.check("a@example.com", ip("2001:db8:1:3::1"), T0).is_ok());
+    }
+
+    #[test]
+    fn client_networks_follow_the_prefix_and_map_ipv4_in_ipv6() {
+        assert_eq!(
+            client_network(ip("2001:db8:aaaa:bbbb:1:2:3:4"), 48),
+            ip("2001:db8:aaaa::")
+        );
+        assert_eq!(client_network(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(client_network(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(client_network(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(client_network(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn sign_ups_are_limited_per_client_network() {
+        let t = SignupThrottle::new(
+            SignupLimits {
+                max_per_network: 2,
+                window: Duration::from_secs(60),
+            },
+            64,
+        );
+        t.begin(ip("2001:db8::1"), T0).unwrap();
+        t.begin(ip("2001:db8::2"), T0).unwrap();
+        assert_eq!(t.begin(ip("2001:db8::3"), at(10)), Err(RetryAfter(50)));
+        assert!(t.begin(ip("192.0.2.1"), at(10)).is_ok());
+        assert!(t.begin(ip("2001:db8::3"), at(60)).is_ok());
     }
 
     #[test]

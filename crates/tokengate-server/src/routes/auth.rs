@@ -79,15 +79,21 @@ pub struct TokenResponse {
         (status = 409, description = "An account with this email exists", body = ErrorBody),
         (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
-        (status = 422, description = "Missing fields, an invalid email or a weak password", body = ErrorBody),
+        (status = 422, description = "Missing fields, an invalid email (look-alike and invisible characters included) or a weak password", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this client's network (`too_many_requests`); checked before any work", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the window lets the client try again"))),
         (status = 503, description = "The store or password hashing is unavailable", body = ErrorBody),
     )
 )]
 pub async fn signup(
     State(state): State<AppState>,
+    client: ClientInfo,
     Json(body): Json<Credentials>,
 ) -> ApiResult<Response> {
-    let user = state.sessions.signup(&body.email, body.password).await?;
+    let user = state
+        .sessions
+        .signup(&body.email, body.password, &client.into())
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
 }
 
@@ -295,11 +301,14 @@ pub struct PasswordChange {
         (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "Missing fields or a weak new password", body = ErrorBody),
+        (status = 429, description = "Too many wrong current passwords for this account from this client (the sign-in throttle, `too_many_requests`); checked before the password", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the failure window lets the client try again"))),
         (status = 503, description = "The store or password hashing is unavailable, or the revocation index is stale", body = ErrorBody),
     )
 )]
 pub async fn change_password(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     Json(body): Json<PasswordChange>,
 ) -> ApiResult<StatusCode> {
@@ -310,6 +319,7 @@ pub async fn change_password(
             principal.session_id(),
             body.current_password,
             body.new_password,
+            &client.into(),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod abuse;
 mod attacks;
 mod auth_flow;
 mod cli;

@@ -13,27 +13,33 @@ async fn the_first_user_is_admin_and_emails_are_normalised_and_unique() {
     let f = Fixture::start().await;
     let first = f
         .service
-        .signup(" Ada@Example.com ", PASSWORD.into())
+        .signup(" Ada@Example.com ", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     assert_eq!(first.email, "ada@example.com");
     assert_eq!(first.role, Role::Admin);
     let second = f
         .service
-        .signup("bob@example.com", PASSWORD.into())
+        .signup("bob@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     assert_eq!(second.role, Role::User);
     assert!(matches!(
-        f.service.signup("ADA@example.com", PASSWORD.into()).await,
+        f.service
+            .signup("ADA@example.com", PASSWORD.into(), &client("192.0.2.1"))
+            .await,
         Err(SignupError::Exists)
     ));
     assert!(matches!(
-        f.service.signup("not-an-email", PASSWORD.into()).await,
+        f.service
+            .signup("not-an-email", PASSWORD.into(), &client("192.0.2.1"))
+            .await,
         Err(SignupError::InvalidEmail(_))
     ));
     assert!(matches!(
-        f.service.signup("carol@example.com", "short".into()).await,
+        f.service
+            .signup("carol@example.com", "short".into(), &client("192.0.2.1"))
+            .await,
         Err(SignupError::WeakPassword(WeakPassword::TooShort))
     ));
 
@@ -45,7 +51,7 @@ async fn the_first_user_is_admin_and_emails_are_normalised_and_unique() {
     assert!(matches!(
         closed
             .service
-            .signup("ada@example.com", PASSWORD.into())
+            .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
             .await,
         Err(SignupError::Closed)
     ));
@@ -56,7 +62,7 @@ async fn signin_mints_a_verifiable_token_and_failures_are_throttled() {
     let f = Fixture::start().await;
     let user = f
         .service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let issued = f
@@ -104,7 +110,7 @@ async fn signin_mints_a_verifiable_token_and_failures_are_throttled() {
 async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     let f = Fixture::start().await;
     f.service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let first = f
@@ -140,12 +146,12 @@ async fn sign_out_one_own_or_every_session() {
     let f = Fixture::start().await;
     let ada = f
         .service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let bob = f
         .service
-        .signup("bob@example.com", PASSWORD.into())
+        .signup("bob@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let signin = |email: &'static str| {
@@ -201,7 +207,7 @@ async fn a_password_change_ends_every_other_session() {
     let f = Fixture::start().await;
     let ada = f
         .service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let here = f
@@ -214,9 +220,10 @@ async fn a_password_change_ends_every_other_session() {
         .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.2"))
         .await
         .unwrap();
+    let from = client("192.0.2.1");
     let change = |current: &str, new: &str| {
         f.service
-            .change_password(ada.id, here.session_id, current.into(), new.into())
+            .change_password(ada.id, here.session_id, current.into(), new.into(), &from)
     };
     assert!(matches!(
         change("not the password", "a brand new passphrase").await,
@@ -242,12 +249,12 @@ async fn admins_disable_others_but_never_themselves() {
     let f = Fixture::start().await;
     let admin = f
         .service
-        .signup("root@example.com", PASSWORD.into())
+        .signup("root@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let ada = f
         .service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let session = f
@@ -281,7 +288,7 @@ async fn admins_disable_others_but_never_themselves() {
 async fn holding_a_token_is_the_right_to_revoke_it() {
     let f = Fixture::start().await;
     f.service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let by_access = f

@@ -2,6 +2,7 @@
 //! The session service against a real SQLite store on a temporary directory, with a manual
 //! clock: the flows the server and embedders call, and the maintenance task.
 
+mod abuse;
 mod flows;
 mod maintenance;
 
@@ -32,6 +33,7 @@ pub fn config() -> SessionConfig {
             max_failures: 3,
             max_failures_per_ip: 100,
             window: Duration::from_secs(900),
+            ipv6_prefix: 64,
         },
         ..SessionConfig::default()
     }

@@ -13,7 +13,7 @@ async fn stopping_the_maintenance_flushes_the_activity() {
     let handle = f.maintenance.take().unwrap().spawn();
     let ada = f
         .service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let issued = f
@@ -35,7 +35,7 @@ async fn the_index_learns_what_another_process_records() {
     let mut f = Fixture::start().await;
     let handle = f.maintenance.take().unwrap().spawn();
     f.service
-        .signup("ada@example.com", PASSWORD.into())
+        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
         .await
         .unwrap();
     let issued = f
