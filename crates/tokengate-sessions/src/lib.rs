@@ -42,13 +42,13 @@
 //! - [`maintenance`]: the one background task (index sync, purges, activity flush, key
 //!   reload, cluster publishing).
 //! - [`config`]: [`SessionConfig`], what the embedding program configures.
-//! - [`password`]: argon2id hashing off the runtime, bounded in parallelism, with a decoy
-//!   hash so unknown emails cost the same; the password policy.
-//! - [`email`]: email normalisation.
+//! - [`password`]: argon2id hashing off the runtime in a fixed pool of reused memory, with
+//!   a decoy hash so unknown emails cost the same; the password policy (zxcvbn).
+//! - [`email`]: email normalisation (NFKC) and the refusal of look-alike addresses.
 //! - [`keyring`]: the signing keys kept in the store, their activation delay and
 //!   retirement.
 //! - [`tokens`]: refresh tokens (random, stored hashed) and what sign-in hands out.
-//! - [`throttle`]: failed sign-in counters.
+//! - [`throttle`]: failed sign-in counters and the sign-up limit, per client network.
 //! - [`activity`]: sessions' `last_seen_at`, kept in memory and flushed in batches.
 
 pub mod activity;
