@@ -6,7 +6,7 @@
 //! - [`cli`]: `serve` and the admin commands (store-only operations of the service).
 //! - [`server`]: start-up (the session service, which loads the keys and the live
 //!   revocation set, and its maintenance task; then the gate over them).
-//! - [`routes`]: the HTTP API of `API.md`: each handler parses, calls the service, and maps
+//! - [`routes`]: the HTTP API of `docs/api.md`: each handler parses, calls the service, and maps
 //!   the service's error to an answer ([`error`]).
 //! - [`openapi`]: its OpenAPI document, generated from the handlers, at `GET /openapi.json`.
 //! - [`state`]: what handlers share: the service, the gate, the configuration, the metrics.

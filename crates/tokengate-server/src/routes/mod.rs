@@ -1,4 +1,4 @@
-//! The HTTP surface (see `API.md`): one module per area, one router.
+//! The HTTP surface (see `docs/api.md`): one module per area, one router.
 
 pub mod admin;
 pub mod auth;
@@ -25,7 +25,7 @@ use crate::metrics::TrackRequestsLayer;
 use crate::state::AppState;
 use crate::trace::RequestTraceLayer;
 
-/// Request bodies above this get 413 (API.md).
+/// Request bodies above this get 413 (`docs/api.md`).
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// The bulk revocation import takes up to 16 MiB.
 pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;

@@ -678,7 +678,7 @@ async fn a_disabled_users_token_is_refused() {
 
 /// There is no user deletion in tokengate (an admin disables a user, which revokes every
 /// session). A token for a user id and session id that never existed can only be made with
-/// the server's private signing key; the hot path does not touch the database (DESIGN.md),
+/// the server's private signing key; the hot path does not touch the database (README "Architecture"),
 /// so such a token IS accepted until it expires. The defence against a leaked signing key
 /// is `tokengate keys rotate` plus a revocation of everything issued before an instant, not
 /// a per-request database lookup. This test pins that documented behaviour (SECURITY.md).

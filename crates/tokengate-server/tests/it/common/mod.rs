@@ -275,7 +275,7 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// A configuration on `dir` with the defaults of API.md.
+    /// A configuration on `dir` with the defaults of `docs/api.md`.
     pub fn config(dir: &Path) -> Config {
         Config {
             data_dir: dir.to_path_buf(),
