@@ -16,6 +16,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and what feeds it.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connections;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod routes;
+pub mod schema;
 pub mod server;
 pub mod state;
 pub mod trace;

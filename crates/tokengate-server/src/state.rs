@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use tokengate_axum::Gate;
+use tokengate_axum::{Gate, Principal};
 use tokengate_core::{RevocationIndex, Timestamp};
-use tokengate_sessions::{SessionConfig, SessionService, SignupLimits, ThrottleLimits};
+use tokengate_sessions::{
+    EndSessionError, SessionConfig, SessionService, SignupLimits, ThrottleLimits, Unavailable,
+};
+use uuid::Uuid;
 
 use crate::config::Config;
+use crate::schema::SessionView;
 
 pub use tokengate_sessions::{SessionActivity, ACTIVITY_FLUSH_EVERY};
 
@@ -68,5 +72,32 @@ pub fn session_config(config: &Config) -> SessionConfig {
         },
         max_staleness: config.max_staleness,
         staleness_policy: config.staleness_policy,
+    }
+}
+
+impl AppState {
+    /// The caller's live sessions, as the API and the sessions page show them.
+    pub async fn own_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<SessionView>, Unavailable> {
+        let sessions = self
+            .sessions
+            .live_sessions(principal.user_id(), principal.session_id())
+            .await?;
+        Ok(sessions.into_iter().map(SessionView::from).collect())
+    }
+
+    /// End one of the caller's own sessions by its id as given in a path; a malformed id is
+    /// as unknown as another user's.
+    pub async fn end_own_session(
+        &self,
+        principal: &Principal,
+        raw_id: &str,
+    ) -> Result<(), EndSessionError> {
+        let sid: Uuid = raw_id.parse().map_err(|_| EndSessionError::NotFound)?;
+        self.sessions
+            .end_own_session(principal.user_id(), sid)
+            .await
     }
 }

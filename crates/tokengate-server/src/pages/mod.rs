@@ -25,9 +25,9 @@ use tokengate_axum::{AuthError, Principal, Revoker, SESSION_COOKIE};
 use tokengate_core::VerifyError;
 use tokengate_sessions::{looks_like_refresh_token, EndSessionError, Issued, SigninError};
 
+use crate::client::ClientInfo;
 use crate::error::{ApiError, Form};
 use crate::metrics::SigninOutcome;
-use crate::routes::ClientInfo;
 use crate::state::AppState;
 use cookies::{csrf_cookie, csrf_matches, new_csrf_token, set_cookies, Cookies};
 
@@ -159,7 +159,7 @@ pub async fn signin_page(
         (status = 401, description = "The form again with \"wrong email or password\"", content_type = "text/html", body = String),
         (status = 403, description = "A missing or wrong CSRF token, a cross-origin form, or a disabled account", content_type = "text/html", body = String),
         (status = 429, description = "Too many failed attempts: the form with \"try again in N s\" and `Retry-After`", content_type = "text/html", body = String),
-        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::schema::ErrorBody),
         (status = 503, description = "The store or password hashing is unavailable", content_type = "text/html", body = String),
     )
 )]
@@ -300,7 +300,7 @@ pub async fn sessions_page(
         Ok(principal) => principal,
         Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
     };
-    let sessions = match crate::routes::sessions::live_sessions(&state, &principal).await {
+    let sessions = match state.own_sessions(&principal).await {
         Ok(sessions) => sessions,
         Err(_) => {
             return problem(
@@ -346,7 +346,7 @@ pub async fn sessions_page(
     responses(
         (status = 303, description = "Signed out: another session back to `/account/sessions`; this browser's own session to `/` with its cookies cleared; not signed in: to `/`"),
         (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
-        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::schema::ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
     )
 )]
@@ -364,7 +364,7 @@ pub async fn end_session_submit(
     if !csrf_matches(&headers, &form.csrf) {
         return csrf_failed(SESSIONS_PATH);
     }
-    match crate::routes::sessions::end_own_session(&state, &principal, &id).await {
+    match state.end_own_session(&principal, &id).await {
         Ok(()) if id.parse() == Ok(principal.session_id()) => redirect(
             "/?m=signedout",
             Cookies::for_state(&state).cleared().to_vec(),
@@ -394,7 +394,7 @@ pub async fn end_session_submit(
     responses(
         (status = 303, description = "Every session is signed out and this browser's cookies cleared: to `/`; not signed in: to `/`"),
         (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
-        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::schema::ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
     )
 )]

@@ -5,7 +5,7 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::routes::sessions::SessionView;
+use crate::schema::SessionView;
 
 const CSS: &str = r#"
 *{box-sizing:border-box}

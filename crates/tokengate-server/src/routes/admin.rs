@@ -9,7 +9,7 @@ use uuid::Uuid;
 use tokengate_sessions::AdminError;
 
 use crate::error::{ApiError, ApiResult, Json};
-use crate::openapi::ErrorBody;
+use crate::schema::ErrorBody;
 use crate::state::AppState;
 
 /// Most entries one bulk import takes.
@@ -119,7 +119,7 @@ pub fn parse_import(entries: &[serde_json::Value]) -> ApiResult<Vec<Revocation>>
     path = "/v1/admin/revocations",
     tag = "admin",
     security(("bearer" = []), ("session_cookie" = [])),
-    request_body(content = Vec<crate::openapi::RevocationEntry>, description = "Up to 100 000 revoked token ids with their expiry; the body may be up to 16 MiB"),
+    request_body(content = Vec<crate::schema::RevocationEntry>, description = "Up to 100 000 revoked token ids with their expiry; the body may be up to 16 MiB"),
     responses(
         (status = 204, description = "Every entry is recorded and applied"),
         (status = 400, description = "Malformed JSON, too many entries, or a bad entry (named by its position); nothing was imported", body = ErrorBody),

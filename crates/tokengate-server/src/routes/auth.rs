@@ -6,14 +6,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokengate_axum::{CredentialSource, Principal, Revoker};
 use tokengate_core::Role;
-use tokengate_sessions::{Client, Issued};
+use tokengate_sessions::Issued;
 use tokengate_store::User;
 use uuid::Uuid;
 
+use crate::client::ClientInfo;
 use crate::error::{ApiResult, Json};
-use crate::openapi::ErrorBody;
 use crate::pages::cookies::{set_cookies, Cookies};
-use crate::routes::ClientInfo;
+use crate::schema::ErrorBody;
 use crate::state::AppState;
 
 /// Sign-up and sign-in body.
@@ -35,7 +35,7 @@ pub struct UserView {
     /// Normalized email address.
     email: String,
     /// `admin` for the first user of a server, `user` otherwise.
-    #[schema(value_type = crate::openapi::Role)]
+    #[schema(value_type = crate::schema::Role)]
     role: Role,
 }
 
@@ -128,15 +128,6 @@ pub async fn signin(
     Ok(axum::Json(TokenResponse::from(issued)))
 }
 
-impl From<ClientInfo> for Client {
-    fn from(client: ClientInfo) -> Self {
-        Client {
-            ip: client.ip,
-            user_agent: client.user_agent,
-        }
-    }
-}
-
 impl From<Issued> for TokenResponse {
     fn from(issued: Issued) -> Self {
         TokenResponse {
@@ -157,7 +148,7 @@ pub struct Me {
     /// Email address.
     email: String,
     /// `user` or `admin`.
-    #[schema(value_type = crate::openapi::Role)]
+    #[schema(value_type = crate::schema::Role)]
     role: Role,
     /// Session id (`sid`).
     session_id: Uuid,

@@ -12,7 +12,7 @@ use crate::state::AppState;
     get,
     path = "/healthz",
     tag = "health",
-    responses((status = 200, description = "The process is up", body = crate::openapi::Health))
+    responses((status = 200, description = "The process is up", body = crate::schema::Health))
 )]
 pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
@@ -24,8 +24,8 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
     path = "/readyz",
     tag = "health",
     responses(
-        (status = 200, description = "The store answers and the revocation index is current", body = crate::openapi::Readiness),
-        (status = 503, description = "The store is unreachable or the index is stale", body = crate::openapi::Readiness),
+        (status = 200, description = "The store answers and the revocation index is current", body = crate::schema::Readiness),
+        (status = 503, description = "The store is unreachable or the index is stale", body = crate::schema::Readiness),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {

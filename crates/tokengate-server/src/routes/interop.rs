@@ -10,7 +10,7 @@ use tokengate_axum::{AuthError, Principal};
 use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
-use crate::openapi::ErrorBody;
+use crate::schema::ErrorBody;
 use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
@@ -19,7 +19,7 @@ use crate::state::AppState;
     get,
     path = "/.well-known/jwks.json",
     tag = "interop",
-    responses((status = 200, description = "The public verifying keys (RFC 7517); no keys under HS256", body = crate::openapi::Jwks))
+    responses((status = 200, description = "The public verifying keys (RFC 7517); no keys under HS256", body = crate::schema::Jwks))
 )]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let jwks = state.sessions.verifier().jwks();
@@ -198,7 +198,7 @@ pub struct IntrospectForm {
     security(("bearer" = []), ("session_cookie" = [])),
     request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::openapi::Introspection),
+        (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::schema::Introspection),
         (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "The caller is not authenticated as an admin", body = ErrorBody),
         (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),

@@ -7,11 +7,10 @@ pub mod interop;
 pub mod sessions;
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,6 +21,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::headers::SecurityHeaders;
 use crate::metrics::TrackRequestsLayer;
+use crate::schema::ErrorBody;
 use crate::state::AppState;
 use crate::trace::RequestTraceLayer;
 
@@ -75,12 +75,12 @@ pub const QUIET_ROUTES: &[(&str, &str)] = &[("GET", "/v1/verify"), ("GET", "/v1/
 pub const SIGNIN_ROUTE: &str = "/v1/auth/signin";
 
 /// The routes with their OpenAPI operations, before state, fallbacks and outer layers.
-/// [`router`] serves it; [`crate::openapi::document`] describes it.
+/// [`router`] serves it; [`document`] describes it.
 pub fn api() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(openapi_json))
         .routes(routes!(interop::jwks))
         .routes(routes!(interop::verify))
         .routes(routes!(interop::revocation_events))
@@ -108,6 +108,47 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::import))
         .layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT));
     api.merge(import)
+}
+
+/// The whole document: the routes of [`api`] on the base of [`crate::openapi::ApiDoc`].
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (_, document) = api().split_for_parts();
+    document
+}
+
+/// The document as JSON, built once.
+fn document_json() -> Result<&'static str, ApiError> {
+    static JSON: OnceLock<String> = OnceLock::new();
+    if let Some(json) = JSON.get() {
+        return Ok(json);
+    }
+    let json = document().to_json().map_err(|error| {
+        tracing::error!(%error, "cannot serialize the OpenAPI document");
+        ApiError::Unavailable("the OpenAPI document is unavailable".into())
+    })?;
+    Ok(JSON.get_or_init(|| json))
+}
+
+/// `GET /openapi.json`: the OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object),
+        (status = 503, description = "The document could not be serialized", body = ErrorBody),
+    )
+)]
+pub async fn openapi_json() -> Result<Response, ApiError> {
+    let json = document_json()?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }
 
 /// The whole HTTP API: the routes, and around them (outermost first) the request id and
@@ -153,30 +194,4 @@ async fn method_not_allowed() -> Response {
         "invalid_request",
         "method not allowed on this endpoint",
     )
-}
-
-/// Who is calling, for the sessions list: the peer address and `User-Agent`.
-#[derive(Clone, Debug, Default)]
-pub struct ClientInfo {
-    /// The TCP peer (the proxy's address when behind one).
-    pub ip: Option<IpAddr>,
-    /// The `User-Agent`, truncated to 256 characters.
-    pub user_agent: Option<String>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect());
-        Ok(ClientInfo { ip, user_agent })
-    }
 }

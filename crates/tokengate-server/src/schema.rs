@@ -1,0 +1,187 @@
+//! The shapes of the API's answers that more than one module needs, and the OpenAPI schemas
+//! of types that live in other crates or are built as JSON values (the error body, the
+//! JWKS, roles). A leaf: it uses nothing of this crate, so handlers, pages and the OpenAPI
+//! document can all refer to it.
+
+use serde::Serialize;
+use tokengate_core::Timestamp;
+use tokengate_sessions::LiveSession;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A session as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    /// Session id.
+    pub id: Uuid,
+    /// Sign-in time (RFC 3339).
+    pub created_at: String,
+    /// Last request seen (RFC 3339).
+    pub last_seen_at: String,
+    /// `User-Agent` at sign-in.
+    pub user_agent: Option<String>,
+    /// Client IP at sign-in.
+    pub ip: Option<String>,
+    /// Whether this is the session of the calling token.
+    pub current: bool,
+}
+
+/// Format Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(t: Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t.as_secs())
+        .ok()
+        .and_then(|dt| {
+            dt.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+impl From<LiveSession> for SessionView {
+    fn from(live: LiveSession) -> Self {
+        SessionView {
+            id: live.session.id,
+            created_at: rfc3339(live.session.created_at),
+            last_seen_at: rfc3339(live.last_seen_at),
+            user_agent: live.session.user_agent,
+            ip: live.session.ip,
+            current: live.current,
+        }
+    }
+}
+
+/// The body of every error (`tokengate_axum::ErrorBody`).
+#[derive(ToSchema)]
+#[schema(example = json!({"error": "invalid_token", "error_description": "token has been revoked"}))]
+pub struct ErrorBody {
+    /// A machine-readable code: `invalid_request`, `invalid_token`, `invalid_grant`,
+    /// `insufficient_scope`, `csrf_check_failed`, `account_disabled`, `signup_disabled`,
+    /// `not_found`, `conflict`, `request_too_large`, `too_many_requests`,
+    /// `temporarily_unavailable`.
+    pub error: String,
+    /// A sentence for humans.
+    pub error_description: String,
+}
+
+/// What a user may do (`tokengate_core::Role`); the first user of a server is an admin.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Role {
+    /// An ordinary user.
+    User,
+    /// May call the admin endpoints and introspect tokens.
+    Admin,
+}
+
+/// `GET /healthz`.
+#[derive(ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /readyz`.
+#[derive(ToSchema)]
+pub struct Readiness {
+    /// `ready` (200) or `not_ready` (503).
+    #[schema(example = "ready")]
+    pub status: String,
+    /// `ok` or `unreachable`.
+    #[schema(example = "ok")]
+    pub store: String,
+    /// `current` or `stale`.
+    #[schema(example = "current")]
+    pub revocation_index: String,
+    /// Entries in this node's revocation index.
+    pub revocations: u64,
+}
+
+/// A public key (RFC 7517); never private or symmetric material.
+#[derive(ToSchema)]
+pub struct Jwk {
+    /// `OKP`, `EC` or `RSA`.
+    pub kty: String,
+    /// Matched against a token's `kid` header.
+    pub kid: String,
+    /// `EdDSA`, `ES256` or `RS256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[schema(rename = "use")]
+    pub use_: String,
+    /// `Ed25519` (OKP) or `P-256` (EC).
+    #[schema(nullable = false)]
+    pub crv: Option<String>,
+    /// x coordinate (OKP, EC), base64url.
+    #[schema(nullable = false)]
+    pub x: Option<String>,
+    /// y coordinate (EC), base64url.
+    #[schema(nullable = false)]
+    pub y: Option<String>,
+    /// RSA modulus, base64url.
+    #[schema(nullable = false)]
+    pub n: Option<String>,
+    /// RSA public exponent, base64url.
+    #[schema(nullable = false)]
+    pub e: Option<String>,
+}
+
+/// `GET /.well-known/jwks.json`: the current key and, after a rotation, the previous ones
+/// until the tokens they signed have expired. Empty under HS256.
+#[derive(ToSchema)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One entry of `POST /v1/admin/revocations`.
+#[derive(ToSchema)]
+pub struct RevocationEntry {
+    /// The revoked token's `jti` (UUID text).
+    pub jti: Uuid,
+    /// Its `exp`, Unix seconds (positive).
+    pub exp: i64,
+}
+
+/// `POST /oauth2/introspect` (RFC 7662). Only `active` when the token is not active.
+#[derive(ToSchema)]
+pub struct Introspection {
+    /// Whether the token is valid, unexpired and not revoked.
+    pub active: bool,
+    /// `access_token` or `refresh_token`.
+    #[schema(nullable = false)]
+    pub token_type: Option<String>,
+    /// Issuer (access tokens).
+    #[schema(nullable = false)]
+    pub iss: Option<String>,
+    /// User id.
+    #[schema(nullable = false)]
+    pub sub: Option<Uuid>,
+    /// Audience (access tokens).
+    #[schema(nullable = false)]
+    pub aud: Option<String>,
+    /// Issued at (Unix seconds); for a refresh token, when its session began.
+    #[schema(nullable = false)]
+    pub iat: Option<i64>,
+    /// Not before (access tokens).
+    #[schema(nullable = false)]
+    pub nbf: Option<i64>,
+    /// Expiry (Unix seconds).
+    #[schema(nullable = false)]
+    pub exp: Option<i64>,
+    /// Token id (access tokens).
+    #[schema(nullable = false)]
+    pub jti: Option<Uuid>,
+    /// Session id.
+    #[schema(nullable = false)]
+    pub sid: Option<Uuid>,
+    /// The user's email (access tokens).
+    #[schema(nullable = false)]
+    pub username: Option<String>,
+    /// The user's email (access tokens).
+    #[schema(nullable = false)]
+    pub email: Option<String>,
+    /// The user's role (access tokens).
+    #[schema(nullable = false)]
+    pub role: Option<Role>,
+}
