@@ -28,6 +28,8 @@ pub mod routes;
 pub mod schema;
 pub mod server;
 pub mod state;
+#[cfg(test)]
+mod test_log;
 pub mod trace;
 
 use std::sync::Arc;

@@ -214,7 +214,6 @@ fn new_request_id() -> HeaderValue {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     use axum::body::Body;
     use axum::http::StatusCode;
@@ -256,6 +255,8 @@ mod tests {
     }
 
     async fn request_id(path: &str, sent_id: Option<&str>) -> String {
+        // Spans are created here too: not while another test of this module captures logs.
+        let _capture = crate::test_log::CAPTURE.lock().await;
         let response = send(path, sent_id).await;
         response.headers()[X_REQUEST_ID]
             .to_str()
@@ -265,30 +266,18 @@ mod tests {
 
     /// The text log lines written at `filter` while `requests` are served.
     async fn log_of(filter: &str, requests: &[(&str, &str)]) -> Vec<String> {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
+        let buffer = crate::test_log::LogBuffer::default();
+        let subscriber = buffer
+            .subscriber()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
             .finish();
+        let _capture = crate::test_log::CAPTURE.lock().await;
         let _default = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
         for (path, id) in requests {
             send(path, Some(id)).await;
         }
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
+        buffer.text().lines().map(str::to_owned).collect()
     }
 
     #[tokio::test]

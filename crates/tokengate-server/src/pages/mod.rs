@@ -23,7 +23,9 @@ use maud::Markup;
 use serde::Deserialize;
 use tokengate_axum::{AuthError, Principal, Revoker, SESSION_COOKIE};
 use tokengate_core::VerifyError;
-use tokengate_sessions::{looks_like_refresh_token, EndSessionError, Issued, SigninError};
+use tokengate_sessions::{
+    looks_like_refresh_token, EndSessionError, Issued, SigninError, Unavailable,
+};
 
 use crate::client::ClientInfo;
 use crate::error::{ApiError, Form};
@@ -357,13 +359,10 @@ pub async fn end_session_submit(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let principal = match revoker {
-        Ok(Revoker(principal)) => principal,
-        Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
+    let principal = match form_caller(&state, revoker, &headers, &form.csrf).await {
+        Ok(principal) => principal,
+        Err(answer) => return answer,
     };
-    if !csrf_matches(&headers, &form.csrf) {
-        return csrf_failed(SESSIONS_PATH);
-    }
     match state.end_own_session(&principal, &id).await {
         Ok(()) if id.parse() == Ok(principal.session_id()) => redirect(
             "/?m=signedout",
@@ -371,16 +370,7 @@ pub async fn end_session_submit(
         ),
         Ok(()) => redirect("/account/sessions?m=ended", Vec::new()),
         Err(EndSessionError::NotFound) => redirect("/account/sessions?m=gone", Vec::new()),
-        Err(EndSessionError::Unavailable(error)) => {
-            let mut response = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again in a moment",
-                "The session could not be signed out right now; nothing was changed. Please try again shortly.",
-                SESSIONS_PATH,
-            );
-            ApiError::from(error).answered_by(&mut response);
-            response
-        }
+        Err(EndSessionError::Unavailable(error)) => not_signed_out("The session", error),
     }
 }
 
@@ -404,13 +394,10 @@ pub async fn signout_all_submit(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let principal = match revoker {
-        Ok(Revoker(principal)) => principal,
-        Err(error) => return refused(&state, &headers, error, SESSIONS_PATH).await,
+    let principal = match form_caller(&state, revoker, &headers, &form.csrf).await {
+        Ok(principal) => principal,
+        Err(answer) => return answer,
     };
-    if !csrf_matches(&headers, &form.csrf) {
-        return csrf_failed(SESSIONS_PATH);
-    }
     match state
         .sessions
         .sign_out_everywhere(principal.user_id())
@@ -420,17 +407,40 @@ pub async fn signout_all_submit(
             "/?m=signedout_all",
             Cookies::for_state(&state).cleared().to_vec(),
         ),
-        Err(error) => {
-            let mut response = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again in a moment",
-                "Your sessions could not be signed out right now; nothing was changed. Please try again shortly.",
-                SESSIONS_PATH,
-            );
-            ApiError::from(error).answered_by(&mut response);
-            response
-        }
+        Err(error) => not_signed_out("Your sessions", error),
     }
+}
+
+/// The caller of a sign-out form: authenticated as a revoker (a stale index does not stop
+/// a sign-out) and with the page's CSRF token; otherwise the answer to give instead.
+async fn form_caller(
+    state: &AppState,
+    revoker: Result<Revoker, AuthError>,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Principal, Response> {
+    let principal = match revoker {
+        Ok(Revoker(principal)) => principal,
+        Err(error) => return Err(refused(state, headers, error, SESSIONS_PATH).await),
+    };
+    if !csrf_matches(headers, csrf) {
+        return Err(csrf_failed(SESSIONS_PATH));
+    }
+    Ok(principal)
+}
+
+/// The 503 page of a sign-out the store could not record: `what` was not signed out.
+fn not_signed_out(what: &str, error: Unavailable) -> Response {
+    let mut response = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again in a moment",
+        &format!(
+            "{what} could not be signed out right now; nothing was changed. Please try again shortly."
+        ),
+        SESSIONS_PATH,
+    );
+    ApiError::from(error).answered_by(&mut response);
+    response
 }
 
 #[cfg(test)]
