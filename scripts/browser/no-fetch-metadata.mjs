@@ -7,7 +7,7 @@
 //
 // usage: node no-fetch-metadata.mjs BASE_URL EMAIL PASSWORD
 import http from 'node:http';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 
 const [base, email, password] = process.argv.slice(2);
 if (!password) {
@@ -46,14 +46,7 @@ const proxy = http.createServer((req, res) => {
 await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
 const front = `http://127.0.0.1:${proxy.address().port}`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 
 try {
   const context = await browser.newContext();

@@ -5,7 +5,7 @@
 // GET /v1/verify. Saves a screenshot of the sessions page.
 //
 // usage: node sessions.mjs BASE_URL EMAIL PASSWORD SCREENSHOT_PATH
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 
 const [base, email, password, screenshot] = process.argv.slice(2);
 if (!screenshot) {
@@ -18,16 +18,7 @@ function check(condition, message) {
   console.log(`ok: ${message}`);
 }
 
-// playwright gives a non-persistent launch a fresh temporary profile (--user-data-dir) of
-// its own, removed on close.
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 
 async function signIn(context) {
   const page = await context.newPage();
