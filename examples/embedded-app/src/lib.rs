@@ -1,25 +1,31 @@
 //! An axum app that embeds tokengate as a library instead of running the `tokengate` server.
 //!
-//! It has routes of its own and shows the four things an app needs from tokengate:
+//! It writes only what is its own: four routes and the glue between them and tokengate. All
+//! the security code comes from the libraries:
 //!
-//! - **Sign-in** (`POST /login`, [`routes::login`]): check an argon2id password hash kept in
-//!   the tokengate store, create a session with [`Store::create_session`], and mint an access
-//!   token with the app's [`SigningKey`] ([`keys`]).
-//! - **A protected route** (`GET /hello`, [`routes::hello`]): it takes a
-//!   [`tokengate_axum::Principal`]. The extractor verifies the token and checks it against the
-//!   in-memory [`RevocationIndex`]: no database access per request. All the extractor needs is
-//!   that the app state gives an `Arc<Gate>` through [`FromRef`].
-//! - **Sign-out** (`POST /logout`, [`routes::logout`]): [`Store::end_session`] makes the
-//!   revocation durable first, then [`RevocationIndex::apply`] makes this process refuse the
-//!   token at once, then 204.
+//! - [`tokengate_sessions::SessionService`] does sign-in (argon2id with a decoy hash, the
+//!   sign-in throttle, a session in the store, a token minted with the stored signing key),
+//!   sign-out (durable first, then this process's index) and user creation, and its
+//!   [`Maintenance`](tokengate_sessions::Maintenance) task keeps the index current: it reads
+//!   the revocations other processes record in the same database (the `tokengate` admin CLI,
+//!   another copy of this app), purges expired entries and reloads rotated keys.
+//! - [`tokengate_axum::Principal`], built on a [`Gate`] over the service's verifier, index,
+//!   clock and freshness, protects a route: no database access per request.
+//!
+//! The routes:
+//! - **Sign-in** (`POST /login`, [`routes::login`]): [`SessionService::signin`].
+//! - **A protected route** (`GET /hello`, [`routes::hello`]): it takes a [`Principal`]. All
+//!   the extractor needs is that the app state gives an `Arc<Gate>` through [`FromRef`].
+//! - **Sign-out** (`POST /logout`, [`routes::logout`]): [`SessionService::sign_out`].
 //! - **A websocket closed on revocation** (`GET /ws`, [`ws`]): authenticated once at upgrade
 //!   time, then it listens to [`RevocationIndex::subscribe`] and closes itself (code 4001) as
 //!   soon as a revocation covering its token arrives.
 //!
-//! At start ([`App::open`]) the live revocations are loaded from the store into the index
-//! *before* the listener is bound; then a small task ([`tail`]) reads the revocations other
-//! processes record in the same database (the `tokengate` admin CLI, another copy of this
-//! app) every 250 ms, applies them and keeps the index's [`Freshness`] confirmed.
+//! [`App::open`] starts the service, which loads the live revocations into the index
+//! *before* the listener is bound, then its maintenance.
+//!
+//! [`Principal`]: tokengate_axum::Principal
+//! [`RevocationIndex::subscribe`]: tokengate_core::RevocationIndex::subscribe
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -31,21 +37,14 @@ use anyhow::Context as _;
 use axum::extract::FromRef;
 use axum::routing::{get, post};
 use axum::Router;
-use tokengate_axum::{Freshness, Gate, StalenessPolicy};
-use tokengate_core::{
-    Clock, RevocationIndex, Role, SigningKey, SystemClock, Timestamp, Verifier, VerifierConfig,
-};
-use tokengate_store::{NewUser, SqliteStore, Store, User};
+use tokengate_axum::{Gate, StalenessPolicy};
+use tokengate_core::{RevocationIndex, Role, SystemClock, Timestamp};
+use tokengate_sessions::{MaintenanceHandle, SessionConfig, SessionService, SignupError};
+use tokengate_store::{SqliteStore, User};
 use tokio::net::TcpListener;
-use uuid::Uuid;
 
-pub mod keys;
-pub mod password;
 pub mod routes;
-pub mod tail;
 pub mod ws;
-
-use password::Passwords;
 
 /// The `iss` of the tokens this app mints, and the only issuer its verifier accepts.
 pub const ISSUER: &str = "tokengate-example-embedded";
@@ -63,16 +62,12 @@ pub const DATABASE_FILE: &str = "app.db";
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// Users, sessions, signing keys and the durable revocation record: the same SQLite
-    /// store the `tokengate` server uses, opened on this app's own file.
-    pub store: Arc<SqliteStore>,
+    /// Sign-in, sign-out and users, over the same SQLite store the `tokengate` server uses,
+    /// opened on this app's own file.
+    pub sessions: Arc<SessionService>,
     /// Verifier + revocation index + clock + freshness: what [`tokengate_axum::Principal`]
     /// checks every request against.
     pub gate: Arc<Gate>,
-    /// The key that signs the tokens `/login` hands out.
-    pub signer: Arc<SigningKey>,
-    /// argon2id hashing and verification, off the async runtime.
-    pub passwords: Passwords,
 }
 
 /// This impl is all [`tokengate_axum::Principal`] asks of an app's state.
@@ -85,26 +80,42 @@ impl FromRef<AppState> for Arc<Gate> {
 impl AppState {
     /// The current time, from the one clock every validity decision reads.
     pub fn now(&self) -> Timestamp {
-        self.gate.clock().now()
+        self.sessions.now()
     }
 
     /// This process's revocation index.
     pub fn index(&self) -> &Arc<RevocationIndex> {
-        self.gate.index()
+        self.sessions.index()
     }
 }
 
-/// A started app: its state and the task that keeps its revocation index current.
+/// The session settings of this app: its own issuer and audience, access tokens of
+/// [`ACCESS_TTL`] and sessions that end with them (it hands out no refresh tokens).
+pub fn session_config() -> SessionConfig {
+    SessionConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        access_ttl: ACCESS_TTL,
+        refresh_ttl: ACCESS_TTL,
+        leeway: LEEWAY,
+        max_staleness: MAX_STALENESS,
+        staleness_policy: StalenessPolicy::FailClosed,
+        ..SessionConfig::default()
+    }
+}
+
+/// A started app: its state and the maintenance that keeps its revocation index current.
 pub struct App {
     state: AppState,
-    // Stops the tail when the app is dropped.
-    _tail: tail::Tail,
+    // Dropping it stops the maintenance; `serve` stops it cleanly.
+    maintenance: MaintenanceHandle,
 }
 
 impl App {
-    /// Open (creating if needed) `data_dir/app.db`, load or create the signing key, load
-    /// every live revocation into the index and start the tail. Only after this may the app
-    /// answer requests: before the load, the index would accept revoked tokens.
+    /// Open (creating if needed) `data_dir/app.db` and start the session service: it loads
+    /// or creates the signing key and loads every live revocation into the index; then its
+    /// maintenance starts. Only after this may the app answer requests: before the load,
+    /// the index would accept revoked tokens.
     pub async fn open(data_dir: &Path) -> anyhow::Result<App> {
         let path = data_dir.join(DATABASE_FILE);
         let store = Arc::new(
@@ -112,65 +123,42 @@ impl App {
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?,
         );
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let now = clock.now();
-
-        let keys = keys::load_or_create(store.as_ref(), now).await?;
-        let verifier = Arc::new(Verifier::new(
-            VerifierConfig {
-                issuer: ISSUER.into(),
-                audience: AUDIENCE.into(),
-                leeway: LEEWAY,
-            },
-            keys.verifying,
+        let (sessions, maintenance) =
+            SessionService::start(store, session_config(), Arc::new(SystemClock), None).await?;
+        let gate = Arc::new(Gate::new(
+            Arc::clone(sessions.verifier()),
+            Arc::clone(sessions.index()),
+            Arc::clone(sessions.clock()),
+            Arc::clone(sessions.freshness()),
         ));
-
-        let index = Arc::new(RevocationIndex::new(LEEWAY));
-        let live = store.load_live_revocations(now, LEEWAY).await?;
-        let loaded = index.load(live.revocations, now);
-        tracing::info!(revocations = loaded, "revocation index loaded");
-        // The index now holds everything recorded up to the cursor; the tail keeps it so.
-        let freshness = Arc::new(Freshness::new(StalenessPolicy::FailClosed, MAX_STALENESS));
-        freshness.mark_in_sync(now);
-
-        let gate = Arc::new(Gate::new(verifier, index, clock, freshness));
-        let tail = tail::spawn(store.clone(), Arc::clone(&gate), live.cursor);
-        let state = AppState {
-            store,
-            gate,
-            signer: Arc::new(keys.signer),
-            passwords: Passwords::new()?,
-        };
-        Ok(App { state, _tail: tail })
+        Ok(App {
+            state: AppState { sessions, gate },
+            maintenance: maintenance.spawn(),
+        })
     }
 
-    /// Create the user `email` with an argon2id hash of `password`, unless a user with that
-    /// email exists already (then it is returned unchanged: re-running with the same
-    /// `--user` is harmless, and this never resets a password behind the user's back).
+    /// Create the user `email` with `password`, unless a user with that email exists
+    /// already (then it is returned unchanged: re-running with the same `--user` is
+    /// harmless, and this never resets a password behind the user's back).
     ///
     /// The first user a store ever gets is made `admin` by the store; this app does not
     /// look at roles.
     pub async fn seed_user(&self, email: &str, password: &str) -> anyhow::Result<User> {
-        let email = routes::normalize_email(email)
-            .with_context(|| format!("{email:?} is not an email address"))?;
-        anyhow::ensure!(!password.is_empty(), "the password of {email} is empty");
-        let store = &self.state.store;
-        if let Some(user) = store.user_by_email(&email).await? {
-            tracing::info!(%email, "user exists; password left as it is");
-            return Ok(user);
+        let admin = self.state.sessions.admin();
+        match admin
+            .create_user(email, password.to_owned(), Role::User)
+            .await
+        {
+            Ok(user) => {
+                tracing::info!(email = %user.email, "user created");
+                Ok(user)
+            }
+            Err(SignupError::Exists) => {
+                tracing::info!(%email, "user exists; password left as it is");
+                Ok(admin.user_by_email(email).await?)
+            }
+            Err(error) => Err(anyhow::Error::new(error).context(format!("cannot create {email}"))),
         }
-        let password_hash = self.state.passwords.hash(password.to_owned()).await?;
-        let user = store
-            .create_user(NewUser {
-                id: Uuid::now_v7(),
-                email,
-                password_hash,
-                role: Role::User,
-                created_at: self.state.now(),
-            })
-            .await?;
-        tracing::info!(email = %user.email, "user created");
-        Ok(user)
     }
 
     /// The state the handlers share.
@@ -183,14 +171,16 @@ impl App {
         router(self.state.clone())
     }
 
-    /// Serve on `listener` until `shutdown` completes. The tail runs as long as this does.
+    /// Serve on `listener` until `shutdown` completes, then stop the maintenance.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        axum::serve(listener, self.router())
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        self.maintenance.stop().await;
+        served
     }
 }
 
