@@ -4,6 +4,7 @@
 //! the record every 250 ms, and [`SessionService`](crate::SessionService) wraps them and
 //! applies the revocations to its own index at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokengate_core::{Clock, Revocation, Role, Timestamp};
@@ -15,6 +16,41 @@ use crate::email::normalize_email;
 use crate::error::{AdminError, SignupError, Unavailable};
 use crate::keyring::{self, KeyInfo, KeyRingError};
 use crate::password::{check_strength, Passwords};
+
+/// Why a bulk import was refused; nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// An entry's `exp` is later than any token this service mints can live: it would pin
+    /// the entry in every node's memory (and the store) for as long as it says.
+    #[error("entry {position}: `exp` {exp} is after {latest} (now + refresh_ttl + leeway); nothing was imported")]
+    TooLate {
+        /// The entry's position in the import, counted from 0.
+        position: usize,
+        /// Its `exp`.
+        exp: Timestamp,
+        /// The latest `exp` accepted now.
+        latest: Timestamp,
+    },
+    /// The store could not record the import.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why an issued-before revocation was refused; nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuedBeforeError {
+    /// The cutoff is after now.
+    #[error("the cutoff {issued_before} is in the future (now is {now})")]
+    InTheFuture {
+        /// The cutoff asked for.
+        issued_before: Timestamp,
+        /// The time now.
+        now: Timestamp,
+    },
+    /// No such user, or the store is unavailable (nothing was recorded).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
 
 /// Store-only administration over one store, one configuration and one clock.
 #[derive(Clone)]
@@ -157,6 +193,97 @@ impl Admin {
             .store
             .record_revocations(revocations, self.now())
             .await?)
+    }
+
+    /// The latest `exp` an imported revocation may carry at `now`: no token minted here
+    /// outlives `now + refresh_ttl` (plus the verifier's leeway), so a later one only pins
+    /// memory.
+    pub fn latest_import_exp(&self, now: Timestamp) -> Timestamp {
+        now.plus(self.config.refresh_ttl + self.config.leeway)
+    }
+
+    /// Check an import and drop its repeats: an entry whose `exp` is past
+    /// [`latest_import_exp`](Self::latest_import_exp) fails the whole import, naming its
+    /// position; repeated ids (a `Token` or `Session` named twice) are kept once, with the
+    /// latest `exp`, in the order they first appear.
+    pub fn prepare_import(
+        &self,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> Result<Vec<Revocation>, ImportError> {
+        let latest = self.latest_import_exp(now);
+        if let Some((position, revocation)) = revocations
+            .iter()
+            .enumerate()
+            .find(|(_, revocation)| revocation.exp() > latest)
+        {
+            return Err(ImportError::TooLate {
+                position,
+                exp: revocation.exp(),
+                latest,
+            });
+        }
+        let mut unique: Vec<Revocation> = Vec::with_capacity(revocations.len());
+        let mut seen: HashMap<(tokengate_core::RevocationKind, Uuid), usize> =
+            HashMap::with_capacity(revocations.len());
+        for revocation in revocations {
+            match revocation {
+                Revocation::Token { .. } | Revocation::Session { .. } => {
+                    let key = (revocation.kind(), revocation.subject_id());
+                    match seen.get(&key) {
+                        Some(&at) if unique[at].exp() < revocation.exp() => {
+                            unique[at] = *revocation;
+                        }
+                        Some(_) => {}
+                        None => {
+                            seen.insert(key, unique.len());
+                            unique.push(*revocation);
+                        }
+                    }
+                }
+                other => unique.push(*other),
+            }
+        }
+        Ok(unique)
+    }
+
+    /// Import revocations (another system's denylist), all or nothing: checked and
+    /// deduplicated by [`prepare_import`](Self::prepare_import), then recorded. Returns
+    /// what was recorded.
+    pub async fn import(&self, revocations: &[Revocation]) -> Result<Vec<Revocation>, ImportError> {
+        let unique = self.prepare_import(revocations, self.now())?;
+        self.record(&unique).await?;
+        Ok(unique)
+    }
+
+    /// Revoke every access token issued before `issued_before` (after a key compromise),
+    /// of one user or, with `user_id` `None`, of everyone. Such a token expires at the
+    /// latest `access_ttl` after it was issued; the entry is kept as long as any token issued
+    /// before now could live (as for [`revoke_token_id`](Self::revoke_token_id)). A cutoff
+    /// in the future is refused: it would refuse tokens not issued yet.
+    pub async fn revoke_issued_before(
+        &self,
+        user_id: Option<Uuid>,
+        issued_before: Timestamp,
+    ) -> Result<Revocation, IssuedBeforeError> {
+        let now = self.now();
+        if issued_before > now {
+            return Err(IssuedBeforeError::InTheFuture { issued_before, now });
+        }
+        let exp = now.plus(self.config.access_ttl + self.config.leeway);
+        let revocation = match user_id {
+            Some(sub) => {
+                self.user(sub).await?;
+                Revocation::User {
+                    sub,
+                    issued_before,
+                    exp,
+                }
+            }
+            None => Revocation::IssuedBefore { issued_before, exp },
+        };
+        self.record(&[revocation]).await.map_err(AdminError::from)?;
+        Ok(revocation)
     }
 
     /// Make a new key of the configured algorithm the signing key (see
