@@ -297,3 +297,116 @@ impl Admin {
         keyring::list(self.store.as_ref(), self.now()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::time::Duration;
+
+    use tokengate_core::ManualClock;
+    use tokengate_store::SqliteStore;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_secs(1_800_000_000);
+
+    async fn admin(dir: &tempfile::TempDir) -> Admin {
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("admin.db"))
+                .await
+                .unwrap(),
+        );
+        let config = SessionConfig {
+            refresh_ttl: Duration::from_secs(1_000),
+            leeway: Duration::from_secs(10),
+            ..SessionConfig::default()
+        };
+        Admin::new(
+            store,
+            Arc::new(config),
+            Arc::new(ManualClock::new(NOW)),
+            Passwords::new().unwrap(),
+        )
+    }
+
+    fn token(jti: Uuid, exp: i64) -> Revocation {
+        Revocation::Token {
+            jti,
+            exp: Timestamp::from_secs(exp),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_past_refresh_ttl_plus_leeway_is_refused_by_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir).await;
+        let now = NOW.as_secs();
+        let ok = [token(Uuid::new_v4(), now + 1_010)];
+        assert_eq!(admin.prepare_import(&ok, NOW).unwrap(), ok);
+        let late = [
+            token(Uuid::new_v4(), now),
+            token(Uuid::new_v4(), now + 1_011),
+            token(Uuid::new_v4(), i64::MAX),
+        ];
+        match admin.prepare_import(&late, NOW) {
+            Err(ImportError::TooLate { position, .. }) => assert_eq!(position, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(admin.import(&late).await.is_err());
+        let live = admin
+            .store()
+            .load_live_revocations(NOW, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(live.revocations.is_empty(), "nothing was recorded");
+    }
+
+    #[tokio::test]
+    async fn repeated_ids_are_kept_once_with_the_latest_exp_in_first_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir).await;
+        let now = NOW.as_secs();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let revocations = [
+            token(a, now + 5),
+            token(b, now + 9),
+            token(a, now + 7),
+            token(a, now + 6),
+            Revocation::Session {
+                sid: a,
+                exp: Timestamp::from_secs(now + 1),
+            },
+        ];
+        let unique = admin.prepare_import(&revocations, NOW).unwrap();
+        assert_eq!(
+            unique,
+            [
+                token(a, now + 7),
+                token(b, now + 9),
+                Revocation::Session {
+                    sid: a,
+                    exp: Timestamp::from_secs(now + 1)
+                }
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn issued_before_in_the_future_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir).await;
+        assert!(matches!(
+            admin
+                .revoke_issued_before(None, NOW.plus(Duration::from_secs(1)))
+                .await,
+            Err(IssuedBeforeError::InTheFuture { .. })
+        ));
+        assert!(matches!(
+            admin.revoke_issued_before(Some(Uuid::new_v4()), NOW).await,
+            Err(IssuedBeforeError::Admin(AdminError::NotFound))
+        ));
+        let revocation = admin.revoke_issued_before(None, NOW).await.unwrap();
+        assert_eq!(revocation.issued_before(), Some(NOW));
+        assert!(revocation.exp() > NOW);
+    }
+}

@@ -149,6 +149,54 @@ impl<'de> serde::Deserialize<'de> for ImportEntry {
 
 struct EntryVisitor;
 
+/// An entry's `jti`: a UUID string. A wrong type is a data error naming what was expected;
+/// malformed JSON stays a syntax error.
+struct Jti(Uuid);
+
+impl<'de> serde::Deserialize<'de> for Jti {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct JtiVisitor;
+        impl Visitor<'_> for JtiVisitor {
+            type Value = Jti;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`jti` as a UUID string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Jti, E> {
+                text.parse().map(Jti).map_err(|_| E::custom(BAD_JTI))
+            }
+        }
+        deserializer.deserialize_str(JtiVisitor)
+    }
+}
+
+/// An entry's `exp`: a positive integer of Unix seconds.
+struct Exp(i64);
+
+impl<'de> serde::Deserialize<'de> for Exp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExpVisitor;
+        impl Visitor<'_> for ExpVisitor {
+            type Value = Exp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(BAD_EXP)
+            }
+            fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Exp, E> {
+                if secs > 0 {
+                    Ok(Exp(secs))
+                } else {
+                    Err(E::custom(BAD_EXP))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Exp, E> {
+                i64::try_from(secs)
+                    .map_err(|_| E::custom(BAD_EXP))
+                    .and_then(|secs| self.visit_i64(secs))
+            }
+        }
+        deserializer.deserialize_i64(ExpVisitor)
+    }
+}
+
 const BAD_JTI: &str = "`jti` is not a UUID";
 const BAD_EXP: &str = "`exp` must be a positive integer (Unix seconds)";
 
@@ -163,22 +211,8 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut jti, mut exp) = (None, None);
         while let Some(field) = map.next_key::<EntryField>()? {
             match field {
-                EntryField::Jti => {
-                    let text: std::borrow::Cow<'de, str> = map
-                        .next_value()
-                        .map_err(|_| de::Error::custom("`jti` must be a string"))?;
-                    jti = Some(
-                        text.parse::<Uuid>()
-                            .map_err(|_| de::Error::custom(BAD_JTI))?,
-                    );
-                }
-                EntryField::Exp => {
-                    let secs: i64 = map.next_value().map_err(|_| de::Error::custom(BAD_EXP))?;
-                    if secs <= 0 {
-                        return Err(de::Error::custom(BAD_EXP));
-                    }
-                    exp = Some(secs);
-                }
+                EntryField::Jti => jti = Some(map.next_value::<Jti>()?.0),
+                EntryField::Exp => exp = Some(map.next_value::<Exp>()?.0),
                 EntryField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -347,4 +381,116 @@ pub async fn revoke_issued_before(
             IssuedBeforeError::Admin(error) => error.into(),
         })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn refused(body: &str) -> ApiError {
+        parse_import(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn entries_parse_and_unknown_fields_are_skipped() {
+        let jti = Uuid::new_v4();
+        let body = format!(
+            r#"[{{"jti":"{jti}","exp":5,"note":[1,{{"a":2}}]}}, {{"exp":6,"jti":"{jti}"}}]"#
+        );
+        let revocations = parse_import(body.as_bytes()).unwrap();
+        assert_eq!(
+            revocations,
+            [
+                Revocation::Token {
+                    jti,
+                    exp: Timestamp::from_secs(5)
+                },
+                Revocation::Token {
+                    jti,
+                    exp: Timestamp::from_secs(6)
+                },
+            ]
+        );
+        assert!(parse_import(b" [ ] ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_first_bad_entry_is_named() {
+        let jti = Uuid::new_v4();
+        for (body, position) in [
+            ("[0,0,0]".to_owned(), 0),
+            (format!(r#"[{{"jti":"{jti}","exp":1}}, [1,2]]"#), 1),
+            (
+                format!(r#"[{{"jti":"{jti}","exp":1}}, {{"jti":"x","exp":1}}]"#),
+                1,
+            ),
+            (
+                format!(r#"[{{"jti":"{jti}","exp":1}}, {{"jti":"{jti}","exp":-1}}]"#),
+                1,
+            ),
+            (
+                format!(r#"[{{"jti":"{jti}","exp":1}}, {{"jti":"{jti}","exp":1.5}}]"#),
+                1,
+            ),
+            (format!(r#"[{{"jti":"{jti}"}}]"#), 0),
+            (r#"[{"exp":1}]"#.to_owned(), 0),
+            (format!(r#"[{{"jti":5,"exp":1}}]"#), 0),
+        ] {
+            match refused(&body) {
+                ApiError::BadRequest(text) => {
+                    assert!(
+                        text.starts_with(&format!("entry {position}:")),
+                        "{body}: {text}"
+                    );
+                    assert!(text.ends_with("nothing was imported"), "{text}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_400_and_a_non_array_422() {
+        for truncated in ["[", r#"[{"jti":"#, r#"[{"jti":"x"#, r#"[{"exp":1"#] {
+            let malformed = matches!(
+                refused(truncated),
+                ApiError::BadRequest(ref t) if t.starts_with("malformed JSON")
+            );
+            assert!(malformed, "{truncated}");
+        }
+        assert!(
+            matches!(refused("[] x"), ApiError::BadRequest(t) if t.starts_with("malformed JSON"))
+        );
+        assert!(matches!(
+            refused(r#"{"jti":1}"#),
+            ApiError::Unprocessable(_)
+        ));
+        assert!(matches!(refused("null"), ApiError::Unprocessable(_)));
+    }
+
+    #[test]
+    fn more_than_max_import_entries_are_refused() {
+        let jti = Uuid::new_v4();
+        let entry = format!(r#"{{"jti":"{jti}","exp":1}}"#);
+        let body = format!("[{}]", vec![entry.as_str(); MAX_IMPORT].join(","));
+        assert_eq!(parse_import(body.as_bytes()).unwrap().len(), MAX_IMPORT);
+        let body = format!("[{},0]", vec![entry.as_str(); MAX_IMPORT].join(","));
+        assert!(matches!(refused(&body), ApiError::BadRequest(t) if t.contains("100000")));
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            json_content_type(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/jsonx"));
+        assert!(!json_content_type(&HeaderMap::new()));
+    }
 }
