@@ -435,7 +435,7 @@ mod tests {
             ),
             (format!(r#"[{{"jti":"{jti}"}}]"#), 0),
             (r#"[{"exp":1}]"#.to_owned(), 0),
-            (format!(r#"[{{"jti":5,"exp":1}}]"#), 0),
+            (r#"[{"jti":5,"exp":1}]"#.to_owned(), 0),
         ] {
             match refused(&body) {
                 ApiError::BadRequest(text) => {
