@@ -592,6 +592,10 @@ impl SessionService {
         let now = self.now();
         if looks_like_refresh_token(token) {
             if let Some(info) = self.store.refresh_token(hash_refresh_token(token)).await? {
+                if info.session.ended_at.is_some() {
+                    // Ended already: its revocation was recorded then.
+                    return Ok(());
+                }
                 if let Some(revocation) = self.admin.end_session(info.session.id).await? {
                     self.apply(&[revocation]);
                     tracing::info!(session_id = %info.session.id, "session revoked through its refresh token");

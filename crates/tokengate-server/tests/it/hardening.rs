@@ -265,6 +265,34 @@ async fn revoking_one_access_token_again_writes_nothing_new() {
     assert_eq!(rows.len(), before + 1);
     client.me(&user.access_token).await.expect_invalid_token();
     client.me(&admin.access_token).await.expect(StatusCode::OK);
+
+    // A refresh token's session is ended once, however often it is revoked.
+    let other = client.signin_ok(&email).await;
+    for _ in 0..3 {
+        let resp = client
+            .send(
+                client
+                    .raw(Method::POST, "/oauth2/revoke")
+                    .form(&[("token", other.refresh_token.as_str())]),
+            )
+            .await;
+        resp.expect(StatusCode::OK);
+    }
+    let after = state
+        .sessions
+        .store()
+        .revocations_after(0, 10_000)
+        .await
+        .unwrap();
+    let of_session = after
+        .iter()
+        .filter(|(_, r)| r.subject_id().to_string() == other.session_id)
+        .count();
+    assert_eq!(
+        of_session, 1,
+        "one session ended 3 times stored {of_session} times"
+    );
+    client.me(&other.access_token).await.expect_invalid_token();
 }
 
 fn unix_now() -> i64 {
