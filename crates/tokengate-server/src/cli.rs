@@ -55,7 +55,7 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Revoke a user's sessions, one session, or one token, effective at once.
+    /// Revoke a user's sessions, one session, one token, or every token issued before a time.
     Revoke(RevokeArgs),
     /// Manage signing keys.
     #[command(subcommand)]
