@@ -55,7 +55,7 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Revoke a user's sessions, one session, or one token, effective at once.
+    /// Revoke a user's sessions, one session, one token, or every token issued before a time.
     Revoke(RevokeArgs),
     /// Manage signing keys.
     #[command(subcommand)]
@@ -84,19 +84,36 @@ pub enum UserCommand {
     },
 }
 
-/// `tokengate revoke --user E | --session ID | --jti JTI`
+/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E]`
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 pub struct RevokeArgs {
-    /// Every session of this user (by email).
+    /// Every session of this user (by email); with --issued-before, only that user's
+    /// access tokens issued before TIME.
     #[arg(long, value_name = "EMAIL")]
     pub user: Option<String>,
     /// One session, by id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["user", "jti", "issued_before"])]
     pub session: Option<Uuid>,
     /// One access token, by its jti.
-    #[arg(long, value_name = "JTI")]
+    #[arg(long, value_name = "JTI", conflicts_with_all = ["user", "session", "issued_before"])]
     pub jti: Option<Uuid>,
+    /// Every access token of every user (or of --user) issued before TIME, e.g. after a
+    /// signing key was compromised: RFC 3339 (`2026-12-01T00:00:00Z`) or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub issued_before: Option<Timestamp>,
+}
+
+/// A point in time given as RFC 3339 or as Unix seconds.
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(Timestamp::from_secs(secs));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| Timestamp::from_secs(t.unix_timestamp()))
+        .map_err(|_| {
+            format!("{text:?} is neither RFC 3339 (2026-12-01T00:00:00Z) nor Unix seconds")
+        })
 }
 
 /// `tokengate keys ...`
@@ -209,17 +226,34 @@ pub async fn run_admin(
             }
         }
         Command::Revocations(RevocationsCommand::Import { file }) => {
-            let revocations = read_import(&file)?;
-            admin.record(&revocations).await?;
-            println!("imported {} revocation(s)", revocations.len());
-            recorded = revocations;
+            let latest = admin.latest_import_exp(admin.now());
+            let revocations = read_import(&file, latest)?;
+            let imported = admin.import(&revocations).await?;
+            println!("imported {} revocation(s)", imported.len());
+            recorded = imported;
         }
     }
     Ok(recorded)
 }
 
 async fn revoke(admin: &Admin, args: RevokeArgs) -> anyhow::Result<Vec<Revocation>> {
-    if let Some(email) = args.user {
+    if let Some(issued_before) = args.issued_before {
+        let user = match &args.user {
+            Some(email) => Some(user_by_email(admin, email).await?),
+            None => None,
+        };
+        let revocation = admin
+            .revoke_issued_before(user.as_ref().map(|u| u.id), issued_before)
+            .await?;
+        match user {
+            Some(user) => println!(
+                "revoked every token of {} issued before {issued_before}",
+                user.email
+            ),
+            None => println!("revoked every token issued before {issued_before}"),
+        }
+        Ok(vec![revocation])
+    } else if let Some(email) = args.user {
         let user = user_by_email(admin, &email).await?;
         let revoked = admin.revoke_user(user.id).await?;
         println!("revoked {} session(s) of {}", revoked.len(), user.email);
@@ -237,7 +271,7 @@ async fn revoke(admin: &Admin, args: RevokeArgs) -> anyhow::Result<Vec<Revocatio
         println!("revoked token {jti}");
         Ok(vec![revocation])
     } else {
-        anyhow::bail!("say what to revoke: --user, --session or --jti")
+        anyhow::bail!("say what to revoke: --user, --session, --jti or --issued-before")
     }
 }
 
@@ -263,8 +297,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// Parse an import file: one `JTI EXP_UNIX` per line; blank lines and `#` comments are
-/// skipped. The first bad line fails the whole import, naming its number.
-pub fn parse_import_lines(text: &str) -> anyhow::Result<Vec<Revocation>> {
+/// skipped. The first bad line fails the whole import, naming its number; so does an
+/// `EXP_UNIX` after `latest` (see `Admin::latest_import_exp`).
+pub fn parse_import_lines(text: &str, latest: Timestamp) -> anyhow::Result<Vec<Revocation>> {
     let mut revocations = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -282,6 +317,11 @@ pub fn parse_import_lines(text: &str) -> anyhow::Result<Vec<Revocation>> {
             .ok()
             .filter(|e| *e > 0)
             .ok_or_else(|| bad("EXP_UNIX is not a positive integer"))?;
+        if exp > latest.as_secs() {
+            return Err(bad(&format!(
+                "EXP_UNIX {exp} is after {latest} (now + refresh_ttl + leeway)"
+            )));
+        }
         revocations.push(Revocation::Token {
             jti,
             exp: Timestamp::from_secs(exp),
@@ -290,13 +330,13 @@ pub fn parse_import_lines(text: &str) -> anyhow::Result<Vec<Revocation>> {
     Ok(revocations)
 }
 
-fn read_import(file: &std::path::Path) -> anyhow::Result<Vec<Revocation>> {
+fn read_import(file: &std::path::Path, latest: Timestamp) -> anyhow::Result<Vec<Revocation>> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    parse_import_lines(&text)
+    parse_import_lines(&text, latest)
 }
 
 #[cfg(test)]
@@ -304,10 +344,68 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    const LATEST: Timestamp = Timestamp::from_secs(2_000_000_000);
+
+    #[test]
+    fn import_lines_past_the_latest_exp_name_their_line() {
+        let text = "3b241101-e2bb-4255-8caf-4136c566a962 1700000000\n\
+                    3b241101-e2bb-4255-8caf-4136c566a963 9223372036854775807\n";
+        let err = parse_import_lines(text, LATEST).unwrap_err().to_string();
+        assert!(err.starts_with("line 2:"), "{err}");
+        assert!(err.contains("after"), "{err}");
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_unix_seconds() {
+        assert_eq!(
+            parse_time("1700000000").unwrap(),
+            Timestamp::from_secs(1_700_000_000)
+        );
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            Timestamp::from_secs(1_700_000_000)
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn issued_before_combines_with_user_only() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["tokengate", "revoke", "--issued-before", "1700000000"]).is_ok());
+        assert!(parse(&[
+            "tokengate",
+            "revoke",
+            "--user",
+            "a@example.com",
+            "--issued-before",
+            "1700000000"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "tokengate",
+            "revoke",
+            "--jti",
+            "3b241101-e2bb-4255-8caf-4136c566a962",
+            "--issued-before",
+            "1"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "tokengate",
+            "revoke",
+            "--user",
+            "a@example.com",
+            "--jti",
+            "3b241101-e2bb-4255-8caf-4136c566a962"
+        ])
+        .is_err());
+        assert!(parse(&["tokengate", "revoke"]).is_err());
+    }
+
     #[test]
     fn import_lines_parse_and_skip_comments() {
         let text = "# denylist\n\n3b241101-e2bb-4255-8caf-4136c566a962 1700000000\n";
-        let revs = parse_import_lines(text).unwrap();
+        let revs = parse_import_lines(text, LATEST).unwrap();
         assert_eq!(revs.len(), 1);
         assert_eq!(revs[0].exp(), Timestamp::from_secs(1_700_000_000));
     }
@@ -316,9 +414,9 @@ mod tests {
     fn first_bad_import_line_is_named() {
         let text =
             "3b241101-e2bb-4255-8caf-4136c566a962 1700000000\nnot-a-uuid 1700000000\nalso bad\n";
-        let err = parse_import_lines(text).unwrap_err().to_string();
+        let err = parse_import_lines(text, LATEST).unwrap_err().to_string();
         assert!(err.starts_with("line 2:"), "{err}");
-        let err = parse_import_lines("3b241101-e2bb-4255-8caf-4136c566a962 soon")
+        let err = parse_import_lines("3b241101-e2bb-4255-8caf-4136c566a962 soon", LATEST)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("line 1:"), "{err}");

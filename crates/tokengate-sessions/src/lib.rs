@@ -64,7 +64,7 @@ pub mod throttle;
 pub mod tokens;
 
 pub use activity::{SessionActivity, ACTIVITY_FLUSH_EVERY};
-pub use admin::Admin;
+pub use admin::{Admin, ImportError, IssuedBeforeError};
 pub use config::SessionConfig;
 pub use email::{normalize_email, InvalidEmail};
 pub use error::{

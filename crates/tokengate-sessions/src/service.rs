@@ -15,7 +15,7 @@ use tokengate_store::{
 use uuid::Uuid;
 
 use crate::activity::SessionActivity;
-use crate::admin::Admin;
+use crate::admin::{Admin, ImportError, IssuedBeforeError};
 use crate::config::SessionConfig;
 use crate::email::normalize_email;
 use crate::error::{
@@ -570,11 +570,43 @@ impl SessionService {
         Ok(revocations.len())
     }
 
-    /// An admin imports revocations (another system's denylist), all or nothing.
-    pub async fn import(&self, admin: Uuid, revocations: &[Revocation]) -> Result<(), Unavailable> {
-        self.record(revocations).await?;
-        tracing::info!(%admin, count = revocations.len(), "revocations imported");
+    /// An admin imports revocations (another system's denylist), all or nothing: an
+    /// `exp` past now + refresh_ttl + leeway fails the import, and repeated ids are
+    /// recorded once (see [`Admin::prepare_import`]). Returns how many were recorded.
+    pub async fn import(
+        &self,
+        admin: Uuid,
+        revocations: &[Revocation],
+    ) -> Result<usize, ImportError> {
+        let recorded = self.admin.import(revocations).await?;
+        self.apply(&recorded);
+        tracing::info!(%admin, entries = revocations.len(), recorded = recorded.len(), "revocations imported");
+        Ok(recorded.len())
+    }
+
+    /// An admin revokes every access token issued before `issued_before`, of everyone
+    /// (after a key compromise); see [`Admin::revoke_issued_before`].
+    pub async fn revoke_issued_before(
+        &self,
+        admin: Uuid,
+        issued_before: Timestamp,
+    ) -> Result<(), IssuedBeforeError> {
+        let revocation = self.admin.revoke_issued_before(None, issued_before).await?;
+        self.apply(&[revocation]);
+        tracing::info!(%admin, %issued_before, "admin revoked every token issued before the cutoff");
         Ok(())
+    }
+
+    /// Whether this node's index already refuses the token with `claims` for the rest of
+    /// its life: the index is current, and an entry covering the token lasts at least to
+    /// `exp + leeway`. Every entry of the index was durable before it was applied, so
+    /// recording another revocation would add nothing.
+    fn already_revoked(&self, claims: &Claims, now: Timestamp) -> bool {
+        !self.freshness.is_stale(now)
+            && self
+                .index
+                .check(claims, claims.exp.plus(self.config.leeway))
+                .is_err()
     }
 
     /// Revoke a token held by the caller (RFC 7009: holding a token is the right to revoke
@@ -585,12 +617,20 @@ impl SessionService {
         let now = self.now();
         if looks_like_refresh_token(token) {
             if let Some(info) = self.store.refresh_token(hash_refresh_token(token)).await? {
+                if info.session.ended_at.is_some() {
+                    // Ended already: its revocation was recorded then.
+                    return Ok(());
+                }
                 if let Some(revocation) = self.admin.end_session(info.session.id).await? {
                     self.apply(&[revocation]);
                     tracing::info!(session_id = %info.session.id, "session revoked through its refresh token");
                 }
             }
         } else if let Ok(claims) = self.verifier().verify(token, now) {
+            if self.already_revoked(&claims, now) {
+                tracing::debug!(jti = %claims.jti, "access token already revoked");
+                return Ok(());
+            }
             let revocation = Revocation::Token {
                 jti: claims.jti,
                 exp: claims.exp,

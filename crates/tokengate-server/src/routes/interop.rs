@@ -88,7 +88,8 @@ const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id
 /// `GET /v1/events/revocations`: server-sent events, one `revocation` event per revocation
 /// this node applies (`{"kind","id","exp"}`), so apps can drop live websockets. Admins only.
 /// A client too slow to keep up gets a `lagged` event with the number of events it missed
-/// and should resynchronise (e.g. re-check its open connections).
+/// and should resynchronise (e.g. re-check its open connections). The stream ends when the
+/// token it was opened with expires or is revoked (within [`RECHECK_EVERY`]).
 #[utoipa::path(
     get,
     path = "/v1/events/revocations",
@@ -105,7 +106,7 @@ const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id
 )]
 pub async fn revocation_events(
     State(state): State<AppState>,
-    _admin: tokengate_axum::Admin,
+    tokengate_axum::Admin(admin): tokengate_axum::Admin,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
@@ -113,25 +114,59 @@ pub async fn revocation_events(
     use tokio::sync::broadcast::error::RecvError;
 
     let receiver = state.index().subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(revocation) => Event::default()
-                .event("revocation")
-                .json_data(serde_json::json!({
-                    "kind": revocation.kind(),
-                    "id": revocation.subject_id(),
-                    "issued_before": revocation.issued_before(),
-                    "exp": revocation.exp(),
-                }))
-                .unwrap_or_else(|_| Event::default().event("error")),
-            Err(RecvError::Lagged(missed)) => {
-                Event::default().event("lagged").data(missed.to_string())
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), receiver))
-    });
+    let claims = admin.claims;
+    let ticker = tokio::time::interval(RECHECK_EVERY);
+    let stream = futures_util::stream::unfold(
+        (receiver, ticker, state, claims),
+        |(mut receiver, mut ticker, state, claims)| async move {
+            let event = loop {
+                tokio::select! {
+                    received = receiver.recv() => match received {
+                        // The stream's own credential is revoked: it ends, unannounced.
+                        Ok(revocation) if revocation.covers(&claims) => return None,
+                        Ok(revocation) => {
+                            break Event::default()
+                                .event("revocation")
+                                .json_data(serde_json::json!({
+                                    "kind": revocation.kind(),
+                                    "id": revocation.subject_id(),
+                                    "issued_before": revocation.issued_before(),
+                                    "exp": revocation.exp(),
+                                }))
+                                .unwrap_or_else(|_| Event::default().event("error"));
+                        }
+                        Err(RecvError::Lagged(missed)) => {
+                            if !credential_holds(&state, &claims) {
+                                return None;
+                            }
+                            break Event::default().event("lagged").data(missed.to_string());
+                        }
+                        Err(RecvError::Closed) => return None,
+                    },
+                    _ = ticker.tick() => {
+                        if !credential_holds(&state, &claims) {
+                            return None;
+                        }
+                    }
+                }
+            };
+            Some((Ok(event), (receiver, ticker, state, claims)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// How often an open event stream re-checks its credential against the clock and the
+/// index (besides on every event): a stream ends at most this long after its token
+/// expires or is revoked by a revocation it was not sent (one it missed while lagging).
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the token a stream was opened with would still be accepted now: not past
+/// `exp + leeway` by the service clock, and not refused by the index.
+fn credential_holds(state: &AppState, claims: &tokengate_core::Claims) -> bool {
+    let now = state.now();
+    now <= claims.exp.plus(state.sessions.config().leeway)
+        && state.index().check(claims, now).is_ok()
 }
 
 /// RFC 7009 revocation request (`application/x-www-form-urlencoded`).

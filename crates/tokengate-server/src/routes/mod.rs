@@ -57,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/users/{id}/revoke"),
     ("POST", "/v1/admin/users/{id}/disable"),
     ("POST", "/v1/admin/revocations"),
+    ("POST", "/v1/admin/revocations/issued-before"),
     ("GET", "/metrics"),
     ("GET", "/"),
     ("POST", "/signin"),
@@ -97,6 +98,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::delete))
         .routes(routes!(admin::revoke_user))
         .routes(routes!(admin::disable_user))
+        .routes(routes!(admin::revoke_issued_before))
         .routes(routes!(crate::metrics::metrics))
         .routes(routes!(crate::pages::signin_page))
         .routes(routes!(crate::pages::signin_submit))
