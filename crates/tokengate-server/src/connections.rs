@@ -130,10 +130,15 @@ pub async fn serve<S>(
 }
 
 /// A request body that fails once its deadline has passed without the body being complete.
+///
+/// The timer is made only when the body first has to wait for the client: a body that is
+/// already complete (and the empty body of a GET, the hot path) costs no allocation and no
+/// timer.
 #[derive(Debug)]
 pub struct DeadlineBody<B> {
     inner: B,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> DeadlineBody<B> {
@@ -141,7 +146,8 @@ impl<B> DeadlineBody<B> {
     pub fn new(inner: B, deadline: Instant) -> Self {
         DeadlineBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            timer: None,
         }
     }
 }
@@ -166,7 +172,11 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match self.deadline.as_mut().poll(cx) {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut.into()))),
             Poll::Pending => Poll::Pending,
         }
