@@ -30,14 +30,13 @@ async fn guesses_from_many_addresses_of_one_ipv6_64_are_throttled_together() {
     // before any password work.
     assert_eq!(throttled, 97);
     // Another network is a different client.
-    assert!(matches!(
-        f.service
-            .signin(
-                "ada@example.com",
-                PASSWORD.into(),
-                &client("2001:db8:1:3::1")
-            )
-            .await,
-        Ok(_)
-    ));
+    assert!(f
+        .service
+        .signin(
+            "ada@example.com",
+            PASSWORD.into(),
+            &client("2001:db8:1:3::1")
+        )
+        .await
+        .is_ok());
 }
