@@ -1237,39 +1237,16 @@ pub async fn signing_keys_rotate_and_first_insert_is_once(store: &dyn Store) {
     );
     assert_eq!(store.signing_keys().await.unwrap(), vec![first.clone()]);
 
-    store
-        .rotate_signing_key(key("k3", 100), at(1_000))
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
-    assert_eq!(
-        keys,
-        vec![
-            StoredKey {
-                verify_until: Some(at(1_000)),
-                ..first.clone()
-            },
-            key("k3", 100)
-        ]
-    );
+    let keys = rotate(store, key("k3", 100), at(1_000)).await;
+    assert_eq!(keys, vec![retired(first.clone(), 1_000), key("k3", 100)]);
 
     // Same created_at as k3: insertion order decides.
-    store
-        .rotate_signing_key(key("k4", 100), at(2_000))
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
+    let keys = rotate(store, key("k4", 100), at(2_000)).await;
     assert_eq!(
         keys,
         vec![
-            StoredKey {
-                verify_until: Some(at(1_000)),
-                ..first.clone()
-            },
-            StoredKey {
-                verify_until: Some(at(2_000)),
-                ..key("k3", 100)
-            },
+            retired(first.clone(), 1_000),
+            retired(key("k3", 100), 2_000),
             key("k4", 100),
         ],
         "only keys without verify_until get the new one"
@@ -1288,6 +1265,20 @@ pub async fn signing_keys_rotate_and_first_insert_is_once(store: &dyn Store) {
         keys,
         "a failed rotation changes nothing"
     );
+}
+
+/// `key` retired: still verifying until `until`.
+fn retired(key: StoredKey, until: i64) -> StoredKey {
+    StoredKey {
+        verify_until: Some(at(until)),
+        ..key
+    }
+}
+
+/// Rotate to `next` at `now`; the keys the store then holds.
+async fn rotate(store: &dyn Store, next: StoredKey, now: Timestamp) -> Vec<StoredKey> {
+    store.rotate_signing_key(next, now).await.unwrap();
+    store.signing_keys().await.unwrap()
 }
 
 /// A reachable store answers `ping`.
