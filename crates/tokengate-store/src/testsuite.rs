@@ -185,6 +185,22 @@ async fn session(
     id
 }
 
+/// alice@example.com with one session created at 0: access until 900, refresh token 1
+/// until 86 400.
+async fn alice_signed_in(store: &dyn Store) -> (User, Uuid) {
+    let alice = user(store, "alice@example.com").await;
+    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    (alice, sid)
+}
+
+async fn assert_no_live_sessions(store: &dyn Store, user_id: Uuid, now: i64) {
+    assert!(store
+        .live_sessions(user_id, at(now))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 fn rotation(presented: u8, new: u8, now: i64) -> RefreshRotation {
     RefreshRotation {
         presented_hash: hash(presented),
@@ -423,8 +439,7 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
 
 /// A refresh token is found by its hash with its session; used and ended show.
 pub async fn refresh_token_lookup_reports_its_session_and_state(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let info = store.refresh_token(hash(1)).await.unwrap().unwrap();
     assert_eq!(info.session.id, sid);
     assert_eq!(info.exp, at(86_400));
@@ -515,18 +530,13 @@ pub async fn live_sessions_exclude_ended_and_expired(store: &dyn Store) {
         .map(|s| s.id)
         .collect();
     assert_eq!(ids, vec![oldest, access_only, newest]);
-    assert!(store
-        .live_sessions(Uuid::new_v4(), at(now))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_live_sessions(store, Uuid::new_v4(), now).await;
 }
 
 /// Ending a session records one `Session` revocation with its `access_exp`; ending it
 /// again returns the same revocation and records nothing.
 pub async fn end_session_records_a_session_revocation_once(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let expected = Revocation::Session { sid, exp: at(900) };
 
     assert_eq!(
@@ -644,11 +654,7 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
             exp: at(now + 900)
         }]
     );
-    assert!(store
-        .live_sessions(alice.id, at(now + 1))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_live_sessions(store, alice.id, now + 1).await;
     assert!(store
         .end_user_sessions(alice.id, None, at(now + 2))
         .await
@@ -661,8 +667,7 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
 /// A refresh marks the token used, stores the new one, moves `refresh_exp` and raises
 /// (never lowers) `access_exp`; the new token refreshes again; the old one is refused.
 pub async fn refresh_rotation_issues_a_new_token_and_refuses_the_old(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
 
     let RefreshOutcome::Rotated {
         session: s,
@@ -707,8 +712,7 @@ pub async fn refresh_rotation_issues_a_new_token_and_refuses_the_old(store: &dyn
 
 /// Presenting a used token again ends the session and records its revocation durably.
 pub async fn refresh_reuse_ends_the_session_and_records_its_revocation(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
     let bystander = session(store, alice.id, 0, 900, 9, 86_400).await;
     assert!(matches!(
         store.rotate_refresh(rotation(1, 2, 100)).await.unwrap(),
@@ -755,8 +759,7 @@ pub async fn refresh_reuse_ends_the_session_and_records_its_revocation(store: &d
 /// A used token presented again within `grace` of its first use rotates again (a client
 /// that lost the response); after the window it is reuse. Retries do not extend the window.
 pub async fn refresh_reuse_within_grace_rotates_again(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
     let grace = |mut r: RefreshRotation| {
         r.grace = Duration::from_secs(10);
         r
@@ -1062,8 +1065,7 @@ pub async fn revocations_after_tails_new_records_in_order(store: &dyn Store) {
         .unwrap()
         .cursor;
     store.record_revocations(&first[2..], at(2)).await.unwrap();
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let ended = store.end_session(sid, at(3)).await.unwrap().unwrap();
 
     let all = store.revocations_after(0, 100).await.unwrap();
