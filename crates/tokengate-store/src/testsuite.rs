@@ -193,6 +193,17 @@ async fn alice_signed_in(store: &dyn Store) -> (User, Uuid) {
     (alice, sid)
 }
 
+/// The ids of `user_id`'s live sessions at `now`, in the store's order.
+async fn live_ids(store: &dyn Store, user_id: Uuid, now: i64) -> Vec<Uuid> {
+    store
+        .live_sessions(user_id, at(now))
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect()
+}
+
 async fn assert_no_live_sessions(store: &dyn Store, user_id: Uuid, now: i64) {
     assert!(store
         .live_sessions(user_id, at(now))
@@ -522,13 +533,7 @@ pub async fn live_sessions_exclude_ended_and_expired(store: &dyn Store) {
         .unwrap();
     let _bobs = session(store, bob.id, 1, now + 900, 6, now + 9_000).await;
 
-    let ids: Vec<Uuid> = store
-        .live_sessions(alice.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, alice.id, now).await;
     assert_eq!(ids, vec![oldest, access_only, newest]);
     assert_no_live_sessions(store, Uuid::new_v4(), now).await;
 }
@@ -625,21 +630,9 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
         store.session(ended).await.unwrap().unwrap().ended_at,
         Some(at(now - 5))
     );
-    let ids: Vec<Uuid> = store
-        .live_sessions(alice.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, alice.id, now).await;
     assert_eq!(ids, vec![current]);
-    let ids: Vec<Uuid> = store
-        .live_sessions(bob.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, bob.id, now).await;
     assert_eq!(ids, vec![bobs]);
 
     // Without `keep` the current session goes too.
