@@ -185,6 +185,33 @@ async fn session(
     id
 }
 
+/// alice@example.com with one session created at 0: access until 900, refresh token 1
+/// until 86 400.
+async fn alice_signed_in(store: &dyn Store) -> (User, Uuid) {
+    let alice = user(store, "alice@example.com").await;
+    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    (alice, sid)
+}
+
+/// The ids of `user_id`'s live sessions at `now`, in the store's order.
+async fn live_ids(store: &dyn Store, user_id: Uuid, now: i64) -> Vec<Uuid> {
+    store
+        .live_sessions(user_id, at(now))
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+async fn assert_no_live_sessions(store: &dyn Store, user_id: Uuid, now: i64) {
+    assert!(store
+        .live_sessions(user_id, at(now))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 fn rotation(presented: u8, new: u8, now: i64) -> RefreshRotation {
     RefreshRotation {
         presented_hash: hash(presented),
@@ -423,8 +450,7 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
 
 /// A refresh token is found by its hash with its session; used and ended show.
 pub async fn refresh_token_lookup_reports_its_session_and_state(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let info = store.refresh_token(hash(1)).await.unwrap().unwrap();
     assert_eq!(info.session.id, sid);
     assert_eq!(info.exp, at(86_400));
@@ -507,26 +533,15 @@ pub async fn live_sessions_exclude_ended_and_expired(store: &dyn Store) {
         .unwrap();
     let _bobs = session(store, bob.id, 1, now + 900, 6, now + 9_000).await;
 
-    let ids: Vec<Uuid> = store
-        .live_sessions(alice.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, alice.id, now).await;
     assert_eq!(ids, vec![oldest, access_only, newest]);
-    assert!(store
-        .live_sessions(Uuid::new_v4(), at(now))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_live_sessions(store, Uuid::new_v4(), now).await;
 }
 
 /// Ending a session records one `Session` revocation with its `access_exp`; ending it
 /// again returns the same revocation and records nothing.
 pub async fn end_session_records_a_session_revocation_once(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let expected = Revocation::Session { sid, exp: at(900) };
 
     assert_eq!(
@@ -615,21 +630,9 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
         store.session(ended).await.unwrap().unwrap().ended_at,
         Some(at(now - 5))
     );
-    let ids: Vec<Uuid> = store
-        .live_sessions(alice.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, alice.id, now).await;
     assert_eq!(ids, vec![current]);
-    let ids: Vec<Uuid> = store
-        .live_sessions(bob.id, at(now))
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store, bob.id, now).await;
     assert_eq!(ids, vec![bobs]);
 
     // Without `keep` the current session goes too.
@@ -644,11 +647,7 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
             exp: at(now + 900)
         }]
     );
-    assert!(store
-        .live_sessions(alice.id, at(now + 1))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_live_sessions(store, alice.id, now + 1).await;
     assert!(store
         .end_user_sessions(alice.id, None, at(now + 2))
         .await
@@ -661,8 +660,7 @@ pub async fn end_user_sessions_keeps_the_current_one_and_spares_other_users(stor
 /// A refresh marks the token used, stores the new one, moves `refresh_exp` and raises
 /// (never lowers) `access_exp`; the new token refreshes again; the old one is refused.
 pub async fn refresh_rotation_issues_a_new_token_and_refuses_the_old(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
 
     let RefreshOutcome::Rotated {
         session: s,
@@ -707,8 +705,7 @@ pub async fn refresh_rotation_issues_a_new_token_and_refuses_the_old(store: &dyn
 
 /// Presenting a used token again ends the session and records its revocation durably.
 pub async fn refresh_reuse_ends_the_session_and_records_its_revocation(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
     let bystander = session(store, alice.id, 0, 900, 9, 86_400).await;
     assert!(matches!(
         store.rotate_refresh(rotation(1, 2, 100)).await.unwrap(),
@@ -755,8 +752,7 @@ pub async fn refresh_reuse_ends_the_session_and_records_its_revocation(store: &d
 /// A used token presented again within `grace` of its first use rotates again (a client
 /// that lost the response); after the window it is reuse. Retries do not extend the window.
 pub async fn refresh_reuse_within_grace_rotates_again(store: &dyn Store) {
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (alice, sid) = alice_signed_in(store).await;
     let grace = |mut r: RefreshRotation| {
         r.grace = Duration::from_secs(10);
         r
@@ -1062,8 +1058,7 @@ pub async fn revocations_after_tails_new_records_in_order(store: &dyn Store) {
         .unwrap()
         .cursor;
     store.record_revocations(&first[2..], at(2)).await.unwrap();
-    let alice = user(store, "alice@example.com").await;
-    let sid = session(store, alice.id, 0, 900, 1, 86_400).await;
+    let (_, sid) = alice_signed_in(store).await;
     let ended = store.end_session(sid, at(3)).await.unwrap().unwrap();
 
     let all = store.revocations_after(0, 100).await.unwrap();
@@ -1237,39 +1232,16 @@ pub async fn signing_keys_rotate_and_first_insert_is_once(store: &dyn Store) {
     );
     assert_eq!(store.signing_keys().await.unwrap(), vec![first.clone()]);
 
-    store
-        .rotate_signing_key(key("k3", 100), at(1_000))
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
-    assert_eq!(
-        keys,
-        vec![
-            StoredKey {
-                verify_until: Some(at(1_000)),
-                ..first.clone()
-            },
-            key("k3", 100)
-        ]
-    );
+    let keys = rotate(store, key("k3", 100), at(1_000)).await;
+    assert_eq!(keys, vec![retired(first.clone(), 1_000), key("k3", 100)]);
 
     // Same created_at as k3: insertion order decides.
-    store
-        .rotate_signing_key(key("k4", 100), at(2_000))
-        .await
-        .unwrap();
-    let keys = store.signing_keys().await.unwrap();
+    let keys = rotate(store, key("k4", 100), at(2_000)).await;
     assert_eq!(
         keys,
         vec![
-            StoredKey {
-                verify_until: Some(at(1_000)),
-                ..first.clone()
-            },
-            StoredKey {
-                verify_until: Some(at(2_000)),
-                ..key("k3", 100)
-            },
+            retired(first.clone(), 1_000),
+            retired(key("k3", 100), 2_000),
             key("k4", 100),
         ],
         "only keys without verify_until get the new one"
@@ -1288,6 +1260,20 @@ pub async fn signing_keys_rotate_and_first_insert_is_once(store: &dyn Store) {
         keys,
         "a failed rotation changes nothing"
     );
+}
+
+/// `key` retired: still verifying until `until`.
+fn retired(key: StoredKey, until: i64) -> StoredKey {
+    StoredKey {
+        verify_until: Some(at(until)),
+        ..key
+    }
+}
+
+/// Rotate to `next` at `now`; the keys the store then holds.
+async fn rotate(store: &dyn Store, next: StoredKey, now: Timestamp) -> Vec<StoredKey> {
+    store.rotate_signing_key(next, now).await.unwrap();
+    store.signing_keys().await.unwrap()
 }
 
 /// A reachable store answers `ping`.

@@ -38,6 +38,19 @@ fn fresh_claims(iat: i64) -> Claims {
     claims(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), iat)
 }
 
+/// Apply, at `now`, a revocation of every token of `sub` issued before `issued_before`,
+/// kept until `exp` (all in seconds).
+fn revoke_user(index: &RevocationIndex, sub: Uuid, issued_before: i64, exp: i64, now: i64) {
+    index.apply(
+        &Revocation::User {
+            sub,
+            issued_before: at(issued_before),
+            exp: at(exp),
+        },
+        at(now),
+    );
+}
+
 fn purge_all(index: &RevocationIndex, now: i64) -> usize {
     index.purge(at(now), usize::MAX)
 }
@@ -214,22 +227,8 @@ fn user_merge_keeps_the_later_cutoff_and_the_later_exp() {
     let index = RevocationIndex::new(Duration::ZERO);
     let sub = Uuid::new_v4();
     let between = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 50);
-    index.apply(
-        &Revocation::User {
-            sub,
-            issued_before: at(T0 + 100),
-            exp: at(T0 + 1000),
-        },
-        at(T0),
-    );
-    index.apply(
-        &Revocation::User {
-            sub,
-            issued_before: at(T0 + 10),
-            exp: at(T0 + 2000),
-        },
-        at(T0),
-    );
+    revoke_user(&index, sub, T0 + 100, T0 + 1000, T0);
+    revoke_user(&index, sub, T0 + 10, T0 + 2000, T0);
     assert_eq!(index.len_of(RevocationKind::User), 1);
     assert_eq!(
         index.check(&between, at(T0 + 1500)),
@@ -242,23 +241,9 @@ fn user_merge_keeps_the_later_cutoff_and_the_later_exp() {
 fn dead_user_cutoff_is_replaced_not_merged() {
     let index = RevocationIndex::new(Duration::ZERO);
     let sub = Uuid::new_v4();
-    index.apply(
-        &Revocation::User {
-            sub,
-            issued_before: at(T0 + 500),
-            exp: at(T0 + 100),
-        },
-        at(T0),
-    );
+    revoke_user(&index, sub, T0 + 500, T0 + 100, T0);
     // The first entry died at T0 + 101 but was not purged; its cutoff must not return.
-    index.apply(
-        &Revocation::User {
-            sub,
-            issued_before: at(T0 + 200),
-            exp: at(T0 + 900),
-        },
-        at(T0 + 200),
-    );
+    revoke_user(&index, sub, T0 + 200, T0 + 900, T0 + 200);
     let signed_in_later = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 300);
     assert_eq!(index.check(&signed_in_later, at(T0 + 300)), Ok(()));
     let older = claims(Uuid::new_v4(), Uuid::new_v4(), sub, T0 + 199);
@@ -298,14 +283,7 @@ fn purge_forgets_each_entry_a_grace_period_after_it_dies() {
         },
         at(T0),
     );
-    index.apply(
-        &Revocation::User {
-            sub: id(2),
-            issued_before: at(T0),
-            exp: at(T0 + 100),
-        },
-        at(T0),
-    );
+    revoke_user(&index, id(2), T0, T0 + 100, T0);
     // The user entry dies first (after T0 + 100) and is purged a grace period later.
     let due = T0 + 100 + PURGE_GRACE_SECS;
     assert_eq!(purge_all(&index, due - 1), 0);
@@ -837,14 +815,7 @@ fn check_latency_with_one_million_entries() {
         exp: at(T0 + (i % 3600) as i64),
     });
     index.load(revs, at(T0));
-    index.apply(
-        &Revocation::User {
-            sub: Uuid::new_v4(),
-            issued_before: at(T0),
-            exp: at(T0 + 900),
-        },
-        at(T0),
-    );
+    revoke_user(&index, Uuid::new_v4(), T0, T0 + 900, T0);
     index.apply(
         &Revocation::Session {
             sid: Uuid::new_v4(),

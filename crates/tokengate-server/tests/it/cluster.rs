@@ -177,14 +177,17 @@ fn namespace() -> String {
     format!("tgtest{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Two nodes on the database at `db_url` and the shared Redis, in a fresh namespace.
+fn two_nodes(db_url: &str) -> (Server, Server) {
+    let ns = namespace();
+    let env = node_env(db_url, "redis://127.0.0.1:6379", &ns);
+    (Server::start_with_env(&env), Server::start_with_env(&env))
+}
+
 #[tokio::test]
 async fn token_from_one_node_works_on_the_other_and_signout_reaches_it() {
     let Some(db) = services() else { return };
-    let ns = namespace();
-    let db_url = db.url();
-    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
-    let a = Server::start_with_env(&env);
-    let b = Server::start_with_env(&env);
+    let (a, b) = two_nodes(&db.url());
     let (ca, cb) = (a.client(), b.client());
 
     let email = unique_email("cluster");
@@ -311,11 +314,7 @@ async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
 #[tokio::test]
 async fn keys_rotated_by_the_cli_reach_every_node() {
     let Some(db) = services() else { return };
-    let ns = namespace();
-    let db_url = db.url();
-    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
-    let a = Server::start_with_env(&env);
-    let b = Server::start_with_env(&env);
+    let (a, b) = two_nodes(&db.url());
     let (ca, cb) = (a.client(), b.client());
     let email = unique_email("keys");
     ca.signup_ok(&email).await;

@@ -11,18 +11,10 @@ use crate::{client, config, Fixture, PASSWORD};
 #[tokio::test]
 async fn the_first_user_is_admin_and_emails_are_normalised_and_unique() {
     let f = Fixture::start().await;
-    let first = f
-        .service
-        .signup(" Ada@Example.com ", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let first = f.signup(" Ada@Example.com ", "192.0.2.1").await;
     assert_eq!(first.email, "ada@example.com");
     assert_eq!(first.role, Role::Admin);
-    let second = f
-        .service
-        .signup("bob@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let second = f.signup("bob@example.com", "192.0.2.1").await;
     assert_eq!(second.role, Role::User);
     assert!(matches!(
         f.service
@@ -60,16 +52,8 @@ async fn the_first_user_is_admin_and_emails_are_normalised_and_unique() {
 #[tokio::test]
 async fn signin_mints_a_verifiable_token_and_failures_are_throttled() {
     let f = Fixture::start().await;
-    let user = f
-        .service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let issued = f
-        .service
-        .signin("ADA@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let user = f.signup("ada@example.com", "192.0.2.1").await;
+    let issued = f.signin("ADA@example.com", "192.0.2.1").await;
     assert_eq!(issued.expires_in(), 900);
     let claims = f
         .accepted(&issued.access_token)
@@ -94,10 +78,7 @@ async fn signin_mints_a_verifiable_token_and_failures_are_throttled() {
         Err(SigninError::Throttled { retry_after: 900 })
     ));
     // Another client is not slowed; an unknown email is refused like a wrong password.
-    f.service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.2"))
-        .await
-        .unwrap();
+    f.signin("ada@example.com", "192.0.2.2").await;
     assert!(matches!(
         f.service
             .signin("nobody@example.com", PASSWORD.into(), &client("192.0.2.3"))
@@ -109,15 +90,7 @@ async fn signin_mints_a_verifiable_token_and_failures_are_throttled() {
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     let f = Fixture::start().await;
-    f.service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let first = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let (_, first) = f.signed_in("ada@example.com", "192.0.2.1").await;
     let second = f.service.refresh(&first.refresh_token).await.unwrap();
     assert_eq!(second.session_id, first.session_id);
     assert_ne!(second.refresh_token, first.refresh_token);
@@ -144,29 +117,12 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
 #[tokio::test]
 async fn sign_out_one_own_or_every_session() {
     let f = Fixture::start().await;
-    let ada = f
-        .service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let bob = f
-        .service
-        .signup("bob@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let signin = |email: &'static str| {
-        let service = f.service.clone();
-        async move {
-            service
-                .signin(email, PASSWORD.into(), &client("192.0.2.1"))
-                .await
-                .unwrap()
-        }
-    };
-    let one = signin("ada@example.com").await;
-    let two = signin("ada@example.com").await;
-    let three = signin("ada@example.com").await;
-    let bobs = signin("bob@example.com").await;
+    let ada = f.signup("ada@example.com", "192.0.2.1").await;
+    let bob = f.signup("bob@example.com", "192.0.2.1").await;
+    let one = f.signin("ada@example.com", "192.0.2.1").await;
+    let two = f.signin("ada@example.com", "192.0.2.1").await;
+    let three = f.signin("ada@example.com", "192.0.2.1").await;
+    let bobs = f.signin("bob@example.com", "192.0.2.1").await;
 
     f.service.sign_out(ada.id, one.session_id).await.unwrap();
     assert!(f.accepted(&one.access_token).is_none());
@@ -205,21 +161,8 @@ async fn sign_out_one_own_or_every_session() {
 #[tokio::test]
 async fn a_password_change_ends_every_other_session() {
     let f = Fixture::start().await;
-    let ada = f
-        .service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let here = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let elsewhere = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.2"))
-        .await
-        .unwrap();
+    let (ada, here) = f.signed_in("ada@example.com", "192.0.2.1").await;
+    let elsewhere = f.signin("ada@example.com", "192.0.2.2").await;
     let from = client("192.0.2.1");
     let change = |current: &str, new: &str| {
         f.service
@@ -247,21 +190,9 @@ async fn a_password_change_ends_every_other_session() {
 #[tokio::test]
 async fn admins_disable_others_but_never_themselves() {
     let f = Fixture::start().await;
-    let admin = f
-        .service
-        .signup("root@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let ada = f
-        .service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let session = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let admin = f.signup("root@example.com", "192.0.2.1").await;
+    let ada = f.signup("ada@example.com", "192.0.2.1").await;
+    let session = f.signin("ada@example.com", "192.0.2.1").await;
     assert!(matches!(
         f.service.disable_user(admin.id, admin.id).await,
         Err(AdminError::SelfDisable)
@@ -287,20 +218,9 @@ async fn admins_disable_others_but_never_themselves() {
 #[tokio::test]
 async fn holding_a_token_is_the_right_to_revoke_it() {
     let f = Fixture::start().await;
-    f.service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let by_access = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let by_refresh = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    f.signup("ada@example.com", "192.0.2.1").await;
+    let by_access = f.signin("ada@example.com", "192.0.2.1").await;
+    let by_refresh = f.signin("ada@example.com", "192.0.2.1").await;
     f.service
         .revoke_token(&by_access.access_token)
         .await

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokengate_core::{Claims, ManualClock, Timestamp};
-use tokengate_sessions::{Client, SessionConfig, SessionService, ThrottleLimits};
-use tokengate_store::{SqliteStore, Store};
+use tokengate_sessions::{Client, Issued, SessionConfig, SessionService, ThrottleLimits};
+use tokengate_store::{SqliteStore, Store, User};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -63,6 +63,28 @@ impl Fixture {
             store,
             _dir: dir,
         }
+    }
+
+    /// Sign `email` up with [`PASSWORD`] from `ip`; the test fails if that is refused.
+    pub async fn signup(&self, email: &str, ip: &str) -> User {
+        self.service
+            .signup(email, PASSWORD.into(), &client(ip))
+            .await
+            .unwrap()
+    }
+
+    /// Sign `email` in with [`PASSWORD`] from `ip`; the test fails if that is refused.
+    pub async fn signin(&self, email: &str, ip: &str) -> Issued {
+        self.service
+            .signin(email, PASSWORD.into(), &client(ip))
+            .await
+            .unwrap()
+    }
+
+    /// Sign `email` up, then in, both from `ip`: the user and their first session.
+    pub async fn signed_in(&self, email: &str, ip: &str) -> (User, Issued) {
+        let user = self.signup(email, ip).await;
+        (user, self.signin(email, ip).await)
     }
 
     /// The claims of an access token if it verifies and is not revoked now.

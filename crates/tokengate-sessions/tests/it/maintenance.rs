@@ -5,22 +5,13 @@ use std::time::Duration;
 
 use tokengate_sessions::KeyState;
 
-use crate::{client, Fixture, PASSWORD};
+use crate::Fixture;
 
 #[tokio::test]
 async fn stopping_the_maintenance_flushes_the_activity() {
     let mut f = Fixture::start().await;
     let handle = f.maintenance.take().unwrap().spawn();
-    let ada = f
-        .service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let issued = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let (ada, issued) = f.signed_in("ada@example.com", "192.0.2.1").await;
     let later = f.service.now().plus(Duration::from_secs(120));
     f.clock.set(later);
     f.service.activity().seen_at(issued.session_id, later);
@@ -34,15 +25,7 @@ async fn stopping_the_maintenance_flushes_the_activity() {
 async fn the_index_learns_what_another_process_records() {
     let mut f = Fixture::start().await;
     let handle = f.maintenance.take().unwrap().spawn();
-    f.service
-        .signup("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
-    let issued = f
-        .service
-        .signin("ada@example.com", PASSWORD.into(), &client("192.0.2.1"))
-        .await
-        .unwrap();
+    let (_, issued) = f.signed_in("ada@example.com", "192.0.2.1").await;
     // What the admin CLI does: record in the store only.
     f.service
         .admin()

@@ -169,6 +169,14 @@ async fn next_event_within(rx: &mut Receiver<BusEvent>, bound: Duration) -> BusE
     }
 }
 
+/// Publish a fresh token revocation and assert the subscriber receives it: the bus
+/// works end to end.
+async fn assert_round_trip(bus: &RedisBus, rx: &mut Receiver<BusEvent>) {
+    let after = token(now().plus(Duration::from_secs(600)));
+    bus.publish(&[after]).await.unwrap();
+    assert_eq!(next_event(rx).await, BusEvent::Revocation(after));
+}
+
 fn now() -> Timestamp {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -394,9 +402,7 @@ async fn subscriber_reports_lost_then_connected_when_redis_restarts() {
     );
     // The command connection recovers by itself too: the first publish after the restart
     // goes through.
-    let after = token(now().plus(Duration::from_secs(600)));
-    bus.publish(&[after]).await.unwrap();
-    assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(after));
+    assert_round_trip(&bus, &mut rx).await;
 }
 
 #[tokio::test]
@@ -420,9 +426,7 @@ async fn subscriber_reports_lost_when_redis_stops_answering_and_recovers() {
         next_event_within(&mut rx, RECONNECT_WAIT).await,
         BusEvent::Connected
     );
-    let after = token(now().plus(Duration::from_secs(600)));
-    bus.publish(&[after]).await.unwrap();
-    assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(after));
+    assert_round_trip(&bus, &mut rx).await;
 }
 
 #[tokio::test]

@@ -37,6 +37,17 @@ mod in_memory {
     });
 }
 
+/// A new plain user, alice@example.com, created at 0.
+fn alice() -> NewUser {
+    NewUser {
+        id: Uuid::new_v4(),
+        email: "alice@example.com".into(),
+        password_hash: "h".into(),
+        role: Role::User,
+        created_at: at(0),
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -95,16 +106,7 @@ async fn data_survives_reopening() {
     {
         let store = SqliteStore::open(&path).await.unwrap();
         store.record_revocations(&[rev], at(10)).await.unwrap();
-        store
-            .create_user(NewUser {
-                id: Uuid::new_v4(),
-                email: "alice@example.com".into(),
-                password_hash: "h".into(),
-                role: Role::User,
-                created_at: at(0),
-            })
-            .await
-            .unwrap();
+        store.create_user(alice()).await.unwrap();
     }
     let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -171,16 +173,7 @@ async fn concurrent_writers_on_one_file_queue_up() {
     rb.unwrap();
     assert_eq!(a.revocations_after(0, u32::MAX).await.unwrap().len(), 2_000);
 
-    let user = a
-        .create_user(NewUser {
-            id: Uuid::new_v4(),
-            email: "alice@example.com".into(),
-            password_hash: "h".into(),
-            role: Role::User,
-            created_at: at(0),
-        })
-        .await
-        .unwrap();
+    let user = a.create_user(alice()).await.unwrap();
     let sid = Uuid::new_v4();
     a.create_session(NewSession {
         id: sid,
@@ -269,24 +262,18 @@ async fn connect_understands_sqlite_urls_only() {
         .await
         .unwrap();
     assert_eq!(mode(&path), 0o600);
-    SqliteStore::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap()
-        .ping()
-        .await
-        .unwrap();
-    SqliteStore::connect("sqlite::memory:")
-        .await
-        .unwrap()
-        .ping()
-        .await
-        .unwrap();
-    SqliteStore::connect("sqlite://:memory:")
-        .await
-        .unwrap()
-        .ping()
-        .await
-        .unwrap();
+    for url in [
+        format!("sqlite:{}", path.display()),
+        "sqlite::memory:".into(),
+        "sqlite://:memory:".into(),
+    ] {
+        SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+    }
 
     for bad in [
         "postgres://localhost/db",
