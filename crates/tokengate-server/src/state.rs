@@ -46,6 +46,31 @@ impl AppState {
     pub fn index(&self) -> &Arc<RevocationIndex> {
         self.sessions.index()
     }
+
+    /// The caller's live sessions, as the API and the sessions page show them.
+    pub async fn own_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<SessionView>, Unavailable> {
+        let sessions = self
+            .sessions
+            .live_sessions(principal.user_id(), principal.session_id())
+            .await?;
+        Ok(sessions.into_iter().map(SessionView::from).collect())
+    }
+
+    /// End one of the caller's own sessions by its id as given in a path; a malformed id is
+    /// as unknown as another user's.
+    pub async fn end_own_session(
+        &self,
+        principal: &Principal,
+        raw_id: &str,
+    ) -> Result<(), EndSessionError> {
+        let sid: Uuid = raw_id.parse().map_err(|_| EndSessionError::NotFound)?;
+        self.sessions
+            .end_own_session(principal.user_id(), sid)
+            .await
+    }
 }
 
 /// The session service's settings from the server's configuration.
@@ -72,32 +97,5 @@ pub fn session_config(config: &Config) -> SessionConfig {
         },
         max_staleness: config.max_staleness,
         staleness_policy: config.staleness_policy,
-    }
-}
-
-impl AppState {
-    /// The caller's live sessions, as the API and the sessions page show them.
-    pub async fn own_sessions(
-        &self,
-        principal: &Principal,
-    ) -> Result<Vec<SessionView>, Unavailable> {
-        let sessions = self
-            .sessions
-            .live_sessions(principal.user_id(), principal.session_id())
-            .await?;
-        Ok(sessions.into_iter().map(SessionView::from).collect())
-    }
-
-    /// End one of the caller's own sessions by its id as given in a path; a malformed id is
-    /// as unknown as another user's.
-    pub async fn end_own_session(
-        &self,
-        principal: &Principal,
-        raw_id: &str,
-    ) -> Result<(), EndSessionError> {
-        let sid: Uuid = raw_id.parse().map_err(|_| EndSessionError::NotFound)?;
-        self.sessions
-            .end_own_session(principal.user_id(), sid)
-            .await
     }
 }
