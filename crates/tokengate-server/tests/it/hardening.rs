@@ -110,11 +110,7 @@ async fn an_import_exp_past_refresh_ttl_is_refused_naming_the_entry() {
             {"jti": Uuid::new_v4().to_string(), "exp": exp},
         ]);
         let (_, description) = client
-            .post(
-                "/v1/admin/revocations",
-                Some(&admin.access_token),
-                Some(&body),
-            )
+            .import_revocations(&admin.access_token, &body)
             .await
             .expect_error(StatusCode::BAD_REQUEST);
         assert!(description.contains("entry 1"), "{description}");
@@ -123,11 +119,7 @@ async fn an_import_exp_past_refresh_ttl_is_refused_naming_the_entry() {
     // Up to now + refresh_ttl is fine.
     let body = json!([{"jti": Uuid::new_v4().to_string(), "exp": now + state.config.refresh_ttl.as_secs() as i64}]);
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&body),
-        )
+        .import_revocations(&admin.access_token, &body)
         .await
         .expect(StatusCode::NO_CONTENT);
 }
@@ -155,11 +147,7 @@ async fn an_import_of_one_jti_many_times_is_stored_once() {
         .map(|i| json!({"jti": jti.to_string(), "exp": now.as_secs() + 60 + i % 7}))
         .collect();
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&Value::Array(body)),
-        )
+        .import_revocations(&admin.access_token, &Value::Array(body))
         .await
         .expect(StatusCode::NO_CONTENT);
     let after = stored().await;

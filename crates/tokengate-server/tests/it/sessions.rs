@@ -579,19 +579,11 @@ async fn bulk_import_of_100000_ids_is_durable_across_a_restart() {
     // may close the connection without reading a large upload).
     let (_, small) = entries(2, iat + 3600);
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&user.access_token),
-            Some(&Value::Array(small)),
-        )
+        .import_revocations(&user.access_token, &Value::Array(small))
         .await
         .expect_error(StatusCode::FORBIDDEN);
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&body),
-        )
+        .import_revocations(&admin.access_token, &body)
         .await
         .expect(StatusCode::NO_CONTENT);
     let before = client.indexed_revocations().await;
@@ -616,11 +608,7 @@ async fn bulk_import_makes_every_imported_id_refused() {
 
     let (jtis, body) = entries(100_000, now.as_secs() + 3600);
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&Value::Array(body)),
-        )
+        .import_revocations(&admin.access_token, &Value::Array(body))
         .await
         .expect(StatusCode::NO_CONTENT);
     assert!(
@@ -706,11 +694,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
         let (_, mut body) = entries(10, exp);
         body[position] = bad.clone();
         let (error, description) = client
-            .post(
-                "/v1/admin/revocations",
-                Some(&admin.access_token),
-                Some(&Value::Array(body)),
-            )
+            .import_revocations(&admin.access_token, &Value::Array(body))
             .await
             .expect_error(StatusCode::BAD_REQUEST);
         assert_eq!(error, "invalid_request");
@@ -724,11 +708,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
 
     let (_, body) = entries(100_001, exp);
     let (_, description) = client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&Value::Array(body)),
-        )
+        .import_revocations(&admin.access_token, &Value::Array(body))
         .await
         .expect_error(StatusCode::BAD_REQUEST);
     assert!(description.contains("100000"), "{description}");
@@ -740,11 +720,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
         json!(null),
     ] {
         let resp = client
-            .post(
-                "/v1/admin/revocations",
-                Some(&admin.access_token),
-                Some(&not_a_list),
-            )
+            .import_revocations(&admin.access_token, &not_a_list)
             .await;
         assert!(
             resp.status.is_client_error(),
@@ -759,11 +735,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
     let (_, again) = entries(3, exp);
     for _ in 0..2 {
         client
-            .post(
-                "/v1/admin/revocations",
-                Some(&admin.access_token),
-                Some(&Value::Array(again.clone())),
-            )
+            .import_revocations(&admin.access_token, &Value::Array(again.clone()))
             .await
             .expect(StatusCode::NO_CONTENT);
     }
@@ -772,11 +744,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
 
     // An empty import is fine and changes nothing; the admin is unaffected throughout.
     client
-        .post(
-            "/v1/admin/revocations",
-            Some(&admin.access_token),
-            Some(&json!([])),
-        )
+        .import_revocations(&admin.access_token, &json!([]))
         .await
         .expect(StatusCode::NO_CONTENT);
     assert_eq!(state.index().len(), index_before);

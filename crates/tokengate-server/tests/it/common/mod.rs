@@ -550,6 +550,12 @@ impl Client {
         self.request(Method::POST, path, token, body).await
     }
 
+    /// `POST /v1/admin/revocations` (the bulk import) with `body`, as the holder of `token`.
+    pub async fn import_revocations(&self, token: &str, body: &Value) -> Resp {
+        self.post("/v1/admin/revocations", Some(token), Some(body))
+            .await
+    }
+
     pub async fn signup(&self, email: &str, password: &str) -> Resp {
         let body = json!({"email": email, "password": password});
         self.post("/v1/auth/signup", None, Some(&body)).await
