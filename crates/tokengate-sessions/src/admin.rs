@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokengate_core::{Clock, Revocation, Role, Timestamp};
-use tokengate_store::{NewUser, Store, StoreError, User};
+use tokengate_store::{NewUser, Store, StoreError, User, UserChange};
 use uuid::Uuid;
 
 use crate::config::SessionConfig;
@@ -168,7 +168,7 @@ impl Admin {
     /// racing it finds the user disabled.
     pub async fn disable_user(&self, user_id: Uuid) -> Result<Vec<Revocation>, AdminError> {
         self.store
-            .set_disabled(user_id, true, self.now())
+            .update_user(user_id, UserChange::Disabled(true), self.now())
             .await?
             .ok_or(AdminError::NotFound)
     }

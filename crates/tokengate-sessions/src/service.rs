@@ -10,7 +10,7 @@ use tokengate_core::{
 };
 use tokengate_store::{
     NewSession, RedisBus, RefreshOutcome, RefreshRotation, RefreshTokenInfo, RevocationPublisher,
-    Session, Store, User,
+    Session, Store, User, UserChange,
 };
 use uuid::Uuid;
 
@@ -517,7 +517,14 @@ impl SessionService {
         let hash = self.passwords().hash(new_password).await?;
         let revocations = self
             .store
-            .change_password(user.id, &hash, Some(current), self.now())
+            .update_user(
+                user.id,
+                UserChange::Password {
+                    hash: &hash,
+                    keep: Some(current),
+                },
+                self.now(),
+            )
             .await?
             .ok_or(PasswordChangeError::UnknownUser)?;
         self.apply(&revocations);

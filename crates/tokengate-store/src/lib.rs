@@ -31,7 +31,7 @@ pub mod testsuite;
 pub use error::{BoxError, Detail, Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
-    Session, StoredKey, User,
+    Session, StoredKey, User, UserChange,
 };
 pub use postgres::PostgresStore;
 pub use redis_bus::{BusEvent, BusSubscription, RedisBus};

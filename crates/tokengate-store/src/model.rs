@@ -37,6 +37,22 @@ pub struct NewUser {
     pub created_at: Timestamp,
 }
 
+/// A change to a user's row, made by [`Store::update_user`](crate::Store::update_user)
+/// in one transaction with the sessions it ends.
+#[derive(Clone, Copy)]
+pub enum UserChange<'a> {
+    /// A new password hash (PHC string); every live session except `keep` ends, so no
+    /// session outlives the old password.
+    Password {
+        /// The new hash.
+        hash: &'a str,
+        /// The session that changed the password, which stays signed in.
+        keep: Option<Uuid>,
+    },
+    /// Disable (`true`: every live session ends) or re-enable the user.
+    Disabled(bool),
+}
+
 /// A sign-in session: the family of every access and refresh token minted from one sign-in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {

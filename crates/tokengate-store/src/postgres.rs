@@ -27,34 +27,27 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgQueryResult};
 use sqlx::{Connection, Postgres};
 use tokengate_core::{Revocation, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Detail, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::model::LiveRevocations;
-use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
+use crate::sql::{finish, map_err, migrated, Dialect, End, SqlRow, SqlStore, Tx};
 
 mod copy;
 
 use copy::CopyDecoder;
 
-/// Connections per node: enough for the request handlers' writes beside a load or a purge.
-const POOL_SIZE: u32 = 8;
-/// How long an operation waits for a pooled connection (or, while connecting, for the
-/// server to come up) before reporting the store unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Rows per `INSERT` when recording revocations: each chunk is one statement of four
-/// arrays, so this only bounds the size of one message (about 2 MB).
-const REVOCATIONS_PER_INSERT: usize = 50_000;
 /// The advisory lock that orders inserts into `revocations` (see [`lock_revocation_order`]).
 /// Any constant works as long as every writer uses the same one; this is "tokgrevo".
 const REVOCATION_ORDER_LOCK: i64 = 0x746f_6b67_7265_766f;
 /// Longest schema name Postgres keeps (NAMEDATALEN - 1).
 const MAX_SCHEMA_NAME: usize = 63;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The Postgres [`Store`](crate::Store): a connection pool over one database (and one schema in it).
 ///
@@ -89,17 +82,11 @@ impl SqlStore<Postgres> {
     }
 
     async fn open(options: PgConnectOptions) -> Result<PostgresStore> {
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let pool = Postgres::pool_options()
             .connect_with(options)
             .await
             .map_err(|e| StoreError::unavailable("cannot connect to Postgres", e))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(Detail::caused_by("", e)))?;
-        Ok(SqlStore { pool })
+        migrated(pool, &MIGRATOR).await
     }
 }
 
@@ -189,6 +176,12 @@ impl Dialect for Postgres {
     const LOCK_FOR_UPDATE: &'static str = " FOR UPDATE";
     const LOCK_FOR_SHARE: &'static str = " FOR SHARE";
     const INSERTION_ORDER: &'static str = "ord";
+    // Enough for the request handlers' writes beside a load or a purge.
+    const POOL_SIZE: u32 = 8;
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+    // Each chunk is one statement of four arrays, so this only bounds the size of one
+    // message (about 2 MB).
+    const REVOCATIONS_PER_INSERT: usize = 50_000;
     // SKIP LOCKED: nodes purging at the same time split the work instead of queueing on
     // each other, and a purge never waits for a request (a row locked by a rotation is
     // left for the next round).
@@ -236,7 +229,7 @@ impl Dialect for Postgres {
             return Ok(());
         }
         lock_revocation_order(&mut *conn).await?;
-        for chunk in revocations.chunks(REVOCATIONS_PER_INSERT) {
+        for chunk in revocations.chunks(Self::REVOCATIONS_PER_INSERT) {
             let kinds: Vec<&str> = chunk.iter().map(|r| r.kind().as_str()).collect();
             let ids: Vec<Uuid> = chunk.iter().map(Revocation::subject_id).collect();
             let cutoffs: Vec<Option<i64>> = chunk

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
-use sqlx::pool::PoolConnection;
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, TransactionManager,
     Type,
@@ -26,10 +27,10 @@ use sqlx::{
 use tokengate_core::{Revocation, RevocationKind, Role, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Detail, Result, StoreError};
 use crate::model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
-    Session, StoredKey, User,
+    Session, StoredKey, User, UserChange,
 };
 use crate::store::Store;
 
@@ -269,6 +270,21 @@ where
     /// expired revocations, expired refresh tokens, then (in one transaction) the refresh
     /// tokens of dead sessions and the dead sessions left without tokens.
     const PURGE: [&'static str; 4];
+    /// Connections per node.
+    const POOL_SIZE: u32;
+    /// How long an operation waits for a pooled connection (or, while connecting, for the
+    /// server to come up) before reporting the store unavailable.
+    const ACQUIRE_TIMEOUT: Duration;
+    /// Rows per statement when recording a batch of revocations.
+    const REVOCATIONS_PER_INSERT: usize;
+
+    /// The pool every store of this dialect opens: [`Self::POOL_SIZE`] connections, each
+    /// waited for at most [`Self::ACQUIRE_TIMEOUT`].
+    fn pool_options() -> PoolOptions<Self> {
+        PoolOptions::new()
+            .max_connections(Self::POOL_SIZE)
+            .acquire_timeout(Self::ACQUIRE_TIMEOUT)
+    }
 
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
@@ -455,25 +471,27 @@ where
         }
     }
 
-    /// Set one column of a user's row, then (when `end_sessions`) end every live session
-    /// but `keep`. `None` when there is no such user.
+    /// Apply `change` to a user's row, then end the sessions it ends. `None` when there
+    /// is no such user.
     fn update_user_in(
         conn: &mut Self::Connection,
         user_id: Uuid,
-        update: UserUpdate<'_>,
-        end_sessions: bool,
-        keep: Option<Uuid>,
+        change: UserChange<'_>,
         now: Timestamp,
     ) -> impl Future<Output = Result<End<Option<Vec<Revocation>>>>> + Send {
         async move {
-            let update = match update {
-                UserUpdate::PasswordHash(hash) => {
+            let (update, end_sessions, keep) = match change {
+                UserChange::Password { hash, keep } => (
                     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                        .bind(hash.to_owned())
-                }
-                UserUpdate::Disabled(disabled) => {
-                    sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2").bind(disabled)
-                }
+                        .bind(hash.to_owned()),
+                    true,
+                    keep,
+                ),
+                UserChange::Disabled(disabled) => (
+                    sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2").bind(disabled),
+                    disabled,
+                    None,
+                ),
             };
             // The update locks the user's row first: a sign-in checking the old state either
             // committed its session before (and it is ended below) or waits and then fails.
@@ -876,10 +894,31 @@ async fn rollback<DB: Database>(tx: Tx<DB>) {
     }
 }
 
-/// Which column of a user's row [`SqlStore::update_user_in`] sets.
-pub enum UserUpdate<'a> {
-    PasswordHash(&'a str),
-    Disabled(bool),
+/// How often applying the migrations is tried: two processes starting on a fresh database
+/// at the same moment can race, and the loser succeeds on a retry (it then sees them
+/// applied).
+const MIGRATION_ATTEMPTS: u32 = 3;
+
+/// The store over `pool`, once `migrator` has brought its schema up to date.
+pub(crate) async fn migrated<DB: Database>(
+    pool: Pool<DB>,
+    migrator: &Migrator,
+) -> Result<SqlStore<DB>>
+where
+    DB::Connection: Migrate,
+{
+    let mut attempt = 1;
+    loop {
+        match migrator.run(&pool).await {
+            Ok(()) => return Ok(SqlStore { pool }),
+            Err(e) if attempt < MIGRATION_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "applying migrations failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(StoreError::Migration(Detail::caused_by("", e))),
+        }
+    }
 }
 
 /// A [`Store`] on a SQL database: [`SqliteStore`](crate::SqliteStore) and
@@ -953,28 +992,14 @@ where
         DB::user_in(&mut conn, id).await
     }
 
-    async fn change_password(
+    async fn update_user(
         &self,
         user_id: Uuid,
-        password_hash: &str,
-        keep: Option<Uuid>,
+        change: UserChange<'_>,
         now: Timestamp,
     ) -> Result<Option<Vec<Revocation>>> {
-        let update = UserUpdate::PasswordHash(password_hash);
         let mut tx = DB::begin_write(&self.pool).await?;
-        let body = DB::update_user_in(&mut tx, user_id, update, true, keep, now).await;
-        finish(tx, body).await
-    }
-
-    async fn set_disabled(
-        &self,
-        user_id: Uuid,
-        disabled: bool,
-        now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>> {
-        let update = UserUpdate::Disabled(disabled);
-        let mut tx = DB::begin_write(&self.pool).await?;
-        let body = DB::update_user_in(&mut tx, user_id, update, disabled, None, now).await;
+        let body = DB::update_user_in(&mut tx, user_id, change, now).await;
         finish(tx, body).await
     }
 

@@ -13,37 +13,26 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteQueryResult, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokengate_core::{Revocation, RevocationKind, Timestamp};
 use uuid::Uuid;
 
-use crate::error::{Detail, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::model::LiveRevocations;
-use crate::sql::{finish, map_err, Dialect, End, SqlRow, SqlStore, Tx};
+use crate::sql::{finish, map_err, migrated, Dialect, End, SqlRow, SqlStore, Tx};
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// SQLite serialises writers anyway; a few connections let reads run beside a write.
-const POOL_SIZE: u32 = 4;
-/// How long an operation waits for a free pooled connection before reporting the store
-/// unavailable. Longer than the busy timeout, so a connection stuck behind a lock held by
-/// the CLI is not mistaken for an outage.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per multi-row `INSERT` when recording revocations: 5 bound values each keeps a
-/// statement far below SQLite's 32 766-variable limit while amortising per-statement cost.
-const REVOCATIONS_PER_INSERT: usize = 2_000;
 /// Sequence numbers per page when loading the live set (see `load_live_revocations`):
 /// large enough that per-query cost vanishes, small enough that a page stays near 1 MB.
 const LOAD_PAGE_SEQS: i64 = 16_384;
-/// How often applying the migrations is tried: two processes starting on a fresh file at
-/// the same moment can race, and the loser succeeds on a retry (it then sees them applied).
-const MIGRATION_ATTEMPTS: u32 = 3;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The SQLite [`Store`](crate::Store): a small connection pool over one database file.
 ///
@@ -68,14 +57,11 @@ impl SqlStore<Sqlite> {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let pool = Sqlite::pool_options()
             .connect_with(options)
             .await
             .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display()), e))?;
-        migrate(&pool).await?;
-        Ok(SqlStore { pool })
+        migrated(pool, &MIGRATOR).await
     }
 
     /// Open the database a `sqlite://PATH` (or `sqlite:PATH`) URL names.
@@ -111,17 +97,15 @@ impl SqlStore<Sqlite> {
             .foreign_keys(true);
         // The database lives only as long as its connection: exactly one, never closed
         // for idleness or age.
-        let pool = SqlitePoolOptions::new()
+        let pool = Sqlite::pool_options()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::unavailable("cannot open in-memory database", e))?;
-        migrate(&pool).await?;
-        Ok(SqlStore { pool })
+        migrated(pool, &MIGRATOR).await
     }
 }
 
@@ -169,21 +153,6 @@ fn prepare_file(path: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let mut attempt = 1;
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < MIGRATION_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "applying migrations failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(StoreError::Migration(Detail::caused_by("", e))),
-        }
-    }
 }
 
 fn uuid_from(bytes: &[u8], what: &str) -> Result<Uuid> {
@@ -252,6 +221,14 @@ impl Dialect for Sqlite {
     const LOCK_FOR_UPDATE: &'static str = "";
     const LOCK_FOR_SHARE: &'static str = "";
     const INSERTION_ORDER: &'static str = "rowid";
+    // SQLite serialises writers anyway; a few connections let reads run beside a write.
+    const POOL_SIZE: u32 = 4;
+    // Longer than the busy timeout, so a connection stuck behind a lock held by the CLI is
+    // not mistaken for an outage.
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+    // 5 bound values each keeps a statement far below SQLite's 32 766-variable limit while
+    // amortising per-statement cost.
+    const REVOCATIONS_PER_INSERT: usize = 2_000;
     // Each deletes through a bounded rowid subquery, so no statement holds the write lock
     // for long.
     const PURGE: [&'static str; 4] = [
@@ -287,7 +264,7 @@ impl Dialect for Sqlite {
         revocations: &[Revocation],
         now: Timestamp,
     ) -> Result<()> {
-        for chunk in revocations.chunks(REVOCATIONS_PER_INSERT) {
+        for chunk in revocations.chunks(Self::REVOCATIONS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO revocations (kind, id, issued_before, exp, created_at) ",
             );

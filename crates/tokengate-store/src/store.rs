@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
-    Session, StoredKey, User,
+    Session, StoredKey, User, UserChange,
 };
 
 /// Durable state of tokengate: users, sessions, refresh tokens, signing keys and the
@@ -31,23 +31,13 @@ pub trait Store: Send + Sync + 'static {
     /// The user with this id, if any.
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>>;
 
-    /// Replace a user's password hash and end every live session except `keep`, in one
-    /// transaction (so no session outlives the old password, and a failure changes
-    /// nothing). Returns the revocations recorded, or `None` when there is no such user.
-    async fn change_password(
+    /// Change a user's password hash or disabled flag and end the sessions the change
+    /// ends (see [`UserChange`]), in one transaction: a failure changes nothing. Returns
+    /// the revocations recorded, or `None` when there is no such user.
+    async fn update_user(
         &self,
         user_id: Uuid,
-        password_hash: &str,
-        keep: Option<Uuid>,
-        now: Timestamp,
-    ) -> Result<Option<Vec<Revocation>>>;
-
-    /// Disable or re-enable a user. Disabling also ends every live session in the same
-    /// transaction and returns their revocations. `None` when there is no such user.
-    async fn set_disabled(
-        &self,
-        user_id: Uuid,
-        disabled: bool,
+        change: UserChange<'_>,
         now: Timestamp,
     ) -> Result<Option<Vec<Revocation>>>;
 

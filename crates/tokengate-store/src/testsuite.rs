@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::model::{
-    NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User,
+    NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, StoredKey, User, UserChange,
 };
 use crate::store::Store;
 
@@ -368,7 +368,14 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
     const NEW_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bmV3";
 
     let revs = store
-        .change_password(alice.id, NEW_HASH, Some(a1), at(10))
+        .update_user(
+            alice.id,
+            UserChange::Password {
+                hash: NEW_HASH,
+                keep: Some(a1),
+            },
+            at(10),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -400,7 +407,7 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
     assert!(store.create_session(fresh.clone()).await.unwrap());
 
     let revs = store
-        .set_disabled(alice.id, true, at(20))
+        .update_user(alice.id, UserChange::Disabled(true), at(20))
         .await
         .unwrap()
         .unwrap();
@@ -417,7 +424,10 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
     assert!(!store.create_session(while_disabled).await.unwrap());
 
     assert_eq!(
-        store.set_disabled(alice.id, false, at(30)).await.unwrap(),
+        store
+            .update_user(alice.id, UserChange::Disabled(false), at(30))
+            .await
+            .unwrap(),
         Some(vec![])
     );
     let after = NewSession {
@@ -434,14 +444,21 @@ pub async fn password_change_and_disable_end_sessions_atomically(store: &dyn Sto
     assert_eq!(store.session(b1).await.unwrap().unwrap().ended_at, None);
     assert_eq!(
         store
-            .change_password(Uuid::new_v4(), NEW_HASH, None, at(40))
+            .update_user(
+                Uuid::new_v4(),
+                UserChange::Password {
+                    hash: NEW_HASH,
+                    keep: None,
+                },
+                at(40),
+            )
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .set_disabled(Uuid::new_v4(), true, at(40))
+            .update_user(Uuid::new_v4(), UserChange::Disabled(true), at(40))
             .await
             .unwrap(),
         None
@@ -858,7 +875,7 @@ pub async fn refresh_of_ended_session_expired_token_or_disabled_user_is_refused(
 
     let bobs = session(store, bob.id, 0, 900, 6, 86_400).await;
     let ended = store
-        .set_disabled(bob.id, true, at(50))
+        .update_user(bob.id, UserChange::Disabled(true), at(50))
         .await
         .unwrap()
         .unwrap();
@@ -874,7 +891,10 @@ pub async fn refresh_of_ended_session_expired_token_or_disabled_user_is_refused(
         RefreshOutcome::UserDisabled | RefreshOutcome::SessionEnded
     ));
     assert_eq!(
-        store.set_disabled(bob.id, false, at(60)).await.unwrap(),
+        store
+            .update_user(bob.id, UserChange::Disabled(false), at(60))
+            .await
+            .unwrap(),
         Some(vec![])
     );
     assert!(

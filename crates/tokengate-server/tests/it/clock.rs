@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use tokengate_core::{Clock, Revocation, Timestamp};
 use tokengate_store::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, Session, SqliteStore,
-    Store, StoreError, StoredKey, User,
+    Store, StoreError, StoredKey, User, UserChange,
 };
 use uuid::Uuid;
 
@@ -49,26 +49,14 @@ impl Store for FailingStore {
     async fn user_by_id(&self, id: Uuid) -> tokengate_store::Result<Option<User>> {
         self.inner.user_by_id(id).await
     }
-    async fn change_password(
+    async fn update_user(
         &self,
         user_id: Uuid,
-        password_hash: &str,
-        keep: Option<Uuid>,
+        change: UserChange<'_>,
         now: Timestamp,
     ) -> tokengate_store::Result<Option<Vec<Revocation>>> {
         self.write()?;
-        self.inner
-            .change_password(user_id, password_hash, keep, now)
-            .await
-    }
-    async fn set_disabled(
-        &self,
-        user_id: Uuid,
-        disabled: bool,
-        now: Timestamp,
-    ) -> tokengate_store::Result<Option<Vec<Revocation>>> {
-        self.write()?;
-        self.inner.set_disabled(user_id, disabled, now).await
+        self.inner.update_user(user_id, change, now).await
     }
     async fn create_session(&self, new: NewSession) -> tokengate_store::Result<bool> {
         self.write()?;
@@ -179,8 +167,7 @@ async fn set_clock(server: &InProcess, t: Timestamp) {
 async fn access_token_is_accepted_until_exp_plus_leeway_and_refused_after() {
     let server = InProcess::start().await;
     let client = server.client();
-    let email = unique_email("expiry");
-    client.signup_ok(&email).await;
+    let email = client.new_user("expiry").await;
     let tokens = client.signin_ok(&email).await;
     let exp = jwt_claims(&tokens.access_token)["exp"].as_i64().unwrap();
     let iat = jwt_claims(&tokens.access_token)["iat"].as_i64().unwrap();
@@ -202,7 +189,7 @@ async fn access_token_is_accepted_until_exp_plus_leeway_and_refused_after() {
     assert!(description.contains("expired"), "{description}");
 
     // The refresh token outlives the access token and mints a fresh one.
-    let next = Tokens::from_resp(&client.refresh(&tokens.refresh_token).await);
+    let next = client.refresh_ok(&tokens.refresh_token).await;
     client.me(&next.access_token).await.expect(StatusCode::OK);
     assert_eq!(
         jwt_claims(&next.access_token)["iat"].as_i64().unwrap(),
@@ -214,8 +201,7 @@ async fn access_token_is_accepted_until_exp_plus_leeway_and_refused_after() {
 async fn refresh_token_is_refused_after_refresh_ttl() {
     let server = InProcess::start().await;
     let client = server.client();
-    let email = unique_email("refresh-ttl");
-    client.signup_ok(&email).await;
+    let email = client.new_user("refresh-ttl").await;
     let start = server.clock.now();
     let expiring = client.signin_ok(&email).await;
     let control = client.signin_ok(&email).await;
@@ -228,7 +214,7 @@ async fn refresh_token_is_refused_after_refresh_ttl() {
 
     // Just before its end the refresh token still works (on the control session).
     set_clock(&server, start.plus(ttl).minus(Duration::from_secs(60))).await;
-    let renewed = Tokens::from_resp(&client.refresh(&control.refresh_token).await);
+    let renewed = client.refresh_ok(&control.refresh_token).await;
     client
         .me(&renewed.access_token)
         .await
@@ -246,7 +232,7 @@ async fn refresh_token_is_refused_after_refresh_ttl() {
     assert_eq!(list.json().as_array().unwrap().len(), 1, "{}", list.text);
     assert!(list.text.contains(&control.session_id), "{}", list.text);
     assert!(!list.text.contains(&expiring.session_id), "{}", list.text);
-    Tokens::from_resp(&client.refresh(&renewed.refresh_token).await);
+    client.refresh_ok(&renewed.refresh_token).await;
 }
 
 fn unix_of(value: &serde_json::Value) -> i64 {
@@ -262,8 +248,7 @@ fn unix_of(value: &serde_json::Value) -> i64 {
 async fn last_seen_at_follows_requests_at_once_without_waiting_for_a_flush() {
     let server = InProcess::start().await;
     let client = server.client();
-    let email = unique_email("last-seen");
-    client.signup_ok(&email).await;
+    let email = client.new_user("last-seen").await;
     let signed_in_at = server.clock.now().as_secs();
     let active = client.signin_ok(&email).await;
     let idle = client.signin_ok(&email).await;
@@ -297,8 +282,7 @@ async fn last_seen_at_follows_requests_at_once_without_waiting_for_a_flush() {
 async fn signed_out_sessions_leave_the_index_once_their_tokens_expire() {
     let server = InProcess::start().await;
     let client = server.client();
-    let email = unique_email("purge");
-    client.signup_ok(&email).await;
+    let email = client.new_user("purge").await;
     let tokens = client.signin_ok(&email).await;
     let index = server.node.state.index().clone();
     let before = index.len();
@@ -336,8 +320,7 @@ async fn signout_answers_503_while_the_store_cannot_write_and_applies_nothing() 
     let config = InProcess::config(dir.path());
     let server = InProcess::start_on(dir, config, store.clone()).await;
     let client = server.client();
-    let email = unique_email("failing");
-    client.signup_ok(&email).await;
+    let email = client.new_user("failing").await;
     let tokens = client.signin_ok(&email).await;
     let other = client.signin_ok(&email).await;
     let index_before = server.node.state.index().len();
@@ -385,7 +368,7 @@ async fn signout_answers_503_while_the_store_cannot_write_and_applies_nothing() 
     client.me(&tokens.access_token).await.expect_invalid_token();
     client.me(&other.access_token).await.expect(StatusCode::OK);
     // The refresh that failed did not consume the token (no false reuse detection).
-    let renewed = Tokens::from_resp(&client.refresh(&other.refresh_token).await);
+    let renewed = client.refresh_ok(&other.refresh_token).await;
     client
         .me(&renewed.access_token)
         .await
