@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use tokengate_core::{Revocation, Timestamp};
-use tokengate_store::{Store, StoreError};
+use tokengate_store::{RefreshOutcome, Store, StoreError};
 use uuid::Uuid;
 
 /// `secs` after the instant the tests start at.
@@ -138,6 +138,39 @@ pub async fn a_million_revocations_load_quickly(store: &dyn Store, loads: usize)
         assert_eq!(live.revocations.len(), 1_000_000);
     }
     println!("1 000 000 revocations: recorded in {recorded:?}, loaded in {times:?}");
+}
+
+/// A row a foreign writer left that does not decode is reported as `Corrupt`, not a panic
+/// or an outage: each of `revocation_rows` alone in `revocations` (with whether reading the
+/// tail fails too, beside loading the live set), then `user_row`, a user
+/// `corrupt@example.com` whose role is unknown. `conn` has the schema's CHECKs switched off.
+pub async fn undecodable_rows_are_corrupt<C>(
+    store: &dyn Store,
+    conn: &mut C,
+    revocation_rows: &[(&str, bool)],
+    user_row: &str,
+) where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    for (row, tail_fails) in revocation_rows {
+        exec(&mut *conn, "DELETE FROM revocations").await;
+        exec(&mut *conn, row).await;
+        assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
+        if *tail_fails {
+            assert_corrupt(store.revocations_after(0, 10).await);
+        }
+    }
+    exec(&mut *conn, user_row).await;
+    assert_corrupt(store.user_by_email("corrupt@example.com").await);
+}
+
+/// Of two racing rotations of one refresh token, exactly one rotated and the other was
+/// seen as a reuse.
+pub fn assert_one_rotated_one_reused(outcomes: &[RefreshOutcome], context: &str) {
+    let count = |pick: fn(&RefreshOutcome) -> bool| outcomes.iter().filter(|o| pick(o)).count();
+    let rotated = count(|o| matches!(o, RefreshOutcome::Rotated { .. }));
+    let reused = count(|o| matches!(o, RefreshOutcome::Reused { .. }));
+    assert_eq!((rotated, reused), (1, 1), "{context}: {outcomes:?}");
 }
 
 /// Run `sql` (no parameters) on a raw connection, as a foreign writer would.

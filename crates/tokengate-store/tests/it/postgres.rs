@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 use tokengate_core::{Revocation, Role};
-use tokengate_store::{
-    NewSession, NewUser, PostgresStore, RefreshOutcome, RefreshRotation, Store, StoreError,
-};
+use tokengate_store::{NewSession, NewUser, PostgresStore, RefreshRotation, Store, StoreError};
 use uuid::Uuid;
 
-use super::common::{self, assert_corrupt, at, mixed_revocations, token_revocations};
+use super::common::{self, at, mixed_revocations, token_revocations};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -291,15 +289,7 @@ async fn concurrent_rotations_of_one_refresh_token_rotate_once() {
             })
         );
         let outcomes = [x.unwrap().unwrap(), y.unwrap().unwrap()];
-        let rotated = outcomes
-            .iter()
-            .filter(|o| matches!(o, RefreshOutcome::Rotated { .. }))
-            .count();
-        let reused = outcomes
-            .iter()
-            .filter(|o| matches!(o, RefreshOutcome::Reused { .. }))
-            .count();
-        assert_eq!((rotated, reused), (1, 1), "round {round}: {outcomes:?}");
+        common::assert_one_rotated_one_reused(&outcomes, &format!("round {round}"));
         let ended = a.session(sid).await.unwrap().unwrap();
         assert_eq!(ended.ended_at, Some(at(100)), "reuse ended the session");
         assert_eq!(
@@ -479,21 +469,16 @@ async fn undecodable_rows_are_corrupt() {
     let mut conn = schema.raw().await;
     // The schema's CHECKs refuse such rows; a foreign writer could still drop them.
     common::exec(&mut conn, "ALTER TABLE revocations DROP CONSTRAINT revocations_kind, DROP CONSTRAINT revocations_cutoff").await;
-    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', gen_random_uuid(), NULL, 9999999999, 0)").await;
-    assert_corrupt(store.revocations_after(0, 10).await);
-    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
-
-    common::exec(&mut conn, "DELETE FROM revocations").await;
-    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('user', gen_random_uuid(), NULL, 9999999999, 0)").await;
-    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
-
-    let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES ($1, 'x@example.com', 'h', 'root', FALSE, 0)")
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert_corrupt(store.user_by_id(id).await);
+    common::undecodable_rows_are_corrupt(
+        &store,
+        &mut conn,
+        &[
+            ("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', gen_random_uuid(), NULL, 9999999999, 0)", true),
+            ("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('user', gen_random_uuid(), NULL, 9999999999, 0)", false),
+        ],
+        "INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES (gen_random_uuid(), 'corrupt@example.com', 'h', 'root', FALSE, 0)",
+    )
+    .await;
 }
 
 /// See [`common::a_batch_of_100_000_revocations_records_and_loads`].

@@ -9,12 +9,10 @@ use std::time::Duration;
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
 use tokengate_core::{Revocation, Role};
-use tokengate_store::{
-    NewSession, NewUser, RefreshOutcome, RefreshRotation, SqliteStore, Store, StoreError,
-};
+use tokengate_store::{NewSession, NewUser, RefreshRotation, SqliteStore, Store, StoreError};
 use uuid::Uuid;
 
-use super::common::{self, assert_corrupt, at, mixed_revocations, token_revocations};
+use super::common::{self, at, mixed_revocations, token_revocations};
 
 /// A fresh database file in its own temporary directory, which lives as long as the store.
 async fn fresh() -> (SqliteStore, TempDir) {
@@ -198,15 +196,7 @@ async fn concurrent_writers_on_one_file_queue_up() {
     };
     let (x, y) = tokio::join!(a.rotate_refresh(rotation(2)), b.rotate_refresh(rotation(3)));
     let outcomes = [x.unwrap(), y.unwrap()];
-    let rotated = outcomes
-        .iter()
-        .filter(|o| matches!(o, RefreshOutcome::Rotated { .. }))
-        .count();
-    let reused = outcomes
-        .iter()
-        .filter(|o| matches!(o, RefreshOutcome::Reused { .. }))
-        .count();
-    assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+    common::assert_one_rotated_one_reused(&outcomes, "one rotation");
 }
 
 /// A batch that fails part-way (a trigger refuses its last row, several insert
@@ -232,26 +222,18 @@ async fn undecodable_rows_are_corrupt() {
     let mut conn = raw(&dir.path().join("tokengate.db")).await;
     // The schema's CHECKs refuse such rows; a foreign writer could still switch them off.
     common::exec(&mut conn, "PRAGMA ignore_check_constraints = ON").await;
-    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', x'0102', NULL, 9999999999, 0)").await;
-    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
-
-    common::exec(&mut conn, "DELETE FROM revocations").await;
-    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', zeroblob(16), NULL, 9999999999, 0)").await;
-    assert_corrupt(store.revocations_after(0, 10).await);
-    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
-
-    // A token revocation with a stray cutoff must not shift cutoffs onto other rows.
-    common::exec(&mut conn, "DELETE FROM revocations").await;
-    common::exec(&mut conn, "INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', zeroblob(16), 5, 9999999999, 0)").await;
-    assert_corrupt(store.load_live_revocations(at(0), Duration::ZERO).await);
-
-    let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES (?, 'x@example.com', 'h', 'root', 0, 0)")
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert_corrupt(store.user_by_id(id).await);
+    common::undecodable_rows_are_corrupt(
+        &store,
+        &mut conn,
+        &[
+            ("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', x'0102', NULL, 9999999999, 0)", false),
+            ("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('bogus', zeroblob(16), NULL, 9999999999, 0)", true),
+            // A token revocation with a stray cutoff must not shift cutoffs onto other rows.
+            ("INSERT INTO revocations (kind, id, issued_before, exp, created_at) VALUES ('token', zeroblob(16), 5, 9999999999, 0)", false),
+        ],
+        "INSERT INTO users (id, email, password_hash, role, disabled, created_at) VALUES (randomblob(16), 'corrupt@example.com', 'h', 'root', 0, 0)",
+    )
+    .await;
 }
 
 #[tokio::test]
