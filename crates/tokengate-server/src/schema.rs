@@ -63,6 +63,65 @@ pub struct ErrorBody {
     pub error_description: String,
 }
 
+/// The refusals of every route that takes a user's access token (Bearer or cookie).
+#[derive(utoipa::IntoResponses)]
+pub enum SignedInRefusals {
+    /// No credential, or an invalid, expired or revoked one
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// A cookie-authenticated request from another origin (`csrf_check_failed`)
+    #[response(status = 403)]
+    CrossOrigin(ErrorBody),
+}
+
+/// The refusals of every route that reads a JSON body of at most 64 KiB.
+#[derive(utoipa::IntoResponses)]
+pub enum JsonBodyRefusals {
+    /// The body is over 64 KiB
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not `application/json`
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+}
+
+/// The refusals of every API route that reads a form body of at most 64 KiB.
+#[derive(utoipa::IntoResponses)]
+pub enum FormBodyRefusals {
+    /// The body is over 64 KiB
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not `application/x-www-form-urlencoded`
+    #[response(status = 415)]
+    NotForm(ErrorBody),
+}
+
+/// The refusals of the signed-in pages' sign-out forms.
+#[derive(utoipa::IntoResponses)]
+pub enum SignoutFormRefusals {
+    /// A missing or wrong CSRF token, or a cross-origin form
+    #[response(status = 403, content_type = "text/html")]
+    Csrf(String),
+    /// The body is not `application/x-www-form-urlencoded`
+    #[response(status = 415)]
+    NotForm(ErrorBody),
+    /// The store is unavailable; nothing was signed out
+    #[response(status = 503, content_type = "text/html")]
+    Unavailable(String),
+}
+
+/// The refusals of every admin route.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminRefusals {
+    /// No credential, or an invalid, expired or revoked one
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request
+    /// from another origin (`csrf_check_failed`)
+    #[response(status = 403)]
+    NotAdmin(ErrorBody),
+}
+
 /// What a user may do (`tokengate_core::Role`); the first user of a server is an admin.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]

@@ -16,7 +16,7 @@ pub mod cookies;
 pub mod device;
 pub mod view;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
@@ -347,22 +347,14 @@ pub async fn sessions_page(
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Signed out: another session back to `/account/sessions`; this browser's own session to `/` with its cookies cleared; not signed in: to `/`"),
-        (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
-        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
+        crate::schema::SignoutFormRefusals,
     )
 )]
 pub async fn end_session_submit(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    revoker: Result<Revoker, AuthError>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    FormCaller(principal): FormCaller,
 ) -> Response {
-    let principal = match form_caller(&state, revoker, &headers, &form.csrf).await {
-        Ok(principal) => principal,
-        Err(answer) => return answer,
-    };
     match state.end_own_session(&principal, &id).await {
         Ok(()) if id.parse() == Ok(principal.session_id()) => redirect(
             "/?m=signedout",
@@ -383,21 +375,13 @@ pub async fn end_session_submit(
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Every session is signed out and this browser's cookies cleared: to `/`; not signed in: to `/`"),
-        (status = 403, description = "A missing or wrong CSRF token, or a cross-origin form", content_type = "text/html", body = String),
-        (status = 415, description = "The body is not `application/x-www-form-urlencoded`", body = crate::schema::ErrorBody),
-        (status = 503, description = "The store is unavailable; nothing was signed out", content_type = "text/html", body = String),
+        crate::schema::SignoutFormRefusals,
     )
 )]
 pub async fn signout_all_submit(
     State(state): State<AppState>,
-    revoker: Result<Revoker, AuthError>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    FormCaller(principal): FormCaller,
 ) -> Response {
-    let principal = match form_caller(&state, revoker, &headers, &form.csrf).await {
-        Ok(principal) => principal,
-        Err(answer) => return answer,
-    };
     match state
         .sessions
         .sign_out_everywhere(principal.user_id())
@@ -412,21 +396,29 @@ pub async fn signout_all_submit(
 }
 
 /// The caller of a sign-out form: authenticated as a revoker (a stale index does not stop
-/// a sign-out) and with the page's CSRF token; otherwise the answer to give instead.
-async fn form_caller(
-    state: &AppState,
-    revoker: Result<Revoker, AuthError>,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Principal, Response> {
-    let principal = match revoker {
-        Ok(Revoker(principal)) => principal,
-        Err(error) => return Err(refused(state, headers, error, SESSIONS_PATH).await),
-    };
-    if !csrf_matches(headers, csrf) {
-        return Err(csrf_failed(SESSIONS_PATH));
+/// a sign-out) and with the page's CSRF token in a `CsrfForm` body; otherwise the
+/// rejection is the answer to give instead.
+pub struct FormCaller(Principal);
+
+impl FromRequest<AppState> for FormCaller {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let revoker = Revoker::from_request_parts(&mut parts, state).await;
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<CsrfForm>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let principal = match revoker {
+            Ok(Revoker(principal)) => principal,
+            Err(error) => return Err(refused(state, &headers, error, SESSIONS_PATH).await),
+        };
+        if !csrf_matches(&headers, &form.csrf) {
+            return Err(csrf_failed(SESSIONS_PATH));
+        }
+        Ok(FormCaller(principal))
     }
-    Ok(principal)
 }
 
 /// The 503 page of a sign-out the store could not record: `what` was not signed out.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use tokengate_sessions::{AdminError, ImportError, IssuedBeforeError};
 
 use crate::error::{ApiError, ApiResult, Json};
-use crate::schema::ErrorBody;
+use crate::schema::{AdminRefusals, ErrorBody};
 use crate::state::AppState;
 
 /// Most entries one bulk import takes.
@@ -32,8 +32,7 @@ fn user_id(raw_id: &str) -> Result<Uuid, AdminError> {
     params(("id" = String, Path, description = "The user id (UUID)")),
     responses(
         (status = 204, description = "Every session of the user is revoked"),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        AdminRefusals,
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 503, description = "The store is unavailable (nothing was revoked) or the revocation index is stale", body = ErrorBody),
     )
@@ -59,8 +58,7 @@ pub async fn revoke_user(
     params(("id" = String, Path, description = "The user id (UUID)")),
     responses(
         (status = 204, description = "The user is disabled (sign-in then answers 403) and every session revoked"),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        AdminRefusals,
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "An admin cannot disable their own account", body = ErrorBody),
         (status = 503, description = "The store is unavailable (nothing was changed) or the revocation index is stale", body = ErrorBody),
@@ -318,8 +316,7 @@ fn import_error(error: ImportError) -> ApiError {
     responses(
         (status = 204, description = "Every entry is recorded and applied"),
         (status = 400, description = "Malformed JSON, too many entries, or a bad entry (named by its position); nothing was imported", body = ErrorBody),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        AdminRefusals,
         (status = 413, description = "The body is over 16 MiB", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "The body is not a JSON array", body = ErrorBody),
@@ -360,8 +357,7 @@ pub struct IssuedBeforeRequest {
     responses(
         (status = 204, description = "Every access token issued before the cutoff is refused, on every node"),
         (status = 400, description = "Malformed JSON, or a cutoff in the future", body = ErrorBody),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "The caller is not an admin (`insufficient_scope`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        AdminRefusals,
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 422, description = "No integer `issued_before`", body = ErrorBody),
         (status = 503, description = "The store is unavailable (nothing was revoked) or the revocation index is stale", body = ErrorBody),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::client::ClientInfo;
 use crate::error::{ApiResult, Json};
 use crate::pages::cookies::{set_cookies, Cookies};
-use crate::schema::ErrorBody;
+use crate::schema::{ErrorBody, JsonBodyRefusals, SignedInRefusals};
 use crate::state::AppState;
 
 /// Sign-up and sign-in body.
@@ -77,8 +77,7 @@ pub struct TokenResponse {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 403, description = "Sign-up is disabled (`signup_disabled`)", body = ErrorBody),
         (status = 409, description = "An account with this email exists", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         (status = 422, description = "Missing fields, an invalid email (look-alike and invisible characters included) or a weak password", body = ErrorBody),
         (status = 429, description = "Too many sign-ups from this client's network (`too_many_requests`); checked before any work", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the window lets the client try again"))),
@@ -108,8 +107,7 @@ pub async fn signup(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Wrong email or password (`invalid_grant`): the same answer after the same work either way", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins for this account from this client, or from this client's IP across accounts (`too_many_requests`); checked before the password", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the failure window lets the client try again"))),
@@ -185,8 +183,7 @@ pub async fn me(principal: Principal) -> axum::Json<Me> {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 204, description = "The session is revoked: every access token of it and its refresh token; a cookie-authenticated caller's cookie is cleared"),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        SignedInRefusals,
         (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
     )
 )]
@@ -209,8 +206,7 @@ pub async fn signout(
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 204, description = "Every session of the caller is revoked; a cookie-authenticated caller's cookie is cleared"),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        SignedInRefusals,
         (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
     )
 )]
@@ -254,8 +250,7 @@ pub struct RefreshRequest {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Unknown, expired, malformed or ended refresh token; a reused one also revokes its session (`invalid_grant`)", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     )
@@ -289,8 +284,7 @@ pub struct PasswordChange {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No credential, an invalid, expired or revoked one, or the user no longer exists", body = ErrorBody),
         (status = 403, description = "The current password is wrong (`invalid_grant`), or a cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        JsonBodyRefusals,
         (status = 422, description = "Missing fields or a weak new password", body = ErrorBody),
         (status = 429, description = "Too many wrong current passwords for this account from this client (the sign-in throttle, `too_many_requests`); checked before the password", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the failure window lets the client try again"))),

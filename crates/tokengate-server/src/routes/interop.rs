@@ -10,7 +10,7 @@ use tokengate_axum::{AuthError, Principal};
 use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
-use crate::schema::ErrorBody;
+use crate::schema::{ErrorBody, FormBodyRefusals};
 use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
@@ -169,16 +169,26 @@ fn credential_holds(state: &AppState, claims: &tokengate_core::Claims) -> bool {
         && state.index().check(claims, now).is_ok()
 }
 
-/// RFC 7009 revocation request (`application/x-www-form-urlencoded`).
+/// The form of an RFC 7009 revocation or RFC 7662 introspection request
+/// (`application/x-www-form-urlencoded`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
-pub struct RevokeForm {
-    /// The access or refresh token to revoke (required).
+pub struct TokenForm {
+    /// The access or refresh token to revoke or describe (required).
     #[schema(required = true, nullable = false)]
     token: Option<String>,
     /// `access_token` or `refresh_token`; a hint only.
     #[allow(dead_code)] // A hint only: the token's form tells what it is.
     #[schema(nullable = false)]
     token_type_hint: Option<String>,
+}
+
+impl TokenForm {
+    /// The `token` parameter, required and non-empty.
+    fn token(self) -> Result<String, ApiError> {
+        self.token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))
+    }
 }
 
 /// `POST /oauth2/revoke` (RFC 7009). Holding a token is the right to revoke it. A refresh
@@ -190,37 +200,21 @@ pub struct RevokeForm {
     post,
     path = "/oauth2/revoke",
     tag = "oauth2",
-    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or unknown, expired or already revoked: the answer tells nothing about the token"),
         (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
+        FormBodyRefusals,
         (status = 503, description = "The store is unavailable; nothing was revoked", body = ErrorBody),
     )
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    Form(form): Form<RevokeForm>,
+    Form(form): Form<TokenForm>,
 ) -> ApiResult<StatusCode> {
-    let token = form
-        .token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
+    let token = form.token()?;
     state.sessions.revoke_token(&token).await?;
     Ok(StatusCode::OK)
-}
-
-/// RFC 7662 introspection request.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-pub struct IntrospectForm {
-    /// The access or refresh token to describe (required).
-    #[schema(required = true, nullable = false)]
-    token: Option<String>,
-    /// `access_token` or `refresh_token`; a hint only.
-    #[allow(dead_code)] // A hint only: the token's form tells what it is.
-    #[schema(nullable = false)]
-    token_type_hint: Option<String>,
 }
 
 /// `POST /oauth2/introspect` (RFC 7662). The caller authenticates with an admin's access
@@ -231,21 +225,20 @@ pub struct IntrospectForm {
     path = "/oauth2/introspect",
     tag = "oauth2",
     security(("bearer" = []), ("session_cookie" = [])),
-    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::schema::Introspection),
         (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "The caller is not authenticated as an admin", body = ErrorBody),
         (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
-        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
+        FormBodyRefusals,
         (status = 503, description = "The store is unavailable or the revocation index is stale (`fail_closed`)", body = ErrorBody),
     )
 )]
 pub async fn introspect(
     State(state): State<AppState>,
     caller: Principal,
-    Form(form): Form<IntrospectForm>,
+    Form(form): Form<TokenForm>,
 ) -> ApiResult<Response> {
     if !caller.is_admin() {
         return Err(ApiError::Unauthorized(
@@ -253,10 +246,7 @@ pub async fn introspect(
             "introspection needs an admin's access token".into(),
         ));
     }
-    let token = form
-        .token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("missing form parameter `token`".into()))?;
+    let token = form.token()?;
     let body = match state.sessions.introspect(&token).await {
         Ok(Introspection::Refresh(info)) => json!({
             "active": true,

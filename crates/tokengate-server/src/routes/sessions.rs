@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use tokengate_axum::{Principal, Revoker};
 
 use crate::error::ApiResult;
-use crate::schema::{ErrorBody, SessionView};
+use crate::schema::{ErrorBody, SessionView, SignedInRefusals};
 use crate::state::AppState;
 
 /// `GET /v1/auth/sessions`
@@ -36,8 +36,7 @@ pub async fn list(
     params(("id" = String, Path, description = "A session id (UUID) of the caller's")),
     responses(
         (status = 204, description = "The session is revoked"),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        SignedInRefusals,
         (status = 404, description = "No live session of the caller's with this id (another user's included); nothing was revoked", body = ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was revoked (a stale revocation index does not stop a sign-out)", body = ErrorBody),
     )
