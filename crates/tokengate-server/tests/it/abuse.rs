@@ -32,8 +32,7 @@ async fn sign_ups_past_the_limit_of_a_client_network_get_429() {
 async fn a_stolen_access_token_cannot_guess_the_current_password() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("victim");
-    client.signup_ok(&email).await;
+    let email = client.new_user("victim").await;
     let stolen = client.signin_ok(&email).await.access_token;
     let mut statuses = Vec::new();
     for n in 0..30 {
@@ -123,8 +122,7 @@ async fn signing_up_an_existing_email_costs_the_same_work_as_a_new_one() {
     // a taken email answered 409 in a thirtieth of the time of a 201.
     let server = Server::start();
     let client = server.client();
-    let taken = unique_email("taken");
-    client.signup_ok(&taken).await;
+    let taken = client.new_user("taken").await;
     let mut existing = Vec::new();
     let mut fresh = Vec::new();
     for n in 0..5 {

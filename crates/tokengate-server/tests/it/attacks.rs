@@ -46,8 +46,7 @@ impl Target {
     async fn start() -> Target {
         let node = InProcess::start().await;
         let client = node.client();
-        let admin = unique_email("admin");
-        client.signup_ok(&admin).await;
+        let admin = client.new_user("admin").await;
         let admin_token = client.signin_ok(&admin).await.access_token;
         let victim = unique_email("victim");
         let victim_id = client.signup_ok(&victim).await["id"]
@@ -732,13 +731,6 @@ async fn answers_carry_the_security_headers_and_no_hsts_on_loopback() {
             assert_eq!(h["cache-control"], "no-store", "{path}");
         }
     }
-    let resp = t
-        .client
-        .send(
-            t.client
-                .raw(Method::POST, "/oauth2/revoke")
-                .form(&[("token", "x")]),
-        )
-        .await;
+    let resp = t.client.oauth_revoke("x").await;
     assert_eq!(resp.headers["cache-control"], "no-store");
 }

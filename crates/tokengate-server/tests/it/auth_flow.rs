@@ -87,8 +87,7 @@ async fn signin_returns_a_bearer_token_pair_and_me_shows_its_session() {
 async fn signed_out_token_is_refused_and_a_new_signin_gets_a_new_jti_that_works() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("signout");
-    client.signup_ok(&email).await;
+    let email = client.new_user("signout").await;
 
     let first = client.signin_ok(&email).await;
     client.me(&first.access_token).await.expect(StatusCode::OK);
@@ -126,8 +125,7 @@ async fn signed_out_token_is_refused_and_a_new_signin_gets_a_new_jti_that_works(
 async fn signout_all_revokes_every_session_and_an_immediate_signin_works() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("everywhere");
-    client.signup_ok(&email).await;
+    let email = client.new_user("everywhere").await;
     let laptop = client.signin_ok(&email).await;
     let phone = client.signin_ok(&email).await;
 
@@ -153,8 +151,7 @@ async fn signout_all_revokes_every_session_and_an_immediate_signin_works() {
 async fn token_signed_by_another_key_is_refused() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("forged");
-    client.signup_ok(&email).await;
+    let email = client.new_user("forged").await;
     let real = client.signin_ok(&email).await;
     let claims: Claims = serde_json::from_value(jwt_claims(&real.access_token)).unwrap();
     let attacker = SigningKey::generate(Algorithm::EdDSA).unwrap();
@@ -252,8 +249,7 @@ async fn malformed_bodies_missing_fields_wrong_types_and_huge_bodies_get_clear_4
 async fn duplicate_email_is_a_conflict_whatever_its_case() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("dup");
-    client.signup_ok(&email).await;
+    let email = client.new_user("dup").await;
 
     let (error, _) = client
         .signup(&email, "another strong passphrase")
@@ -319,8 +315,7 @@ async fn weak_passwords_and_invalid_emails_are_unprocessable() {
 async fn garbage_truncated_oversized_and_non_bearer_credentials_are_refused_with_a_challenge() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("garbage");
-    client.signup_ok(&email).await;
+    let email = client.new_user("garbage").await;
     let real = client.signin_ok(&email).await.access_token;
 
     let (head, rest) = real.split_once('.').unwrap();
@@ -417,8 +412,7 @@ async fn unknown_routes_and_methods_answer_json_errors() {
 async fn wrong_password_and_unknown_email_get_byte_identical_401s() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("known");
-    client.signup_ok(&email).await;
+    let email = client.new_user("known").await;
 
     let wrong_password = client.signin(&email, "not the right password").await;
     let unknown_email = client
@@ -485,8 +479,7 @@ async fn concurrent_signups_make_exactly_one_admin_and_one_account_per_email() {
 async fn access_ttl_from_the_environment_sets_the_token_lifetime() {
     let server = Server::start_with_env(&[("TOKENGATE_ACCESS_TTL", "90s")]);
     let client = server.client();
-    let email = unique_email("ttl");
-    client.signup_ok(&email).await;
+    let email = client.new_user("ttl").await;
     let tokens = client.signin_ok(&email).await;
     assert_eq!(tokens.expires_in, 90);
     let claims = jwt_claims(&tokens.access_token);

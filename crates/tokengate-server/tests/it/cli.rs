@@ -95,8 +95,7 @@ async fn revoke_user_from_the_cli_reaches_the_running_server_in_time() {
 async fn revoke_session_and_revoke_jti_from_the_cli_reach_the_running_server_in_time() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("revoke-one");
-    client.signup_ok(&email).await;
+    let email = client.new_user("revoke-one").await;
     let by_session = client.signin_ok(&email).await;
     let by_jti = client.signin_ok(&email).await;
 
@@ -115,7 +114,7 @@ async fn revoke_session_and_revoke_jti_from_the_cli_reach_the_running_server_in_
     server.cli_ok(&["revoke", "--jti", &jti(&by_jti.access_token)], None);
     until_refused(&client, &by_jti.access_token, REACH, "CLI revoke --jti").await;
     // Only that token: its session lives on and mints a working token.
-    let next = Tokens::from_resp(&client.refresh(&by_jti.refresh_token).await);
+    let next = client.refresh_ok(&by_jti.refresh_token).await;
     assert_eq!(next.session_id, by_jti.session_id);
     client.me(&next.access_token).await.expect(StatusCode::OK);
 
@@ -132,8 +131,7 @@ async fn revoke_session_and_revoke_jti_from_the_cli_reach_the_running_server_in_
 async fn user_disable_from_the_cli_cuts_off_tokens_and_blocks_signin() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("cli-disable");
-    client.signup_ok(&email).await;
+    let email = client.new_user("cli-disable").await;
     let tokens = client.signin_ok(&email).await;
 
     server.cli_ok(&["user", "disable", &email], None);
@@ -159,8 +157,7 @@ async fn user_disable_from_the_cli_cuts_off_tokens_and_blocks_signin() {
 async fn revocations_import_from_the_cli_applies_every_line_or_none() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("cli-import");
-    client.signup_ok(&email).await;
+    let email = client.new_user("cli-import").await;
     let imported = client.signin_ok(&email).await;
     let spared = client.signin_ok(&email).await;
     let marker = client.signin_ok(&email).await;
@@ -225,8 +222,7 @@ async fn revocations_import_from_the_cli_applies_every_line_or_none() {
 async fn keys_rotate_switches_new_tokens_to_the_new_key_and_old_tokens_keep_working() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("rotate-keys");
-    client.signup_ok(&email).await;
+    let email = client.new_user("rotate-keys").await;
     let old = client.signin_ok(&email).await;
     let old_kid = kid(&old.access_token);
 
@@ -246,7 +242,7 @@ async fn keys_rotate_switches_new_tokens_to_the_new_key_and_old_tokens_keep_work
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut refresh_token = old.refresh_token.clone();
     loop {
-        let next = Tokens::from_resp(&client.refresh(&refresh_token).await);
+        let next = client.refresh_ok(&refresh_token).await;
         refresh_token = next.refresh_token;
         if kid(&next.access_token) == new_kid {
             client.me(&next.access_token).await.expect(StatusCode::OK);

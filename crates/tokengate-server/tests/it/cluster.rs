@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{unique_email, Server};
+use common::Server;
 use reqwest::StatusCode;
 
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -190,8 +190,7 @@ async fn token_from_one_node_works_on_the_other_and_signout_reaches_it() {
     let (a, b) = two_nodes(&db.url());
     let (ca, cb) = (a.client(), b.client());
 
-    let email = unique_email("cluster");
-    ca.signup_ok(&email).await;
+    let email = ca.new_user("cluster").await;
     let tokens = ca.signin_ok(&email).await;
     assert_eq!(
         cb.me_status(&tokens.access_token).await,
@@ -228,8 +227,7 @@ async fn node_started_after_revocations_refuses_them_from_its_first_request() {
     let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
     let a = Server::start_with_env(&env);
     let ca = a.client();
-    let email = unique_email("late");
-    ca.signup_ok(&email).await;
+    let email = ca.new_user("late").await;
     let revoked = ca.signin_ok(&email).await;
     let kept = ca.signin_ok(&email).await;
     ca.signout(&revoked.access_token)
@@ -263,8 +261,7 @@ async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
     let c = Server::start_with_env(&open_env);
     let (ca, cb, cc) = (a.client(), b.client(), c.client());
 
-    let email = unique_email("outage");
-    ca.signup_ok(&email).await;
+    let email = ca.new_user("outage").await;
     let kept = ca.signin_ok(&email).await;
     let ended = ca.signin_ok(&email).await;
     assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
@@ -316,8 +313,7 @@ async fn keys_rotated_by_the_cli_reach_every_node() {
     let Some(db) = services() else { return };
     let (a, b) = two_nodes(&db.url());
     let (ca, cb) = (a.client(), b.client());
-    let email = unique_email("keys");
-    ca.signup_ok(&email).await;
+    let email = ca.new_user("keys").await;
     let before = ca.signin_ok(&email).await;
     let old_kid = common::jwt_header(&before.access_token)["kid"].clone();
 

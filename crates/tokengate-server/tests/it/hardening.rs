@@ -19,6 +19,14 @@ async fn first_admin(client: &Client) -> Tokens {
     client.signin_ok(&email).await
 }
 
+/// The first user (an admin) signed in, then an ordinary user `email` signed in.
+async fn admin_and_user(client: &Client, prefix: &str) -> (Tokens, String, Tokens) {
+    let admin = first_admin(client).await;
+    let email = client.new_user(prefix).await;
+    let user = client.signin_ok(&email).await;
+    (admin, email, user)
+}
+
 /// Open the revocation event stream with `token`.
 async fn open_events(url: &str, token: &str) -> reqwest::Response {
     let stream = reqwest::Client::new()
@@ -131,16 +139,7 @@ async fn an_import_of_one_jti_many_times_is_stored_once() {
     let admin = first_admin(&client).await;
     let state = &server.node.state;
     let now = state.now();
-    let stored = || async move {
-        state
-            .sessions
-            .store()
-            .load_live_revocations(state.now(), state.config.leeway)
-            .await
-            .unwrap()
-            .revocations
-    };
-    let before = stored().await.len();
+    let before = server.stored_revocations().await.len();
 
     let jti = Uuid::new_v4();
     let body: Vec<Value> = (0..10_000)
@@ -150,7 +149,7 @@ async fn an_import_of_one_jti_many_times_is_stored_once() {
         .import_revocations(&admin.access_token, &Value::Array(body))
         .await
         .expect(StatusCode::NO_CONTENT);
-    let after = stored().await;
+    let after = server.stored_revocations().await;
     assert_eq!(
         after.len(),
         before + 1,
@@ -212,70 +211,34 @@ async fn a_large_import_of_non_objects_is_refused_at_entry_0() {
 async fn revoking_one_access_token_again_writes_nothing_new() {
     let server = InProcess::start().await;
     let client = server.client();
-    let admin = first_admin(&client).await;
-    let state = &server.node.state;
-    let email = unique_email("revoker");
-    client.signup_ok(&email).await;
-    let user = client.signin_ok(&email).await;
+    let (admin, email, user) = admin_and_user(&client, "revoker").await;
     let jti = jti(&user.access_token);
-    let before = state
-        .sessions
-        .store()
-        .revocations_after(0, 10_000)
-        .await
-        .unwrap()
-        .len();
+    let (_, before) = server.stored_records_of(&jti).await;
 
     for _ in 0..5 {
-        let resp = client
-            .send(
-                client
-                    .raw(Method::POST, "/oauth2/revoke")
-                    .form(&[("token", user.access_token.as_str())]),
-            )
-            .await;
-        resp.expect(StatusCode::OK);
+        client
+            .oauth_revoke(&user.access_token)
+            .await
+            .expect(StatusCode::OK);
     }
-    let rows = state
-        .sessions
-        .store()
-        .revocations_after(0, 10_000)
-        .await
-        .unwrap();
-    let of_token = rows
-        .iter()
-        .filter(|(_, r)| r.subject_id().to_string() == jti)
-        .count();
+    let (of_token, all) = server.stored_records_of(&jti).await;
     assert_eq!(
         of_token, 1,
         "one token revoked 5 times stored {of_token} times"
     );
-    assert_eq!(rows.len(), before + 1);
+    assert_eq!(all, before + 1);
     client.me(&user.access_token).await.expect_invalid_token();
     client.me(&admin.access_token).await.expect(StatusCode::OK);
 
     // A refresh token's session is ended once, however often it is revoked.
     let other = client.signin_ok(&email).await;
     for _ in 0..3 {
-        let resp = client
-            .send(
-                client
-                    .raw(Method::POST, "/oauth2/revoke")
-                    .form(&[("token", other.refresh_token.as_str())]),
-            )
-            .await;
-        resp.expect(StatusCode::OK);
+        client
+            .oauth_revoke(&other.refresh_token)
+            .await
+            .expect(StatusCode::OK);
     }
-    let after = state
-        .sessions
-        .store()
-        .revocations_after(0, 10_000)
-        .await
-        .unwrap();
-    let of_session = after
-        .iter()
-        .filter(|(_, r)| r.subject_id().to_string() == other.session_id)
-        .count();
+    let (of_session, _) = server.stored_records_of(&other.session_id).await;
     assert_eq!(
         of_session, 1,
         "one session ended 3 times stored {of_session} times"
@@ -283,88 +246,106 @@ async fn revoking_one_access_token_again_writes_nothing_new() {
     client.me(&other.access_token).await.expect_invalid_token();
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
+/// Tokens on both sides of a cutoff on a running server: an admin, a user `email`
+/// signed in (`old`), then a cutoff (Unix seconds) a whole second after `old`'s `iat`,
+/// then the same user signed in again (`new`).
+struct AcrossCutoff {
+    server: Server,
+    client: Client,
+    admin: Tokens,
+    email: String,
+    old: Tokens,
+    cutoff: i64,
+    new: Tokens,
+}
+
+async fn across_cutoff() -> AcrossCutoff {
+    let server = Server::start();
+    let client = server.client();
+    let (admin, email, old) = admin_and_user(&client, "victim").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cutoff = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64
+        .as_secs() as i64;
+    let new = client.signin_ok(&email).await;
+    AcrossCutoff {
+        server,
+        client,
+        admin,
+        email,
+        old,
+        cutoff,
+        new,
+    }
 }
 
 #[tokio::test]
 async fn revoke_issued_before_refuses_older_tokens_on_the_running_server() {
-    let server = Server::start();
-    let client = server.client();
-    let admin = first_admin(&client).await;
-    let email = unique_email("victim");
-    client.signup_ok(&email).await;
-    let old = client.signin_ok(&email).await;
-    // The cutoff is a whole second after the old token's `iat`.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let cutoff = unix_now();
-    let new = client.signin_ok(&email).await;
+    let t = across_cutoff().await;
 
     // A cutoff in the future is refused.
-    let future = (cutoff + 3600).to_string();
-    let out = server.cli(&["revoke", "--issued-before", &future], None);
+    let future = (t.cutoff + 3600).to_string();
+    let out = t.server.cli(&["revoke", "--issued-before", &future], None);
     assert!(!out.success, "{}", out.stdout);
 
-    let cutoff = cutoff.to_string();
-    server.cli_ok(&["revoke", "--issued-before", &cutoff], None);
+    let cutoff = t.cutoff.to_string();
+    t.server
+        .cli_ok(&["revoke", "--issued-before", &cutoff], None);
     until_refused(
-        &client,
-        &old.access_token,
+        &t.client,
+        &t.old.access_token,
         Duration::from_secs(3),
         "the old token",
     )
     .await;
     until_refused(
-        &client,
-        &admin.access_token,
+        &t.client,
+        &t.admin.access_token,
         Duration::from_secs(3),
         "the admin's old token",
     )
     .await;
-    client.me(&new.access_token).await.expect(StatusCode::OK);
+    t.client
+        .me(&t.new.access_token)
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test]
 async fn revoke_user_issued_before_spares_other_users() {
-    let server = Server::start();
-    let client = server.client();
-    let admin = first_admin(&client).await;
-    let email = unique_email("victim");
-    client.signup_ok(&email).await;
-    let old = client.signin_ok(&email).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let cutoff = time::OffsetDateTime::from_unix_timestamp(unix_now())
+    let t = across_cutoff().await;
+    let cutoff = time::OffsetDateTime::from_unix_timestamp(t.cutoff)
         .unwrap()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let new = client.signin_ok(&email).await;
 
-    server.cli_ok(
-        &["revoke", "--user", &email, "--issued-before", &cutoff],
+    t.server.cli_ok(
+        &["revoke", "--user", &t.email, "--issued-before", &cutoff],
         None,
     );
     until_refused(
-        &client,
-        &old.access_token,
+        &t.client,
+        &t.old.access_token,
         Duration::from_secs(3),
         "the user's old token",
     )
     .await;
-    client.me(&new.access_token).await.expect(StatusCode::OK);
-    client.me(&admin.access_token).await.expect(StatusCode::OK);
+    t.client
+        .me(&t.new.access_token)
+        .await
+        .expect(StatusCode::OK);
+    t.client
+        .me(&t.admin.access_token)
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_revokes_everything_issued_before() {
     let server = InProcess::start().await;
     let client = server.client();
-    let admin = first_admin(&client).await;
-    let email = unique_email("victim");
-    client.signup_ok(&email).await;
-    let old = client.signin_ok(&email).await;
+    let (admin, email, old) = admin_and_user(&client, "victim").await;
     let state = &server.node.state;
     let cutoff = state.now().as_secs() + 1;
     server.advance(Duration::from_secs(1)).await;

@@ -62,10 +62,6 @@ async fn post_form(client: &Client, path: &str, bearer: Option<&str>, body: &str
     client.send(request).await
 }
 
-async fn revoke(client: &Client, token: &str) -> Resp {
-    post_form(client, "/oauth2/revoke", None, &format!("token={token}")).await
-}
-
 /// Introspect `token` as `caller`; assert 200 and return the body.
 async fn introspect(client: &Client, caller: &str, token: &str) -> Value {
     let resp = post_form(
@@ -120,8 +116,7 @@ fn header<'a>(resp: &'a Resp, name: &str) -> &'a str {
 async fn jwks_publishes_the_current_kid_and_no_private_material() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("jwks");
-    client.signup_ok(&email).await;
+    let email = client.new_user("jwks").await;
     let tokens = client.signin_ok(&email).await;
 
     let jwks = jwks(&client).await;
@@ -146,8 +141,7 @@ async fn jwks_publishes_the_current_kid_and_no_private_material() {
 async fn signing_alg_works(alg: &str, kty: &str) {
     let server = Server::start_with_env(&[("TOKENGATE_SIGNING_ALG", alg)]);
     let client = server.client();
-    let email = unique_email("alg");
-    client.signup_ok(&email).await;
+    let email = client.new_user("alg").await;
     let tokens = client.signin_ok(&email).await;
 
     let header = jwt_header(&tokens.access_token);
@@ -191,8 +185,7 @@ async fn hs256_publishes_no_keys_and_its_tokens_work() {
         ("TOKENGATE_HS256_SECRET", secret),
     ]);
     let client = server.client();
-    let email = unique_email("hs256");
-    client.signup_ok(&email).await;
+    let email = client.new_user("hs256").await;
     let tokens = client.signin_ok(&email).await;
     assert_eq!(jwt_header(&tokens.access_token)["alg"], "HS256");
 
@@ -227,8 +220,7 @@ async fn hs256_publishes_no_keys_and_its_tokens_work() {
 async fn key_rotation_new_kid_for_new_tokens_old_tokens_verify_until_the_old_key_retires() {
     let node = InProcess::start().await;
     let client = node.client();
-    let email = unique_email("rotate");
-    client.signup_ok(&email).await;
+    let email = client.new_user("rotate").await;
     let old = client.signin_ok(&email).await;
     let old_kid = kid(&old.access_token);
     assert!(kids(&jwks(&client).await).contains(&old_kid));
@@ -256,7 +248,7 @@ async fn key_rotation_new_kid_for_new_tokens_old_tokens_verify_until_the_old_key
     let mut refresh = second.refresh_token.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     let fresh = loop {
-        let next = Tokens::from_resp(&client.refresh(&refresh).await);
+        let next = client.refresh_ok(&refresh).await;
         refresh = next.refresh_token.clone();
         if kid(&next.access_token) == new_kid {
             break next;
@@ -333,12 +325,14 @@ async fn revoke_without_a_token_is_invalid_request_unknown_tokens_are_ok_json_is
         let (error, _) = resp.expect_error(StatusCode::BAD_REQUEST);
         assert_eq!(error, "invalid_request", "body {body:?}: {}", resp.text);
     }
-    revoke(&client, "garbage").await.expect(StatusCode::OK);
-    revoke(&client, "eyJhbGciOiJFZERTQSJ9.e30.c2ln")
+    client.oauth_revoke("garbage").await.expect(StatusCode::OK);
+    client
+        .oauth_revoke("eyJhbGciOiJFZERTQSJ9.e30.c2ln")
         .await
         .expect(StatusCode::OK);
     let unknown_refresh = format!("tgr_{}", "A".repeat(43));
-    revoke(&client, &unknown_refresh)
+    client
+        .oauth_revoke(&unknown_refresh)
         .await
         .expect(StatusCode::OK);
     post_form(
@@ -359,23 +353,24 @@ async fn revoke_without_a_token_is_invalid_request_unknown_tokens_are_ok_json_is
 async fn revoke_an_access_token_refuses_it_but_not_the_rest_of_its_session() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("revoke-at");
-    client.signup_ok(&email).await;
+    let email = client.new_user("revoke-at").await;
     let first = client.signin_ok(&email).await;
-    let second = Tokens::from_resp(&client.refresh(&first.refresh_token).await);
+    let second = client.refresh_ok(&first.refresh_token).await;
     assert_eq!(second.session_id, first.session_id);
 
-    revoke(&client, &first.access_token)
+    client
+        .oauth_revoke(&first.access_token)
         .await
         .expect(StatusCode::OK);
     client.me(&first.access_token).await.expect_invalid_token();
     client.me(&second.access_token).await.expect(StatusCode::OK);
     // Revoking it again is still 200.
-    revoke(&client, &first.access_token)
+    client
+        .oauth_revoke(&first.access_token)
         .await
         .expect(StatusCode::OK);
     // The session's refresh token still works.
-    let third = Tokens::from_resp(&client.refresh(&second.refresh_token).await);
+    let third = client.refresh_ok(&second.refresh_token).await;
     client.me(&third.access_token).await.expect(StatusCode::OK);
 }
 
@@ -383,8 +378,7 @@ async fn revoke_an_access_token_refuses_it_but_not_the_rest_of_its_session() {
 async fn revoke_a_refresh_token_ends_its_whole_session() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("revoke-rt");
-    client.signup_ok(&email).await;
+    let email = client.new_user("revoke-rt").await;
     let tokens = client.signin_ok(&email).await;
     let other_session = client.signin_ok(&email).await;
 
@@ -406,7 +400,8 @@ async fn revoke_a_refresh_token_ends_its_whole_session() {
         .me(&other_session.access_token)
         .await
         .expect(StatusCode::OK);
-    revoke(&client, &tokens.refresh_token)
+    client
+        .oauth_revoke(&tokens.refresh_token)
         .await
         .expect(StatusCode::OK);
 }
@@ -491,7 +486,7 @@ async fn introspect_refresh_tokens_active_until_rotated() {
     );
     assert_eq!(active["sub"], people.user["id"], "{active}");
 
-    let next = Tokens::from_resp(&client.refresh(refresh).await);
+    let next = client.refresh_ok(refresh).await;
     let rotated = introspect(&client, admin, refresh).await;
     assert_eq!(rotated, json!({"active": false}));
     let current = introspect(&client, admin, &next.refresh_token).await;

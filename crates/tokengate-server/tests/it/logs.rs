@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 /// secret the run handled.
 async fn full_run(server: &Server, request_id: &str) -> Vec<String> {
     let client = server.client();
-    let email = unique_email("logs");
-    client.signup_ok(&email).await;
+    let email = client.new_user("logs").await;
     let signin = client
         .send(
             client
@@ -28,7 +27,7 @@ async fn full_run(server: &Server, request_id: &str) -> Vec<String> {
         "the request id is echoed"
     );
     let first = Tokens::from_resp(&signin);
-    let second = Tokens::from_resp(&client.refresh(&first.refresh_token).await);
+    let second = client.refresh_ok(&first.refresh_token).await;
     client.me(&second.access_token).await.expect(StatusCode::OK);
     // A reused refresh token is logged as such, without the token.
     client
@@ -187,8 +186,7 @@ async fn json_logs_carry_the_request_id_and_no_secret() {
 async fn an_unsafe_or_overlong_request_id_is_replaced_and_never_logged() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("logs-forged-id");
-    client.signup_ok(&email).await;
+    let email = client.new_user("logs-forged-id").await;
     let forged = "x signed in user_id=00000000-0000-0000-0000-00000000f04d";
     let overlong = "a".repeat(65);
     for sent in [forged, overlong.as_str()] {

@@ -34,8 +34,7 @@ async fn scrape(client: &Client) -> String {
 async fn sign_in_sign_out_and_refused_tokens_are_counted() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("metrics");
-    client.signup_ok(&email).await;
+    let email = client.new_user("metrics").await;
 
     let before = scrape(&client).await;
     assert_eq!(
@@ -142,8 +141,7 @@ async fn sign_in_sign_out_and_refused_tokens_are_counted() {
 async fn throttled_sign_ins_are_counted() {
     let server = Server::start_with_env(&[("TOKENGATE_SIGNIN_MAX_FAILURES", "1")]);
     let client = server.client();
-    let email = unique_email("metrics-throttle");
-    client.signup_ok(&email).await;
+    let email = client.new_user("metrics-throttle").await;
     client
         .signin(&email, "wrong password one")
         .await
@@ -171,8 +169,7 @@ async fn throttled_sign_ins_are_counted() {
 async fn one_sign_out_counts_one_revocation() {
     let node = InProcess::start().await;
     let client = node.client();
-    let email = unique_email("metrics-one-signout");
-    client.signup_ok(&email).await;
+    let email = client.new_user("metrics-one-signout").await;
     let series = "tokengate_revocations_total{kind=\"session\"}";
     let before = value(&scrape(&client).await, series).expect("session counter");
 
@@ -189,16 +186,10 @@ async fn one_sign_out_counts_one_revocation() {
     let other = client.signin_ok(&email).await;
     let token_series = "tokengate_revocations_total{kind=\"token\"}";
     let tokens_before = value(&scrape(&client).await, token_series).expect("token counter");
-    let form = format!("token={}", other.access_token);
-    let revoked = client
-        .send(
-            client
-                .raw(reqwest::Method::POST, "/oauth2/revoke")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form),
-        )
-        .await;
-    revoked.expect(StatusCode::OK);
+    client
+        .oauth_revoke(&other.access_token)
+        .await
+        .expect(StatusCode::OK);
     eventually(
         Duration::from_secs(5),
         "the token revocation to be counted",

@@ -10,8 +10,7 @@ use reqwest::StatusCode;
 async fn signed_out_token_is_refused_after_a_sigkill_and_restart() {
     let mut server = Server::start();
     let client = server.client();
-    let email = unique_email("crash");
-    client.signup_ok(&email).await;
+    let email = client.new_user("crash").await;
     let signed_out = client.signin_ok(&email).await;
     let kept = client.signin_ok(&email).await;
 
@@ -54,7 +53,7 @@ async fn signout_all_and_refresh_rotation_survive_a_sigkill_and_restart() {
     let first = client.signin_ok(&email).await;
     let second = client.signin_ok(&email).await;
     let other = client.signin_ok(&other_email).await;
-    let rotated = Tokens::from_resp(&client.refresh(&other.refresh_token).await);
+    let rotated = client.refresh_ok(&other.refresh_token).await;
 
     client
         .signout_all(&first.access_token)
@@ -72,6 +71,6 @@ async fn signout_all_and_refresh_rotation_survive_a_sigkill_and_restart() {
         .me(&rotated.access_token)
         .await
         .expect(StatusCode::OK);
-    Tokens::from_resp(&client.refresh(&rotated.refresh_token).await);
+    client.refresh_ok(&rotated.refresh_token).await;
     client.signin_ok(&email).await;
 }

@@ -32,8 +32,7 @@ fn is_rfc3339(value: &Value) -> bool {
 async fn refresh_rotates_to_working_tokens_and_a_reused_refresh_token_revokes_the_session() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("rotate");
-    client.signup_ok(&email).await;
+    let email = client.new_user("rotate").await;
     let first = client.signin_ok(&email).await;
     let bystander = client.signin_ok(&email).await;
 
@@ -48,7 +47,7 @@ async fn refresh_rotates_to_working_tokens_and_a_reused_refresh_token_revokes_th
     me.expect(StatusCode::OK);
     assert_eq!(me.json()["session_id"], first.session_id.as_str());
 
-    let third = Tokens::from_resp(&client.refresh(&second.refresh_token).await);
+    let third = client.refresh_ok(&second.refresh_token).await;
     assert_eq!(third.session_id, first.session_id);
     client.me(&third.access_token).await.expect(StatusCode::OK);
     // Rotation keeps one session; it does not add entries to the list.
@@ -73,19 +72,18 @@ async fn refresh_rotates_to_working_tokens_and_a_reused_refresh_token_revokes_th
         .me(&bystander.access_token)
         .await
         .expect(StatusCode::OK);
-    Tokens::from_resp(&client.refresh(&bystander.refresh_token).await);
+    client.refresh_ok(&bystander.refresh_token).await;
 }
 
 #[tokio::test]
 async fn signout_revokes_every_access_token_of_the_session_and_its_refresh_token() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("family");
-    client.signup_ok(&email).await;
+    let email = client.new_user("family").await;
     let first = client.signin_ok(&email).await;
     let other_session = client.signin_ok(&email).await;
-    let second = Tokens::from_resp(&client.refresh(&first.refresh_token).await);
-    let third = Tokens::from_resp(&client.refresh(&second.refresh_token).await);
+    let second = client.refresh_ok(&first.refresh_token).await;
+    let third = client.refresh_ok(&second.refresh_token).await;
 
     // Sign out with the oldest access token of the session.
     client
@@ -110,8 +108,7 @@ async fn signout_revokes_every_access_token_of_the_session_and_its_refresh_token
 async fn unknown_and_malformed_refresh_tokens_are_refused_with_a_clear_description() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("badrefresh");
-    client.signup_ok(&email).await;
+    let email = client.new_user("badrefresh").await;
     let tokens = client.signin_ok(&email).await;
 
     let unknown = format!("tgr_{}", "A".repeat(43));
@@ -147,15 +144,14 @@ async fn unknown_and_malformed_refresh_tokens_are_refused_with_a_clear_descripti
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY);
 
     // None of that disturbed the real session.
-    Tokens::from_resp(&client.refresh(&tokens.refresh_token).await);
+    client.refresh_ok(&tokens.refresh_token).await;
 }
 
 #[tokio::test]
 async fn password_change_keeps_the_current_session_and_ends_every_other_one() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("password");
-    client.signup_ok(&email).await;
+    let email = client.new_user("password").await;
     let current = client.signin_ok(&email).await;
     let other = client.signin_ok(&email).await;
     let another = client.signin_ok(&email).await;
@@ -173,7 +169,7 @@ async fn password_change_keeps_the_current_session_and_ends_every_other_one() {
         client.me(&ended.access_token).await.expect_invalid_token();
         assert_refresh_refused(&client.refresh(&ended.refresh_token).await);
     }
-    let refreshed = Tokens::from_resp(&client.refresh(&current.refresh_token).await);
+    let refreshed = client.refresh_ok(&current.refresh_token).await;
     assert_eq!(refreshed.session_id, current.session_id);
 
     client
@@ -187,8 +183,7 @@ async fn password_change_keeps_the_current_session_and_ends_every_other_one() {
 async fn password_change_with_a_wrong_current_password_or_a_weak_new_one_changes_nothing() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("nochange");
-    client.signup_ok(&email).await;
+    let email = client.new_user("nochange").await;
     let current = client.signin_ok(&email).await;
     let other = client.signin_ok(&email).await;
 
@@ -270,7 +265,7 @@ async fn signout_all_ends_every_session_of_the_user_and_none_of_another_user() {
         .me(&neighbour.access_token)
         .await
         .expect(StatusCode::OK);
-    let rotated = Tokens::from_resp(&client.refresh(&neighbour.refresh_token).await);
+    let rotated = client.refresh_ok(&neighbour.refresh_token).await;
     client
         .me(&rotated.access_token)
         .await
@@ -348,8 +343,7 @@ async fn sessions_lists_own_live_sessions_with_exactly_one_current() {
 async fn deleting_an_own_other_session_revokes_it_at_once() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("delete");
-    client.signup_ok(&email).await;
+    let email = client.new_user("delete").await;
     let keep = client.signin_ok(&email).await;
     let lost_phone = client.signin_ok(&email).await;
 
@@ -407,7 +401,7 @@ async fn deleting_another_users_session_is_404_and_revokes_nothing() {
     }
 
     client.me(&victim.access_token).await.expect(StatusCode::OK);
-    Tokens::from_resp(&client.refresh(&victim.refresh_token).await);
+    client.refresh_ok(&victim.refresh_token).await;
     client
         .me(&attacker.access_token)
         .await
@@ -568,8 +562,7 @@ async fn bulk_import_of_100000_ids_is_durable_across_a_restart() {
     let mut server = Server::start();
     let client = server.client();
     let (admin, _) = admin(&client).await;
-    let email = unique_email("plain");
-    client.signup_ok(&email).await;
+    let email = client.new_user("plain").await;
     let user = client.signin_ok(&email).await;
 
     let iat = jwt_claims(&admin.access_token)["iat"].as_i64().unwrap();
@@ -616,13 +609,7 @@ async fn bulk_import_makes_every_imported_id_refused() {
         "index holds {} (was {before})",
         state.index().len()
     );
-    let stored = state
-        .sessions
-        .store()
-        .load_live_revocations(now, state.config.leeway)
-        .await
-        .unwrap();
-    assert!(stored.revocations.len() >= 100_000);
+    assert!(server.stored_revocations().await.len() >= 100_000);
 
     // Every one of them is refused by the index of the node.
     let template: Claims = serde_json::from_value(jwt_claims(&admin.access_token)).unwrap();
@@ -669,18 +656,8 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
     let state = &server.node.state;
     let now = state.now();
     let exp = now.as_secs() + 3600;
-    let live_in_store = || async move {
-        state
-            .sessions
-            .store()
-            .load_live_revocations(state.now(), state.config.leeway)
-            .await
-            .unwrap()
-            .revocations
-            .len()
-    };
     let index_before = state.index().len();
-    let store_before = live_in_store().await;
+    let store_before = server.stored_revocations().await.len();
 
     let bad_entries: Vec<(usize, Value)> = vec![
         (7, json!({"jti": "not-a-uuid", "exp": exp})),
@@ -703,7 +680,11 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
             "{bad} at {position}: {description}"
         );
         assert_eq!(state.index().len(), index_before, "{bad}: index changed");
-        assert_eq!(live_in_store().await, store_before, "{bad}: store changed");
+        assert_eq!(
+            server.stored_revocations().await.len(),
+            store_before,
+            "{bad}: store changed"
+        );
     }
 
     let (_, body) = entries(100_001, exp);
@@ -713,7 +694,7 @@ async fn bulk_import_with_one_bad_entry_or_too_many_entries_applies_nothing() {
         .expect_error(StatusCode::BAD_REQUEST);
     assert!(description.contains("100000"), "{description}");
     assert_eq!(state.index().len(), index_before);
-    assert_eq!(live_in_store().await, store_before);
+    assert_eq!(server.stored_revocations().await.len(), store_before);
 
     for not_a_list in [
         json!({"jti": Uuid::new_v4().to_string(), "exp": exp}),
@@ -829,8 +810,7 @@ async fn signins_racing_a_password_change_leave_no_session_made_with_the_old_pas
     // the password change is checked behind the same throttle; this test is about the race.
     let server = Server::start_with_env(&[("TOKENGATE_SIGNIN_MAX_FAILURES", "0")]);
     let client = server.client();
-    let email = unique_email("race-password");
-    client.signup_ok(&email).await;
+    let email = client.new_user("race-password").await;
     let current = client.signin_ok(&email).await;
 
     // Old-password sign-ins in flight while the password changes: each either finished
@@ -891,8 +871,7 @@ async fn signins_racing_an_admin_disable_leave_no_working_session() {
 async fn one_refresh_token_used_twice_at_once_mints_at_most_one_pair_and_ends_the_session() {
     let server = Server::start();
     let client = server.client();
-    let email = unique_email("race-refresh");
-    client.signup_ok(&email).await;
+    let email = client.new_user("race-refresh").await;
     let tokens = client.signin_ok(&email).await;
 
     let mut racers = tokio::task::JoinSet::new();
@@ -936,8 +915,7 @@ async fn api_signouts_clear_the_same_cookies_as_the_pages() {
     config.listen = "0.0.0.0:8080".parse().unwrap();
     let server = InProcess::start_on(dir, config, store).await;
     let client = server.client();
-    let email = unique_email("api-signout-cookies");
-    client.signup_ok(&email).await;
+    let email = client.new_user("api-signout-cookies").await;
     for path in ["/v1/auth/signout", "/v1/auth/signout-all"] {
         let tokens = client.signin_ok(&email).await;
         let request = client

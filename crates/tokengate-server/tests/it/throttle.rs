@@ -89,8 +89,7 @@ async fn fail(client: &Client, email: &str, times: usize) {
 async fn past_the_limit_even_the_right_password_gets_429_with_retry_after() {
     let node = node(3, 50).await;
     let client = node.client();
-    let email = unique_email("ada");
-    client.signup_ok(&email).await;
+    let email = client.new_user("ada").await;
     fail(&client, &email, 3).await;
     // The right password is not even checked: the throttle answers first.
     let resp = client.signin(&email, PASSWORD).await;
@@ -108,8 +107,7 @@ async fn past_the_limit_even_the_right_password_gets_429_with_retry_after() {
 async fn the_window_frees_after_retry_after_on_the_nodes_clock() {
     let node = node(2, 50).await;
     let client = node.client();
-    let email = unique_email("ada");
-    client.signup_ok(&email).await;
+    let email = client.new_user("ada").await;
     fail(&client, &email, 2).await;
     let secs = retry_after(&client.signin(&email, PASSWORD).await);
     assert_eq!(secs, 900, "the window is 15 minutes and no time has passed");
@@ -123,8 +121,7 @@ async fn the_window_frees_after_retry_after_on_the_nodes_clock() {
 async fn unknown_and_known_emails_throttle_identically() {
     let node = node(3, 50).await;
     let client = node.client();
-    let known = unique_email("known");
-    client.signup_ok(&known).await;
+    let known = client.new_user("known").await;
     let unknown = unique_email("unknown");
     for email in [&known, &unknown] {
         for _ in 0..3 {

@@ -343,6 +343,35 @@ impl InProcess {
         Client::new(&self.url())
     }
 
+    /// The live revocations the node's store holds now.
+    pub async fn stored_revocations(&self) -> Vec<tokengate_core::Revocation> {
+        let state = &self.node.state;
+        state
+            .sessions
+            .store()
+            .load_live_revocations(state.now(), state.config.leeway)
+            .await
+            .unwrap()
+            .revocations
+    }
+
+    /// How many revocation records of `id` the node's store holds, and how many in all.
+    pub async fn stored_records_of(&self, id: &str) -> (usize, usize) {
+        let rows = self
+            .node
+            .state
+            .sessions
+            .store()
+            .revocations_after(0, 10_000)
+            .await
+            .unwrap();
+        let of_id = rows
+            .iter()
+            .filter(|(_, r)| r.subject_id().to_string() == id)
+            .count();
+        (of_id, rows.len())
+    }
+
     /// Move the clock forward, then wait until the node has confirmed its revocation index
     /// at the new time (until then a `fail_closed` node answers 503, by design).
     pub async fn advance(&self, by: Duration) {
@@ -562,6 +591,13 @@ impl Client {
     }
 
     /// Sign up and assert 201; returns the user JSON.
+    /// Sign a new user up with a unique email starting with `prefix`; returns the email.
+    pub async fn new_user(&self, prefix: &str) -> String {
+        let email = unique_email(prefix);
+        self.signup_ok(&email).await;
+        email
+    }
+
     pub async fn signup_ok(&self, email: &str) -> Value {
         let resp = self.signup(email, PASSWORD).await;
         resp.expect(StatusCode::CREATED);
@@ -576,6 +612,15 @@ impl Client {
     /// Sign in with [`PASSWORD`] and assert 200.
     pub async fn signin_ok(&self, email: &str) -> Tokens {
         Tokens::from_resp(&self.signin(email, PASSWORD).await)
+    }
+
+    /// `POST /oauth2/revoke` (RFC 7009) with `token`.
+    pub async fn oauth_revoke(&self, token: &str) -> Resp {
+        self.send(
+            self.raw(Method::POST, "/oauth2/revoke")
+                .form(&[("token", token)]),
+        )
+        .await
     }
 
     pub async fn me(&self, token: &str) -> Resp {
@@ -598,6 +643,11 @@ impl Client {
     pub async fn refresh(&self, refresh_token: &str) -> Resp {
         let body = json!({"refresh_token": refresh_token});
         self.post("/v1/auth/refresh", None, Some(&body)).await
+    }
+
+    /// Refresh with `refresh_token`, which must succeed; the new pair.
+    pub async fn refresh_ok(&self, refresh_token: &str) -> Tokens {
+        Tokens::from_resp(&self.refresh(refresh_token).await)
     }
 
     pub async fn password(&self, token: &str, current: &str, new: &str) -> Resp {
