@@ -202,6 +202,39 @@ impl<const W: usize> Kind<W> {
     }
 }
 
+/// The ids a token is revoked by, for [`RevocationIndex::check_ids`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenIds {
+    /// Refused by a [`Revocation::Token`](crate::Revocation::Token) of this id.
+    pub jti: Uuid,
+    /// Refused by a [`Revocation::Session`](crate::Revocation::Session) of this id.
+    pub sid: Uuid,
+    /// Refused by a [`Revocation::User`](crate::Revocation::User) of this id whose cutoff
+    /// is after `iat`.
+    pub sub: Uuid,
+    /// The issued-at instant the cutoffs are compared with.
+    pub iat: Timestamp,
+    /// `None` for tokengate's own tokens, which the global
+    /// [`Revocation::IssuedBefore`](crate::Revocation::IssuedBefore) cutoff applies to.
+    /// `Some(id)` for another issuer's tokens: the global cutoff does not apply, and a
+    /// [`Revocation::User`](crate::Revocation::User) of `id` acts as that issuer's own
+    /// "everything issued before" (reported as [`RevocationKind::IssuedBefore`]).
+    pub scope: Option<Uuid>,
+}
+
+impl TokenIds {
+    /// The ids of one of tokengate's own tokens.
+    pub fn of(claims: &Claims) -> Self {
+        TokenIds {
+            jti: claims.jti,
+            sid: claims.sid,
+            sub: claims.sub,
+            iat: claims.iat,
+            scope: None,
+        }
+    }
+}
+
 /// The record of revoked tokens, sessions and users that every request is checked against.
 ///
 /// Share it as `Arc<RevocationIndex>`. [`check`](Self::check) is the hot path (three
@@ -381,6 +414,12 @@ impl RevocationIndex {
     /// same second as a user or global cutoff is accepted: the cutoff refuses `iat` strictly
     /// before it, so signing in right after "revoke user" works.
     pub fn check(&self, claims: &Claims, now: Timestamp) -> Result<(), RevocationKind> {
+        self.check_ids(&TokenIds::of(claims), now)
+    }
+
+    /// [`check`](Self::check) for any token, by the ids it is revoked by: what gate mode
+    /// uses for tokens of other issuers, whose ids are digests (see [`TokenIds`]).
+    pub fn check_ids(&self, ids: &TokenIds, now: Timestamp) -> Result<(), RevocationKind> {
         let generation = self.generation.load(Ordering::Acquire);
         let cached = SNAPSHOTS.try_with(|cell| {
             let mut cached = cell.try_borrow_mut().ok()?;
@@ -392,47 +431,57 @@ impl RevocationIndex {
                 cached.generation = generation;
             }
             let snapshot = cached.snapshot.as_deref()?;
-            Some(self.check_in(snapshot, claims, now))
+            Some(self.check_in(snapshot, ids, now))
         });
         match cached {
             Ok(Some(answer)) => answer,
             // The thread is exiting: no cache, same answer.
-            _ => self.check_in(&self.snapshot.load(), claims, now),
+            _ => self.check_in(&self.snapshot.load(), ids, now),
         }
     }
 
-    /// [`check`](Self::check) against one snapshot.
+    /// [`check_ids`](Self::check_ids) against one snapshot.
     fn check_in(
         &self,
         snapshot: &Snapshot,
-        claims: &Claims,
+        ids: &TokenIds,
         now: Timestamp,
     ) -> Result<(), RevocationKind> {
         let now = now.as_secs();
-        let iat = claims.iat.as_secs();
-        let jti = self.hashed(claims.jti);
+        let iat = ids.iat.as_secs();
+        let jti = self.hashed(ids.jti);
         if let Some(slot) = snapshot.tokens[jti.shard(SHARDS)].get(jti) {
             if now <= slot[PLAIN_UNTIL].load(Ordering::Acquire) as i64 {
                 return Err(RevocationKind::Token);
             }
         }
-        let sid = self.hashed(claims.sid);
+        let sid = self.hashed(ids.sid);
         if let Some(slot) = snapshot.sessions[sid.shard(SHARDS)].get(sid) {
             if now <= slot[PLAIN_UNTIL].load(Ordering::Acquire) as i64 {
                 return Err(RevocationKind::Session);
             }
         }
-        let sub = self.hashed(claims.sub);
-        if let Some(slot) = snapshot.users[sub.shard(SHARDS)].get(sub) {
-            let (until, cutoff) = user_slot::read(slot);
-            if now <= until && iat < cutoff {
-                return Err(RevocationKind::User);
-            }
+        let user_cut = |id: Uuid| {
+            let id = self.hashed(id);
+            snapshot.users[id.shard(SHARDS)]
+                .get(id)
+                .is_some_and(|slot| {
+                    let (until, cutoff) = user_slot::read(slot);
+                    now <= until && iat < cutoff
+                })
+        };
+        if user_cut(ids.sub) {
+            return Err(RevocationKind::User);
         }
-        if now <= self.global_until.load(Ordering::Acquire)
-            && iat < self.global_cutoff.load(Ordering::Acquire)
-        {
-            return Err(RevocationKind::IssuedBefore);
+        match ids.scope {
+            Some(scope) if user_cut(scope) => return Err(RevocationKind::IssuedBefore),
+            Some(_) => {}
+            None if now <= self.global_until.load(Ordering::Acquire)
+                && iat < self.global_cutoff.load(Ordering::Acquire) =>
+            {
+                return Err(RevocationKind::IssuedBefore);
+            }
+            None => {}
         }
         Ok(())
     }

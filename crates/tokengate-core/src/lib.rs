@@ -46,7 +46,7 @@ pub mod user_slot;
 
 pub use claims::{Claims, Role};
 pub use freshness::{Freshness, StalenessPolicy};
-pub use index::RevocationIndex;
+pub use index::{RevocationIndex, TokenIds};
 pub use keys::{Algorithm, Jwk, Jwks, KeyError, SigningKey, VerifyingKey};
 pub use revocation::{Revocation, RevocationKind};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -839,3 +839,43 @@ fn check_latency_with_one_million_entries() {
         elapsed.as_nanos() as f64 / accepted as f64
     );
 }
+
+#[test]
+fn a_scoped_token_obeys_its_scope_cutoff_and_not_the_global_one() {
+    let index = RevocationIndex::new(Duration::ZERO);
+    let now = at(T0 + 10);
+    let scope = id(7);
+    let scoped = |iat: i64| TokenIds {
+        scope: Some(scope),
+        ..TokenIds::of(&fresh_claims(iat))
+    };
+    let global = Revocation::IssuedBefore {
+        issued_before: at(T0 + 5),
+        exp: at(T0 + 1_000),
+    };
+    index.apply(&global, now);
+    assert_eq!(index.check_ids(&scoped(T0), now), Ok(()));
+    assert_eq!(
+        index.check(&fresh_claims(T0), now),
+        Err(RevocationKind::IssuedBefore)
+    );
+
+    let issuer_wide = Revocation::User {
+        sub: scope,
+        issued_before: at(T0 + 8),
+        exp: at(T0 + 1_000),
+    };
+    index.apply(&issuer_wide, now);
+    assert_eq!(
+        index.check_ids(&scoped(T0 + 7), now),
+        Err(RevocationKind::IssuedBefore)
+    );
+    assert_eq!(index.check_ids(&scoped(T0 + 8), now), Ok(()));
+    // Another issuer's tokens, and own tokens issued after the global cutoff, are untouched.
+    let other = TokenIds {
+        scope: Some(id(8)),
+        ..TokenIds::of(&fresh_claims(T0 + 7))
+    };
+    assert_eq!(index.check_ids(&other, now), Ok(()));
+    assert_eq!(index.check(&fresh_claims(T0 + 7), now), Ok(()));
+}
