@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::keys::tests::{test_key, ALL};
+use crate::keys::tests::{test_key, ALL, ASYMMETRIC};
 use crate::keys::SigningKey;
 
 const ISSUER: &str = "https://auth.test";
@@ -149,7 +149,7 @@ fn signed_header_is_exactly_alg_typ_kid() {
 
 #[test]
 fn a_key_rebuilt_from_its_jwk_verifies_the_same_token() {
-    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+    for alg in ASYMMETRIC {
         let key = test_key(alg);
         let jwk = key.verifying_key().to_jwk().unwrap();
         let verifier = Verifier::new(config(), vec![VerifyingKey::from_jwk(&jwk).unwrap()]);
@@ -160,7 +160,7 @@ fn a_key_rebuilt_from_its_jwk_verifies_the_same_token() {
 
 #[test]
 fn a_key_reloaded_from_pkcs8_signs_tokens_the_old_public_key_accepts() {
-    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+    for alg in ASYMMETRIC {
         let key = test_key(alg);
         let der = key.to_pkcs8_der().unwrap();
         let reloaded = SigningKey::from_pkcs8_der(alg, key.kid().into(), &der).unwrap();
@@ -174,7 +174,7 @@ fn jwks_holds_public_keys_only_and_omits_hs256() {
     let verifier = verifier();
     let jwks = serde_json::to_value(verifier.jwks()).unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.len(), 5);
     for key in keys {
         for private in ["d", "k", "p", "q", "dp", "dq", "qi", "oth"] {
             assert!(key.get(private).is_none(), "{private} in {key}");
@@ -334,7 +334,9 @@ fn alg_none_is_refused_in_any_case() {
 
 #[test]
 fn an_unknown_algorithm_is_refused() {
-    for alg in ["HS512", "RS384", "PS256", "ES256K", "eddsa", "hs256", ""] {
+    for alg in [
+        "HS512", "RS384", "PS384", "ES512", "ES256K", "eddsa", "hs256", "ps256", "",
+    ] {
         let token = forge(ed(), &header(alg, ed().kid()), &payload());
         assert_refused(&token, VerifyError::UnsupportedAlgorithm);
     }
@@ -548,14 +550,75 @@ fn a_signature_as_long_as_a_4096_bit_rsa_key_makes_is_decoded_whole() {
 }
 
 #[test]
-fn an_es256_signature_in_der_form_is_refused() {
-    let key = test_key(Algorithm::ES256);
-    let token = key.sign(&claims()).unwrap();
-    let p = parts(&token);
-    let raw = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
-    let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
-    let bad = format!("{}.{}.{}", p[0], p[1], b64(der.as_bytes()));
-    assert_refused(&bad, VerifyError::BadSignature);
+fn an_ecdsa_signature_in_der_form_is_refused() {
+    for alg in [Algorithm::ES256, Algorithm::ES384] {
+        let key = test_key(alg);
+        let token = key.sign(&claims()).unwrap();
+        let p = parts(&token);
+        let raw = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+        let der = der_signature(&raw);
+        // The same signature, as AWS-LC's DER check reads it: valid, just not JOSE.
+        let point = ec_point(alg);
+        let (algorithm, _) = aws_lc_algorithms(alg);
+        let input = format!("{}.{}", p[0], p[1]);
+        assert!(
+            aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, &point)
+                .verify(input.as_bytes(), &der)
+                .is_ok(),
+            "{alg}"
+        );
+        let bad = format!("{}.{}.{}", p[0], p[1], b64(&der));
+        assert_refused(&bad, VerifyError::BadSignature);
+    }
+}
+
+/// The ASN.1 DER form of a fixed-size ECDSA signature `r || s`.
+fn der_signature(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut value = bytes[start..].to_vec();
+        if value[0] & 0x80 != 0 {
+            value.insert(0, 0);
+        }
+        let mut out = vec![0x02, value.len() as u8];
+        out.extend(value);
+        out
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let body = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30];
+    if body.len() >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body.len() as u8);
+    out.extend(body);
+    out
+}
+
+/// The uncompressed public point of the ES256 or ES384 test key.
+fn ec_point(alg: Algorithm) -> Vec<u8> {
+    let jwk = test_key(alg).verifying_key().to_jwk().unwrap();
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(jwk.x.unwrap()).unwrap());
+    point.extend(URL_SAFE_NO_PAD.decode(jwk.y.unwrap()).unwrap());
+    point
+}
+
+/// AWS-LC's DER and fixed-form verification algorithms for ES256 or ES384.
+fn aws_lc_algorithms(
+    alg: Algorithm,
+) -> (
+    &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+    &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+) {
+    use aws_lc_rs::signature as sig;
+    match alg {
+        Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_ASN1, &sig::ECDSA_P256_SHA256_FIXED),
+        _ => (&sig::ECDSA_P384_SHA384_ASN1, &sig::ECDSA_P384_SHA384_FIXED),
+    }
 }
 
 #[test]
@@ -830,8 +893,8 @@ fn verify_latency_per_algorithm() {
 }
 
 /// One valid token per algorithm, signed once.
-fn valid_tokens() -> &'static [String; 4] {
-    static TOKENS: OnceLock<[String; 4]> = OnceLock::new();
+fn valid_tokens() -> &'static [String; 6] {
+    static TOKENS: OnceLock<[String; 6]> = OnceLock::new();
     TOKENS.get_or_init(|| ALL.map(|alg| test_key(alg).sign(&claims()).unwrap()))
 }
 
@@ -861,7 +924,7 @@ proptest! {
 
     #[test]
     fn a_valid_token_with_one_character_replaced_never_verifies(
-        which in 0usize..4,
+        which in 0usize..6,
         position in any::<proptest::sample::Index>(),
         replacement in proptest::char::range(' ', '~'),
     ) {
@@ -878,7 +941,7 @@ proptest! {
 
     #[test]
     fn a_valid_token_with_one_character_removed_never_verifies(
-        which in 0usize..4,
+        which in 0usize..6,
         position in any::<proptest::sample::Index>(),
     ) {
         let token = &valid_tokens()[which];
