@@ -2,6 +2,11 @@
 //! per-request check (verify, then `RevocationIndex::check` against 1 000 000 revoked ids)
 //! for HS256 and EdDSA: what `tokengate_axum::Gate::authenticate` does, minus the clock read.
 //!
+//! `raw_verify` times the signature libraries' own verification of the same signing input
+//! and signature as the `verify` group's tokens (aws-lc-rs `ParsedPublicKey::verify_sig`
+//! for RSA and ECDSA; ed25519-dalek `verify_strict` and aws-lc-rs for Ed25519), so the
+//! ratio `verify/X` / `raw_verify/X` is what tokengate adds, read in one run.
+//!
 //! `cargo bench -p tokengate-core --bench verify`
 //!
 //! Times are the benchmark thread's on-CPU time by default (see `timed`), so that other work
@@ -14,6 +19,9 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use tokengate_core::{
@@ -70,12 +78,7 @@ fn bench_verify(c: &mut Criterion) {
     let now = now();
     let mut group = c.benchmark_group("verify");
     flat(&mut group);
-    for alg in [
-        Algorithm::HS256,
-        Algorithm::EdDSA,
-        Algorithm::ES256,
-        Algorithm::RS256,
-    ] {
+    for alg in ALGORITHMS {
         let key = key(alg);
         let verifier = verifier(&key);
         let token = key.sign(&claims(now)).unwrap();
@@ -91,6 +94,119 @@ fn bench_verify(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+const ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::HS256,
+    Algorithm::EdDSA,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::PS256,
+];
+
+fn b64(text: Option<&str>) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(text.unwrap()).unwrap()
+}
+
+/// A raw signature check: (signing input, signature) -> valid.
+type Check = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+
+/// The libraries' own verification of a token's signature, with the public key parsed
+/// once as tokengate does: the floor under `verify/X`.
+fn bench_raw_verify(c: &mut Criterion) {
+    let now = now();
+    let mut group = c.benchmark_group("raw_verify");
+    flat(&mut group);
+    let mut cases: Vec<(String, Check, SigningKey)> = Vec::new();
+    for alg in [
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::RS256,
+        Algorithm::PS256,
+    ] {
+        let key = key(alg);
+        let jwk = key.verifying_key().to_jwk().unwrap();
+        let parsed = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let mut point = vec![4u8];
+                point.extend(b64(jwk.x.as_deref()));
+                point.extend(b64(jwk.y.as_deref()));
+                let algorithm = if alg == Algorithm::ES256 {
+                    &lc::ECDSA_P256_SHA256_FIXED
+                } else {
+                    &lc::ECDSA_P384_SHA384_FIXED
+                };
+                ParsedPublicKey::new(algorithm, point).unwrap()
+            }
+            _ => {
+                let parameters = if alg == Algorithm::RS256 {
+                    &lc::RSA_PKCS1_2048_8192_SHA256
+                } else {
+                    &lc::RSA_PSS_2048_8192_SHA256
+                };
+                RsaPublicKeyComponents {
+                    n: b64(jwk.n.as_deref()),
+                    e: b64(jwk.e.as_deref()),
+                }
+                .to_parsed_public_key(parameters)
+                .unwrap()
+            }
+        };
+        let name = match alg {
+            Algorithm::ES256 => "ES256 (ECDSA_P256_SHA256_FIXED)",
+            Algorithm::ES384 => "ES384 (ECDSA_P384_SHA384_FIXED)",
+            Algorithm::RS256 => "RS256 (RSA_PKCS1_2048_8192_SHA256, 2048-bit)",
+            _ => "PS256 (RSA_PSS_2048_8192_SHA256, 2048-bit)",
+        };
+        cases.push((
+            name.into(),
+            Box::new(move |message, signature| parsed.verify_sig(message, signature).is_ok()),
+            key,
+        ));
+    }
+    // Ed25519 both ways: what tokengate uses (dalek, strict) and what aws-lc-rs offers.
+    let ed = key(Algorithm::EdDSA);
+    let public = b64(ed.verifying_key().to_jwk().unwrap().x.as_deref());
+    let dalek =
+        ed25519_dalek::VerifyingKey::from_bytes(&<[u8; 32]>::try_from(&public[..]).unwrap())
+            .unwrap();
+    let aws = ParsedPublicKey::new(&lc::ED25519, &public).unwrap();
+    cases.push((
+        "EdDSA (ed25519-dalek verify_strict)".into(),
+        Box::new(move |message, signature| {
+            let signature =
+                ed25519_dalek::Signature::from_slice(signature).expect("64-byte signature");
+            dalek.verify_strict(message, &signature).is_ok()
+        }),
+        key_like(&ed),
+    ));
+    cases.push((
+        "EdDSA (aws-lc-rs ED25519)".into(),
+        Box::new(move |message, signature| aws.verify_sig(message, signature).is_ok()),
+        ed,
+    ));
+    for (name, check, key) in &cases {
+        let token = key.sign(&claims(now)).unwrap();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        assert!(check(input.as_bytes(), &signature), "{name}");
+        group.bench_function(name.as_str(), |b| {
+            b.iter_custom(|iters| {
+                timed(|| {
+                    for _ in 0..iters {
+                        assert!(check(black_box(input.as_bytes()), black_box(&signature)));
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The same Ed25519 key again (through PKCS#8), to sign the raw cases' token.
+fn key_like(key: &SigningKey) -> SigningKey {
+    SigningKey::from_pkcs8_der(key.alg(), key.kid().into(), &key.to_pkcs8_der().unwrap()).unwrap()
 }
 
 /// Deterministic distinct ids (splitmix64 of a counter), so the index holds random-looking
@@ -146,5 +262,5 @@ fn flat(group: &mut BenchmarkGroup<'_, WallTime>) {
         .measurement_time(Duration::from_secs(4));
 }
 
-criterion_group!(benches, bench_verify, bench_authenticate);
+criterion_group!(benches, bench_verify, bench_raw_verify, bench_authenticate);
 criterion_main!(benches);

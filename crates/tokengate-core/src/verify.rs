@@ -1,9 +1,13 @@
 //! [`Verifier`]: checks a compact JWS access token and yields its [`Claims`].
 //!
 //! The checks run cheapest first and refuse as early as they can: size, shape, base64,
-//! the header (forbidden parameters, algorithm, `kid`, pinned algorithm, `typ`), the
-//! signature, and only then the payload and its claims. For tokengate's own tokens the
-//! only allocations are the [`Claims`] strings; nothing here logs or performs I/O.
+//! the header (forbidden parameters, algorithm, `kid`, the key pinned to that `kid` and
+//! `alg`, `typ`), the signature, and only then the payload and its claims. For
+//! tokengate's own tokens the only allocations are the [`Claims`] strings; nothing here
+//! logs or performs I/O.
+//!
+//! The JOSE part (everything up to and including the signature) is [`verify_jws`], which
+//! a verifier of other issuers' tokens, whose claims are not tokengate's, reuses.
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,7 +46,7 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::claims::{Claims, Role};
-use crate::keys::{Algorithm, Jwks, VerifyingKey};
+use crate::keys::{Algorithm, Jwks, VerifyingKey, ACCESS_TOKEN_TYP};
 use crate::time::Timestamp;
 
 /// Tokens longer than this many bytes are refused before any parsing.
@@ -88,17 +92,18 @@ pub enum VerifyError {
     /// (`jku`, `x5u`, `jwk`, `x5c`, `x5t`, `x5t#S256`) or demand extensions (`crit`).
     #[error("header parameter `{0}` is not allowed")]
     ForbiddenHeader(&'static str),
-    /// `alg` is `none` or not one of `EdDSA`, `ES256`, `RS256`, `HS256`.
+    /// `alg` is `none` or not one of `EdDSA`, `ES256`, `ES384`, `RS256`, `PS256`, `HS256`.
     #[error("token algorithm is not supported")]
     UnsupportedAlgorithm,
     /// No `kid`, or a `kid` naming no configured key.
     #[error("unknown signing key")]
     UnknownKey,
-    /// `alg` differs from the algorithm pinned to the key named by `kid`.
+    /// The `kid` names keys, but none of them is pinned to the token's `alg`.
     #[error("token algorithm does not match its signing key")]
     AlgorithmMismatch,
-    /// `typ` is missing or is not `at+jwt` (RFC 9068).
-    #[error("token type is not at+jwt")]
+    /// `typ` is missing or is not the expected type: `at+jwt` (RFC 9068) for tokengate's
+    /// own tokens, see [`TypCheck`].
+    #[error("token type is not accepted")]
     WrongType,
     /// The signature does not verify.
     #[error("token signature is invalid")]
@@ -140,7 +145,8 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier accepting tokens signed by any of `keys`, each for its own algorithm.
-    /// If two keys share a `kid`, the first one is used.
+    /// Keys are looked up by (`kid`, `alg`): several keys may share a `kid` if their
+    /// algorithms differ; for the same `kid` and algorithm the first one is used.
     pub fn new(config: VerifierConfig, keys: Vec<VerifyingKey>) -> Self {
         Verifier {
             config,
@@ -182,59 +188,12 @@ impl Verifier {
     /// This verifies the token only; whether it was revoked is the
     /// [`RevocationIndex`](crate::RevocationIndex)'s question.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Claims, VerifyError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(VerifyError::TooLarge);
-        }
-        const PARTS: VerifyError = VerifyError::Malformed("expected three dot-separated parts");
-        let (header_b64, rest) = token.split_once('.').ok_or(PARTS)?;
-        let (payload_b64, signature_b64) = rest.split_once('.').ok_or(PARTS)?;
-        if header_b64.is_empty()
-            || payload_b64.is_empty()
-            || signature_b64.is_empty()
-            || signature_b64.contains('.')
-        {
-            return Err(PARTS);
-        }
-
-        let mut header_stack = [0u8; STACK_PART_BYTES];
-        let mut header_heap = Vec::new();
-        let header_json = decode_part(header_b64, &mut header_stack, &mut header_heap)
-            .map_err(|()| VerifyError::Malformed("header is not base64url"))?;
-        let header = parse_header(header_json)?;
-
-        let alg =
-            Algorithm::from_jose_name(&header.alg.0).ok_or(VerifyError::UnsupportedAlgorithm)?;
-        let kid = header.kid.as_ref().ok_or(VerifyError::UnknownKey)?;
         let keys = self.keys.load();
-        let key = keys
-            .iter()
-            .find(|key| key.kid() == kid.0)
-            .ok_or(VerifyError::UnknownKey)?;
-        // The key decides the algorithm, not the token (RFC 8725 §3.1): this is what
-        // stops an HS256 token "signed" with a public key from being accepted.
-        if alg != key.alg() {
-            return Err(VerifyError::AlgorithmMismatch);
-        }
-        match &header.typ {
-            Some(typ)
-                if typ.0.eq_ignore_ascii_case("at+jwt")
-                    || typ.0.eq_ignore_ascii_case("application/at+jwt") => {}
-            _ => return Err(VerifyError::WrongType),
-        }
-
-        let mut signature_buffer = [0u8; SIGNATURE_BUFFER_BYTES];
-        let signature = decode_signature(signature_b64, &mut signature_buffer)?;
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        if !key.verify_signature(signing_input, signature) {
-            return Err(VerifyError::BadSignature);
-        }
+        let mut buffers = JwsBuffers::new();
+        let VerifiedJws { payload, .. } =
+            verify_jws(token, &keys, TypCheck::AccessToken, &mut buffers)?;
         // Release the key-set guard early: arc-swap has few fast-path slots per thread.
         drop(keys);
-
-        let mut payload_stack = [0u8; STACK_PART_BYTES];
-        let mut payload_heap = Vec::new();
-        let payload = decode_part(payload_b64, &mut payload_stack, &mut payload_heap)
-            .map_err(|()| VerifyError::Malformed("payload is not base64url"))?;
         let claims = parse_claims(payload)?;
 
         if now > claims.exp.plus(self.config.leeway) {
@@ -250,6 +209,227 @@ impl Verifier {
             return Err(VerifyError::WrongAudience);
         }
         Ok(claims)
+    }
+}
+
+/// How [`verify_jws`] checks the header's `typ`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypCheck<'a> {
+    /// Required, `at+jwt` or `application/at+jwt` in any case (RFC 9068): tokengate's
+    /// own access tokens.
+    AccessToken,
+    /// Not looked at: most identity providers' tokens say `JWT` or nothing.
+    Unchecked,
+    /// Required and equal to this media type, compared as RFC 7515 §4.1.9 says: ASCII
+    /// case-insensitively, with or without the `application/` prefix.
+    Exactly(&'a str),
+}
+
+/// Scratch space for [`verify_jws`], on the caller's stack: decoded header and payload
+/// up to 1 KiB each stay in it (larger ones go to its vectors, which allocate only then),
+/// and the signature always does.
+pub struct JwsBuffers {
+    header: [u8; STACK_PART_BYTES],
+    header_heap: Vec<u8>,
+    payload: [u8; STACK_PART_BYTES],
+    payload_heap: Vec<u8>,
+    signature: [u8; SIGNATURE_BUFFER_BYTES],
+}
+
+impl JwsBuffers {
+    /// Empty buffers; nothing is allocated.
+    pub const fn new() -> Self {
+        JwsBuffers {
+            header: [0; STACK_PART_BYTES],
+            header_heap: Vec::new(),
+            payload: [0; STACK_PART_BYTES],
+            payload_heap: Vec::new(),
+            signature: [0; SIGNATURE_BUFFER_BYTES],
+        }
+    }
+}
+
+impl Default for JwsBuffers {
+    fn default() -> Self {
+        JwsBuffers::new()
+    }
+}
+
+impl fmt::Debug for JwsBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwsBuffers").finish_non_exhaustive()
+    }
+}
+
+/// A compact JWS whose signature [`verify_jws`] checked. Nothing of the payload is
+/// checked: its claims are the caller's business.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifiedJws<'k, 'b> {
+    /// The algorithm of the key that verified the signature, which is the header's `alg`.
+    pub alg: Algorithm,
+    /// The `kid` of that key, which is the header's `kid`.
+    pub kid: &'k str,
+    /// The decoded payload: exactly the bytes that were signed, not parsed.
+    pub payload: &'b [u8],
+    /// The decoded signature, for revoking a token that has no token id by a digest of
+    /// its signature. An ECDSA signature `r || s` also verifies as `r || (n - s)`, so for
+    /// ES256 and ES384 `s` is given as `min(s, n - s)`: both forms of one signature give
+    /// the same bytes. The other algorithms' signatures have one valid form only
+    /// (Ed25519 is verified strictly, RSA signatures are unique, base64url is canonical).
+    pub signature: &'b [u8],
+}
+
+/// Check the JOSE layer of a compact JWS: everything but the claims.
+///
+/// In this order, cheapest first: size ([`MAX_TOKEN_BYTES`]), three non-empty parts,
+/// canonical base64url header, a JSON object header without duplicate members and
+/// without `jku`, `x5u`, `jwk`, `x5c`, `x5t`, `x5t#S256` or `crit`, a supported `alg`
+/// (never `none`), a `kid`, a key in `keys` with that `kid` pinned to that `alg`
+/// ([`VerifyError::UnknownKey`] when the `kid` names no key,
+/// [`VerifyError::AlgorithmMismatch`] when it names keys of other algorithms only),
+/// `typ` as `typ_check` says, the signature (at most 512 bytes), and only then the
+/// payload's base64url. The key decides the algorithm, never the token (RFC 8725 §3.1):
+/// a key verifies only signatures of the one algorithm it was made for.
+///
+/// Allocates nothing while header and payload each decode to at most 1 KiB.
+///
+/// ```
+/// use tokengate_core::{Algorithm, SigningKey};
+/// use tokengate_core::verify::{verify_jws, JwsBuffers, TypCheck};
+/// let key = SigningKey::generate(Algorithm::ES256).unwrap();
+/// let header = format!(r#"{{"alg":"ES256","typ":"JWT","kid":"{}"}}"#, key.kid());
+/// let token = key.sign_compact(header.as_bytes(), br#"{"sub":"alice"}"#).unwrap();
+/// let keys = [key.verifying_key()];
+/// let mut buffers = JwsBuffers::new();
+/// let jws = verify_jws(&token, &keys, TypCheck::Unchecked, &mut buffers).unwrap();
+/// assert_eq!((jws.alg, jws.kid), (Algorithm::ES256, key.kid()));
+/// assert_eq!(jws.payload, br#"{"sub":"alice"}"#);
+/// assert_eq!(jws.signature.len(), 64);
+/// ```
+pub fn verify_jws<'k, 'b>(
+    token: &str,
+    keys: &'k [VerifyingKey],
+    typ_check: TypCheck<'_>,
+    buffers: &'b mut JwsBuffers,
+) -> Result<VerifiedJws<'k, 'b>, VerifyError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(VerifyError::TooLarge);
+    }
+    const PARTS: VerifyError = VerifyError::Malformed("expected three dot-separated parts");
+    let (header_b64, rest) = token.split_once('.').ok_or(PARTS)?;
+    let (payload_b64, signature_b64) = rest.split_once('.').ok_or(PARTS)?;
+    if header_b64.is_empty()
+        || payload_b64.is_empty()
+        || signature_b64.is_empty()
+        || signature_b64.contains('.')
+    {
+        return Err(PARTS);
+    }
+
+    let header_json = decode_part(header_b64, &mut buffers.header, &mut buffers.header_heap)
+        .map_err(|()| VerifyError::Malformed("header is not base64url"))?;
+    let header = parse_header(header_json)?;
+
+    let alg = Algorithm::from_jose_name(&header.alg.0).ok_or(VerifyError::UnsupportedAlgorithm)?;
+    let kid = header.kid.as_ref().ok_or(VerifyError::UnknownKey)?;
+    // The key decides the algorithm, not the token (RFC 8725 §3.1): a key is found only
+    // under its own (kid, alg), which is what stops an HS256 token "signed" with a
+    // public key from being accepted.
+    let mut kid_known = false;
+    let key = keys
+        .iter()
+        .find(|key| {
+            let same_kid = key.kid() == kid.0;
+            kid_known |= same_kid;
+            same_kid && key.alg() == alg
+        })
+        .ok_or(if kid_known {
+            VerifyError::AlgorithmMismatch
+        } else {
+            VerifyError::UnknownKey
+        })?;
+    let typ_ok = match typ_check {
+        TypCheck::AccessToken => header
+            .typ
+            .as_ref()
+            .is_some_and(|typ| media_type_is(&typ.0, ACCESS_TOKEN_TYP)),
+        TypCheck::Unchecked => true,
+        TypCheck::Exactly(expected) => header
+            .typ
+            .as_ref()
+            .is_some_and(|typ| media_type_is(&typ.0, expected)),
+    };
+    if !typ_ok {
+        return Err(VerifyError::WrongType);
+    }
+
+    let signature = decode_signature(signature_b64, &mut buffers.signature)?;
+    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    if !key.verify_signature(signing_input, signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    ecdsa_low_s(alg, signature);
+    let signature: &'b [u8] = signature;
+
+    let payload = decode_part(payload_b64, &mut buffers.payload, &mut buffers.payload_heap)
+        .map_err(|()| VerifyError::Malformed("payload is not base64url"))?;
+    Ok(VerifiedJws {
+        alg,
+        kid: key.kid(),
+        payload,
+        signature,
+    })
+}
+
+/// Whether a JOSE `typ` names the media type `expected` (RFC 7515 §4.1.9): ASCII
+/// case-insensitive, the `application/` prefix optional on either side.
+fn media_type_is(typ: &str, expected: &str) -> bool {
+    fn short(media_type: &str) -> &str {
+        const PREFIX: &str = "application/";
+        match media_type.get(..PREFIX.len()) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(PREFIX) => &media_type[PREFIX.len()..],
+            _ => media_type,
+        }
+    }
+    short(typ).eq_ignore_ascii_case(short(expected))
+}
+
+/// The order n of P-256's base point, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// The order n of P-384's base point, big-endian.
+const P384_ORDER: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+/// Replace the `s` of a verified ES256 / ES384 signature `r || s` by `min(s, n - s)`.
+/// Other algorithms' signatures are left alone.
+fn ecdsa_low_s(alg: Algorithm, signature: &mut [u8]) {
+    let order: &[u8] = match alg {
+        Algorithm::ES256 => &P256_ORDER,
+        Algorithm::ES384 => &P384_ORDER,
+        _ => return,
+    };
+    if signature.len() != 2 * order.len() {
+        return;
+    }
+    let s = &mut signature[order.len()..];
+    let mut negated = [0u8; 48];
+    let negated = &mut negated[..order.len()];
+    // n - s, big-endian with borrow; a verified s is in 1..n, so no final borrow.
+    let mut borrow = 0u16;
+    for ((out, &n), &digit) in negated.iter_mut().zip(order).zip(s.iter()).rev() {
+        let difference = 0x100 + u16::from(n) - u16::from(digit) - borrow;
+        *out = difference.to_le_bytes()[0];
+        borrow = u16::from(difference < 0x100);
+    }
+    if *negated < *s {
+        s.copy_from_slice(negated);
     }
 }
 
@@ -273,7 +453,7 @@ fn decode_part<'b>(
 fn decode_signature<'b>(
     part: &str,
     buffer: &'b mut [u8; SIGNATURE_BUFFER_BYTES],
-) -> Result<&'b [u8], VerifyError> {
+) -> Result<&'b mut [u8], VerifyError> {
     // Longer than any accepted signature: it cannot verify, whatever it decodes to.
     if base64::decoded_len_estimate(part.len()) > buffer.len() {
         return Err(VerifyError::BadSignature);
@@ -281,7 +461,7 @@ fn decode_signature<'b>(
     let len = URL_SAFE_NO_PAD
         .decode_slice(part, buffer)
         .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
-    Ok(&buffer[..len])
+    Ok(&mut buffer[..len])
 }
 
 /// A JSON string borrowed from the decoded header when it has no escapes, so the

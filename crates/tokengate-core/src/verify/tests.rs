@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::keys::tests::{test_key, ALL};
-use crate::keys::SigningKey;
+use crate::keys::tests::{test_key, ALL, ASYMMETRIC};
+use crate::keys::{Jwk, SigningKey};
 
 const ISSUER: &str = "https://auth.test";
 const AUDIENCE: &str = "api";
@@ -149,7 +149,7 @@ fn signed_header_is_exactly_alg_typ_kid() {
 
 #[test]
 fn a_key_rebuilt_from_its_jwk_verifies_the_same_token() {
-    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+    for alg in ASYMMETRIC {
         let key = test_key(alg);
         let jwk = key.verifying_key().to_jwk().unwrap();
         let verifier = Verifier::new(config(), vec![VerifyingKey::from_jwk(&jwk).unwrap()]);
@@ -160,7 +160,7 @@ fn a_key_rebuilt_from_its_jwk_verifies_the_same_token() {
 
 #[test]
 fn a_key_reloaded_from_pkcs8_signs_tokens_the_old_public_key_accepts() {
-    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+    for alg in ASYMMETRIC {
         let key = test_key(alg);
         let der = key.to_pkcs8_der().unwrap();
         let reloaded = SigningKey::from_pkcs8_der(alg, key.kid().into(), &der).unwrap();
@@ -174,7 +174,7 @@ fn jwks_holds_public_keys_only_and_omits_hs256() {
     let verifier = verifier();
     let jwks = serde_json::to_value(verifier.jwks()).unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.len(), 5);
     for key in keys {
         for private in ["d", "k", "p", "q", "dp", "dq", "qi", "oth"] {
             assert!(key.get(private).is_none(), "{private} in {key}");
@@ -334,7 +334,9 @@ fn alg_none_is_refused_in_any_case() {
 
 #[test]
 fn an_unknown_algorithm_is_refused() {
-    for alg in ["HS512", "RS384", "PS256", "ES256K", "eddsa", "hs256", ""] {
+    for alg in [
+        "HS512", "RS384", "PS384", "ES512", "ES256K", "eddsa", "hs256", "ps256", "",
+    ] {
         let token = forge(ed(), &header(alg, ed().kid()), &payload());
         assert_refused(&token, VerifyError::UnsupportedAlgorithm);
     }
@@ -548,14 +550,75 @@ fn a_signature_as_long_as_a_4096_bit_rsa_key_makes_is_decoded_whole() {
 }
 
 #[test]
-fn an_es256_signature_in_der_form_is_refused() {
-    let key = test_key(Algorithm::ES256);
-    let token = key.sign(&claims()).unwrap();
-    let p = parts(&token);
-    let raw = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
-    let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
-    let bad = format!("{}.{}.{}", p[0], p[1], b64(der.as_bytes()));
-    assert_refused(&bad, VerifyError::BadSignature);
+fn an_ecdsa_signature_in_der_form_is_refused() {
+    for alg in [Algorithm::ES256, Algorithm::ES384] {
+        let key = test_key(alg);
+        let token = key.sign(&claims()).unwrap();
+        let p = parts(&token);
+        let raw = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+        let der = der_signature(&raw);
+        // The same signature, as AWS-LC's DER check reads it: valid, just not JOSE.
+        let point = ec_point(alg);
+        let (algorithm, _) = aws_lc_algorithms(alg);
+        let input = format!("{}.{}", p[0], p[1]);
+        assert!(
+            aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, &point)
+                .verify(input.as_bytes(), &der)
+                .is_ok(),
+            "{alg}"
+        );
+        let bad = format!("{}.{}.{}", p[0], p[1], b64(&der));
+        assert_refused(&bad, VerifyError::BadSignature);
+    }
+}
+
+/// The ASN.1 DER form of a fixed-size ECDSA signature `r || s`.
+fn der_signature(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut value = bytes[start..].to_vec();
+        if value[0] & 0x80 != 0 {
+            value.insert(0, 0);
+        }
+        let mut out = vec![0x02, value.len() as u8];
+        out.extend(value);
+        out
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let body = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30];
+    if body.len() >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body.len() as u8);
+    out.extend(body);
+    out
+}
+
+/// The uncompressed public point of the ES256 or ES384 test key.
+fn ec_point(alg: Algorithm) -> Vec<u8> {
+    let jwk = test_key(alg).verifying_key().to_jwk().unwrap();
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(jwk.x.unwrap()).unwrap());
+    point.extend(URL_SAFE_NO_PAD.decode(jwk.y.unwrap()).unwrap());
+    point
+}
+
+/// AWS-LC's DER and fixed-form verification algorithms for ES256 or ES384.
+fn aws_lc_algorithms(
+    alg: Algorithm,
+) -> (
+    &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+    &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+) {
+    use aws_lc_rs::signature as sig;
+    match alg {
+        Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_ASN1, &sig::ECDSA_P256_SHA256_FIXED),
+        _ => (&sig::ECDSA_P384_SHA384_ASN1, &sig::ECDSA_P384_SHA384_FIXED),
+    }
 }
 
 #[test]
@@ -830,8 +893,8 @@ fn verify_latency_per_algorithm() {
 }
 
 /// One valid token per algorithm, signed once.
-fn valid_tokens() -> &'static [String; 4] {
-    static TOKENS: OnceLock<[String; 4]> = OnceLock::new();
+fn valid_tokens() -> &'static [String; 6] {
+    static TOKENS: OnceLock<[String; 6]> = OnceLock::new();
     TOKENS.get_or_init(|| ALL.map(|alg| test_key(alg).sign(&claims()).unwrap()))
 }
 
@@ -861,7 +924,7 @@ proptest! {
 
     #[test]
     fn a_valid_token_with_one_character_replaced_never_verifies(
-        which in 0usize..4,
+        which in 0usize..6,
         position in any::<proptest::sample::Index>(),
         replacement in proptest::char::range(' ', '~'),
     ) {
@@ -878,7 +941,7 @@ proptest! {
 
     #[test]
     fn a_valid_token_with_one_character_removed_never_verifies(
-        which in 0usize..4,
+        which in 0usize..6,
         position in any::<proptest::sample::Index>(),
     ) {
         let token = &valid_tokens()[which];
@@ -887,5 +950,347 @@ proptest! {
         let result = shared_verifier().verify(&altered, now());
         prop_assert!(result.is_err(), "{altered} verified");
         assert_fit_for_header(&result.unwrap_err());
+    }
+}
+
+#[test]
+fn an_hs256_token_keyed_with_an_rsa_public_key_is_refused() {
+    let rsa = test_key(Algorithm::RS256);
+    let jwk = rsa.verifying_key().to_jwk().unwrap();
+    let n = URL_SAFE_NO_PAD.decode(jwk.n.as_deref().unwrap()).unwrap();
+    // What a confused verifier might use as the HMAC key: the modulus, the JWK text,
+    // the SubjectPublicKeyInfo DER as a PEM would carry it.
+    let spki = {
+        use aws_lc_rs::encoding::AsDer as _;
+        aws_lc_rs::signature::RsaPublicKeyComponents {
+            n: &n[..],
+            e: &[1u8, 0, 1][..],
+        }
+        .as_der()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+    };
+    for secret in [n.clone(), serde_json::to_vec(&jwk).unwrap(), spki] {
+        let confused = SigningKey::hs256(&secret).unwrap();
+        let token = forge(&confused, &header("HS256", rsa.kid()), &payload());
+        assert_refused(&token, VerifyError::AlgorithmMismatch);
+        // Also when the verifier holds the same RSA key for RS256 and PS256.
+        let keys = VerifyingKey::from_provider_jwk(&jwk_without_alg(Algorithm::RS256), &ASYMMETRIC)
+            .unwrap();
+        let verifier = Verifier::new(config(), keys);
+        assert_refused_by(&verifier, &token, now(), VerifyError::AlgorithmMismatch);
+    }
+}
+
+fn jwk_without_alg(alg: Algorithm) -> Jwk {
+    Jwk {
+        alg: None,
+        use_: None,
+        ..test_key(alg).verifying_key().to_jwk().unwrap()
+    }
+}
+
+#[test]
+fn keys_are_looked_up_by_kid_and_alg() {
+    // One RSA key under one kid, for RS256 and PS256: each token finds its own.
+    let rsa = test_key(Algorithm::RS256);
+    let keys =
+        VerifyingKey::from_provider_jwk(&jwk_without_alg(Algorithm::RS256), &ASYMMETRIC).unwrap();
+    assert_eq!(keys.len(), 2);
+    let verifier = Verifier::new(config(), keys);
+    let rs256 = rsa.sign(&claims()).unwrap();
+    assert_eq!(verifier.verify(&rs256, now()).unwrap(), claims());
+    let der = rsa.to_pkcs8_der().unwrap();
+    let pss = SigningKey::from_pkcs8_der(Algorithm::PS256, rsa.kid().into(), &der).unwrap();
+    let ps256 = pss.sign(&claims()).unwrap();
+    assert_eq!(verifier.verify(&ps256, now()).unwrap(), claims());
+
+    // A PKCS#1 v1.5 signature presented as PS256 finds the PSS key and fails there.
+    let p = parts(&rs256);
+    let relabelled = forge_raw(
+        rsa,
+        header("PS256", rsa.kid()).to_string().as_bytes(),
+        b"{}",
+    );
+    let q = parts(&relabelled);
+    assert_refused_by(
+        &verifier,
+        &format!("{}.{}.{}", q[0], p[1], p[2]),
+        now(),
+        VerifyError::BadSignature,
+    );
+
+    // The kid exists with RS256 only: a PS256 token is an algorithm mismatch, not an
+    // unknown key; a kid that exists nowhere is an unknown key whatever the alg.
+    let only_rs = Verifier::new(config(), vec![rsa.verifying_key()]);
+    assert_refused_by(&only_rs, &ps256, now(), VerifyError::AlgorithmMismatch);
+    for alg in ["RS256", "PS256", "HS256", "EdDSA"] {
+        let token = forge(rsa, &header(alg, "no-such-kid"), &payload());
+        assert_refused_by(&only_rs, &token, now(), VerifyError::UnknownKey);
+    }
+}
+
+#[test]
+fn the_first_key_wins_for_the_same_kid_and_alg() {
+    let a = test_key(Algorithm::EdDSA);
+    let other = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let impostor = SigningKey::from_pkcs8_der(
+        Algorithm::EdDSA,
+        a.kid().into(),
+        &other.to_pkcs8_der().unwrap(),
+    )
+    .unwrap();
+    let verifier = Verifier::new(config(), vec![a.verifying_key(), impostor.verifying_key()]);
+    assert!(verifier.verify(&a.sign(&claims()).unwrap(), now()).is_ok());
+    assert_refused_by(
+        &verifier,
+        &impostor.sign(&claims()).unwrap(),
+        now(),
+        VerifyError::BadSignature,
+    );
+}
+
+#[test]
+fn ps256_and_es384_tokens_round_trip_and_refuse_tampering() {
+    for alg in [Algorithm::PS256, Algorithm::ES384] {
+        let key = test_key(alg);
+        let token = key.sign(&claims()).unwrap();
+        assert_eq!(verifier().verify(&token, now()).unwrap(), claims());
+        let verifier = Verifier::new(config(), vec![key.verifying_key()]);
+        assert_eq!(verifier.verify(&token, now()).unwrap(), claims());
+        let p = parts(&token);
+        let mut signature = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+        let last = signature.len() - 1;
+        signature[last] ^= 0x80;
+        let bad = format!("{}.{}.{}", p[0], p[1], b64(&signature));
+        assert_refused_by(&verifier, &bad, now(), VerifyError::BadSignature);
+    }
+}
+
+// The JWS layer on its own: what a verifier of other issuers' tokens reuses.
+
+fn jws_keys() -> Vec<VerifyingKey> {
+    ALL.iter()
+        .map(|&alg| test_key(alg).verifying_key())
+        .collect()
+}
+
+/// A provider-shaped token: `typ` `JWT` (or as given), claims that are not tokengate's.
+fn provider_token(alg: Algorithm, typ: Option<&str>, body: &Value) -> String {
+    let mut header = json!({ "alg": alg.as_str(), "kid": test_key(alg).kid() });
+    if let Some(typ) = typ {
+        header["typ"] = json!(typ);
+    }
+    forge(test_key(alg), &header, body)
+}
+
+fn provider_claims() -> Value {
+    json!({
+        "iss": "https://sso.example/realms/main",
+        "sub": "f:1234:alice",
+        "aud": ["my-app", "account"],
+        "realm_access": { "roles": ["user"] },
+        "exp": NOW + 300,
+    })
+}
+
+#[test]
+fn verify_jws_gives_the_alg_kid_payload_and_signature() {
+    let keys = jws_keys();
+    for alg in ALL {
+        let token = provider_token(alg, Some("JWT"), &provider_claims());
+        let mut buffers = JwsBuffers::new();
+        let jws = verify_jws(&token, &keys, TypCheck::Unchecked, &mut buffers).unwrap();
+        assert_eq!(jws.alg, alg);
+        assert_eq!(jws.kid, test_key(alg).kid());
+        assert_eq!(jws.payload, provider_claims().to_string().as_bytes());
+        let signature = URL_SAFE_NO_PAD.decode(parts(&token)[2]).unwrap();
+        assert_eq!(jws.signature.len(), signature.len(), "{alg}");
+        if !matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+            assert_eq!(jws.signature, signature, "{alg}");
+        }
+    }
+}
+
+#[test]
+fn verify_jws_checks_typ_only_as_asked() {
+    let keys = jws_keys();
+    let check = |typ: Option<&str>, typ_check: TypCheck<'_>| {
+        let token = provider_token(Algorithm::EdDSA, typ, &provider_claims());
+        verify_jws(&token, &keys, typ_check, &mut JwsBuffers::new()).map(|jws| jws.alg)
+    };
+    for typ in [
+        None,
+        Some("JWT"),
+        Some("at+jwt"),
+        Some("logout+jwt"),
+        Some(""),
+    ] {
+        assert_eq!(check(typ, TypCheck::Unchecked), Ok(Algorithm::EdDSA));
+    }
+    for typ in ["JWT", "jwt", "application/JWT", "APPLICATION/jwt"] {
+        assert_eq!(
+            check(Some(typ), TypCheck::Exactly("JWT")),
+            Ok(Algorithm::EdDSA)
+        );
+    }
+    assert_eq!(
+        check(
+            Some("logout+jwt"),
+            TypCheck::Exactly("application/logout+jwt")
+        ),
+        Ok(Algorithm::EdDSA)
+    );
+    for typ in [
+        None,
+        Some("at+jwt"),
+        Some("JWT "),
+        Some("application/"),
+        Some("é"),
+    ] {
+        assert_eq!(
+            check(typ, TypCheck::Exactly("JWT")),
+            Err(VerifyError::WrongType),
+            "{typ:?}"
+        );
+    }
+    assert_eq!(
+        check(Some("JWT"), TypCheck::AccessToken),
+        Err(VerifyError::WrongType)
+    );
+    assert_eq!(
+        check(None, TypCheck::AccessToken),
+        Err(VerifyError::WrongType)
+    );
+    assert_eq!(
+        check(Some("application/at+jwt"), TypCheck::AccessToken),
+        Ok(Algorithm::EdDSA)
+    );
+}
+
+#[test]
+fn verify_jws_refuses_what_verify_refuses_whatever_the_typ_check() {
+    let keys = jws_keys();
+    let run = |token: &str| {
+        verify_jws(token, &keys, TypCheck::Unchecked, &mut JwsBuffers::new()).map(|jws| jws.alg)
+    };
+    assert_eq!(
+        run(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+        Err(VerifyError::TooLarge)
+    );
+    for name in ["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"] {
+        let mut header = json!({ "alg": "EdDSA", "kid": ed().kid() });
+        header[name] = json!("x");
+        assert_eq!(
+            run(&forge(ed(), &header, &provider_claims())),
+            Err(VerifyError::ForbiddenHeader(name))
+        );
+    }
+    let none = forge(
+        ed(),
+        &json!({ "alg": "none", "kid": ed().kid() }),
+        &provider_claims(),
+    );
+    assert_eq!(run(&none), Err(VerifyError::UnsupportedAlgorithm));
+    let no_kid = forge(ed(), &json!({ "alg": "EdDSA" }), &provider_claims());
+    assert_eq!(run(&no_kid), Err(VerifyError::UnknownKey));
+    let confused = forge(
+        test_key(Algorithm::HS256),
+        &json!({ "alg": "HS256", "kid": ed().kid() }),
+        &provider_claims(),
+    );
+    assert_eq!(run(&confused), Err(VerifyError::AlgorithmMismatch));
+    let token = provider_token(Algorithm::ES384, None, &provider_claims());
+    let p = parts(&token);
+    let other = provider_token(Algorithm::ES384, None, &json!({ "sub": "mallory" }));
+    assert_eq!(
+        run(&format!("{}.{}.{}", p[0], parts(&other)[1], p[2])),
+        Err(VerifyError::BadSignature)
+    );
+    // The payload is decoded only after the signature verified.
+    let garbage = forge_raw(
+        ed(),
+        json!({ "alg": "EdDSA", "kid": ed().kid() })
+            .to_string()
+            .as_bytes(),
+        b"x",
+    );
+    let g = parts(&garbage);
+    assert_eq!(
+        run(&format!("{}.{}*.{}", g[0], g[1], g[2])),
+        Err(VerifyError::BadSignature)
+    );
+    // With no keys at all, every kid is unknown.
+    let mut buffers = JwsBuffers::new();
+    assert_eq!(
+        verify_jws(&token, &[], TypCheck::Unchecked, &mut buffers).map(|jws| jws.alg),
+        Err(VerifyError::UnknownKey)
+    );
+}
+
+#[test]
+fn verify_jws_reads_a_payload_larger_than_the_stack_buffer() {
+    let keys = jws_keys();
+    let mut body = provider_claims();
+    body["groups"] = json!(vec!["a-rather-long-group-name"; 200]);
+    let token = provider_token(Algorithm::RS256, Some("JWT"), &body);
+    assert!(token.len() < MAX_TOKEN_BYTES);
+    let mut buffers = JwsBuffers::default();
+    let jws = verify_jws(&token, &keys, TypCheck::Unchecked, &mut buffers).unwrap();
+    assert!(jws.payload.len() > STACK_PART_BYTES);
+    assert_eq!(jws.payload, body.to_string().as_bytes());
+}
+
+/// `n - s` of a fixed-size ECDSA signature: the other valid form of the same signature.
+fn negate_s(alg: Algorithm, signature: &[u8]) -> Vec<u8> {
+    let order: &[u8] = match alg {
+        Algorithm::ES256 => &P256_ORDER,
+        _ => &P384_ORDER,
+    };
+    let (r, s) = signature.split_at(order.len());
+    let mut out = vec![0u8; order.len()];
+    let mut borrow = 0i32;
+    for i in (0..order.len()).rev() {
+        let mut digit = i32::from(order[i]) - i32::from(s[i]) - borrow;
+        borrow = 0;
+        if digit < 0 {
+            digit += 256;
+            borrow = 1;
+        }
+        out[i] = digit as u8;
+    }
+    assert_eq!(borrow, 0);
+    [r, &out[..]].concat()
+}
+
+#[test]
+fn both_forms_of_one_ecdsa_signature_give_the_same_signature_bytes() {
+    let keys = jws_keys();
+    for alg in [Algorithm::ES256, Algorithm::ES384] {
+        // Enough signatures that both a high and a low `s` come up.
+        let mut canonical_seen = 0;
+        for _ in 0..24 {
+            let token = provider_token(alg, None, &provider_claims());
+            let p = parts(&token);
+            let signature = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+            let twin = format!("{}.{}.{}", p[0], p[1], b64(&negate_s(alg, &signature)));
+            let mut a = JwsBuffers::new();
+            let mut b = JwsBuffers::new();
+            let first = verify_jws(&token, &keys, TypCheck::Unchecked, &mut a).unwrap();
+            // The twin verifies too (this also checks the curve order constant) ...
+            let second = verify_jws(&twin, &keys, TypCheck::Unchecked, &mut b).unwrap();
+            // ... and names the same signature.
+            assert_eq!(first.signature, second.signature, "{alg}");
+            let half = signature.len() / 2;
+            assert_eq!(first.signature[..half], signature[..half]);
+            if first.signature == signature.as_slice() {
+                canonical_seen += 1;
+            }
+        }
+        assert!(
+            canonical_seen > 0 && canonical_seen < 24,
+            "{alg}: {canonical_seen}"
+        );
     }
 }
