@@ -491,6 +491,13 @@ struct RsaPublic {
 
 impl VerifyingKey {
     /// The key id tokens name in their `kid` header.
+    /// The same key under another `kid`. With the empty `kid` it verifies tokens whose
+    /// header has no `kid` at all (an app's own HS256 tokens in gate mode).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = kid.into();
+        self
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }

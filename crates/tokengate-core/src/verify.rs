@@ -284,7 +284,8 @@ pub struct VerifiedJws<'k, 'b> {
 /// In this order, cheapest first: size ([`MAX_TOKEN_BYTES`]), three non-empty parts,
 /// canonical base64url header, a JSON object header without duplicate members and
 /// without `jku`, `x5u`, `jwk`, `x5c`, `x5t`, `x5t#S256` or `crit`, a supported `alg`
-/// (never `none`), a `kid`, a key in `keys` with that `kid` pinned to that `alg`
+/// (never `none`), a key in `keys` with the header's `kid` (the empty `kid` when the header
+/// has none) pinned to that `alg`
 /// ([`VerifyError::UnknownKey`] when the `kid` names no key,
 /// [`VerifyError::AlgorithmMismatch`] when it names keys of other algorithms only),
 /// `typ` as `typ_check` says, the signature (at most 512 bytes), and only then the
@@ -331,7 +332,10 @@ pub fn verify_jws<'k, 'b>(
     let header = parse_header(header_json)?;
 
     let alg = Algorithm::from_jose_name(&header.alg.0).ok_or(VerifyError::UnsupportedAlgorithm)?;
-    let kid = header.kid.as_ref().ok_or(VerifyError::UnknownKey)?;
+    // A token without `kid` is looked up under the empty `kid`, which only keys made so
+    // with `VerifyingKey::with_kid` carry (an app's own HS256 secret in gate mode): a
+    // generated, stored or JWK key always has a non-empty `kid`.
+    let kid = header.kid.as_ref().map_or("", |kid| &kid.0);
     // The key decides the algorithm, not the token (RFC 8725 §3.1): a key is found only
     // under its own (kid, alg), which is what stops an HS256 token "signed" with a
     // public key from being accepted.
@@ -339,7 +343,7 @@ pub fn verify_jws<'k, 'b>(
     let key = keys
         .iter()
         .find(|key| {
-            let same_kid = key.kid() == kid.0;
+            let same_kid = key.kid() == kid;
             kid_known |= same_kid;
             same_kid && key.alg() == alg
         })
