@@ -1,0 +1,396 @@
+//! Gate issuers end to end inside one process: an HS256 app's tokens, and a provider's
+//! tokens whose keys come from a JWK Set served over loopback HTTP by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use tokengate_core::{
+    Algorithm, RevocationIndex, RevocationKind, SigningKey, Timestamp, VerifyError,
+};
+use tokengate_gate::{ClaimsError, GateError, IssuerConfig, Issuers};
+
+const NOW: i64 = 1_800_000_000;
+const LEEWAY: Duration = Duration::from_secs(30);
+const SECRET: &str = "the app's own HS256 secret, 32+ bytes";
+
+fn now() -> Timestamp {
+    Timestamp::from_secs(NOW)
+}
+
+fn config(value: Value) -> IssuerConfig {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A token signed by `key` with exactly this header and payload.
+fn token(key: &SigningKey, header: Value, payload: Value) -> String {
+    key.sign_compact(
+        &serde_json::to_vec(&header).unwrap(),
+        &serde_json::to_vec(&payload).unwrap(),
+    )
+    .unwrap()
+}
+
+fn webui() -> IssuerConfig {
+    config(json!({
+        "name": "webui", "hs256_secret": SECRET, "audience_optional": true,
+        "claims": {"subject": "id"}, "cookie": "token",
+    }))
+}
+
+/// Open WebUI's shape: `{"id","exp","jti","iat"}`, HS256, no `kid`, no `iss`.
+fn webui_token(id: &str, jti: Option<&str>) -> String {
+    let mut payload = json!({"id": id, "exp": NOW + 3600, "iat": NOW - 5});
+    if let Some(jti) = jti {
+        payload["jti"] = jti.into();
+    }
+    token(
+        &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
+        json!({"alg": "HS256", "typ": "JWT"}),
+        payload,
+    )
+}
+
+#[test]
+fn an_apps_own_hs256_tokens_verify_and_are_revoked_by_token_user_or_issuer() {
+    let issuers = Issuers::new(&[webui()], LEEWAY).unwrap();
+    let index = RevocationIndex::new(LEEWAY);
+    let webui = issuers.by_name("webui").unwrap();
+    assert!(
+        issuers.not_ready().is_empty(),
+        "a shared secret is ready at once"
+    );
+
+    let alice = webui_token("alice", Some("t-1"));
+    let issuer = issuers
+        .route(&alice, "https://tokengate.example")
+        .unwrap()
+        .unwrap();
+    assert_eq!(issuer.name(), "webui");
+    let verified = issuers.verify(issuer, &alice, &index, now()).unwrap();
+    assert_eq!(verified.subject, "alice");
+    assert_eq!(verified.token_id.as_deref(), Some("t-1"));
+
+    // One token: by its jti.
+    index.apply(
+        &webui.revoke_token_id("t-1", Some(verified.expires), now()),
+        now(),
+    );
+    assert_eq!(
+        issuers.verify(webui, &alice, &index, now()),
+        Err(GateError::Revoked(RevocationKind::Token))
+    );
+    let alice2 = webui_token("alice", Some("t-2"));
+    issuers.verify(webui, &alice2, &index, now()).unwrap();
+
+    // The user: every token issued before now.
+    let later = now().plus(Duration::from_secs(10));
+    index.apply(&webui.revoke_subject("alice", later), later);
+    assert_eq!(
+        issuers.verify(webui, &alice2, &index, later),
+        Err(GateError::Revoked(RevocationKind::User))
+    );
+    let bob = webui_token("bob", None);
+    issuers.verify(webui, &bob, &index, later).unwrap();
+
+    // The issuer: everything issued before an instant.
+    index.apply(&webui.revoke_issued_before(later), later);
+    assert_eq!(
+        issuers.verify(webui, &bob, &index, later),
+        Err(GateError::Revoked(RevocationKind::IssuedBefore))
+    );
+}
+
+#[test]
+fn forged_and_foreign_tokens_are_refused() {
+    let issuers = Issuers::new(&[webui()], LEEWAY).unwrap();
+    let index = RevocationIndex::new(LEEWAY);
+    let webui = issuers.by_name("webui").unwrap();
+    let verify = |token: &str| issuers.verify(webui, token, &index, now());
+
+    let other_secret = SigningKey::hs256(b"another secret that is 32+ bytes long").unwrap();
+    let forged = token(
+        &other_secret,
+        json!({"alg": "HS256"}),
+        json!({"id": "alice", "exp": NOW + 60}),
+    );
+    assert_eq!(
+        verify(&forged),
+        Err(GateError::Jose(VerifyError::BadSignature))
+    );
+
+    // RS256 header against a shared-secret issuer: no key for that algorithm.
+    let rsa = SigningKey::generate(Algorithm::RS256).unwrap();
+    let rs = token(
+        &rsa,
+        json!({"alg": "RS256"}),
+        json!({"id": "alice", "exp": NOW + 60}),
+    );
+    assert_eq!(
+        verify(&rs),
+        Err(GateError::Jose(VerifyError::AlgorithmMismatch))
+    );
+
+    let none = format!(
+        "{}.{}.",
+        base64_json(&json!({"alg": "none"})),
+        base64_json(&json!({"id": "alice"}))
+    );
+    assert!(matches!(verify(&none), Err(GateError::Jose(_))));
+    let mut truncated = webui_token("alice", None);
+    truncated.truncate(truncated.len() - 3);
+    assert!(verify(&truncated).is_err());
+
+    let expired = token(
+        &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
+        json!({"alg": "HS256"}),
+        json!({"id": "alice", "exp": NOW - 31}),
+    );
+    assert_eq!(
+        verify(&expired),
+        Err(GateError::Claims(ClaimsError::Expired))
+    );
+
+    // An `iss` no issuer has is refused before any key is tried.
+    let foreign = token(
+        &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
+        json!({"alg": "HS256"}),
+        json!({"iss": "https://elsewhere.example", "id": "alice", "exp": NOW + 60}),
+    );
+    assert_eq!(
+        issuers.route(&foreign, "https://tokengate.example").err(),
+        Some(GateError::UnknownIssuer)
+    );
+}
+
+fn base64_json(value: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// What the test provider serves at `/jwks`: a body, and whether to send it at all.
+#[derive(Clone)]
+struct Served {
+    jwks: Arc<Mutex<Value>>,
+    cache_control: Arc<Mutex<Option<String>>>,
+}
+
+/// A provider on loopback: `/.well-known/openid-configuration` naming `/jwks`,
+/// `/redirect` (a 302 to `/jwks`).
+async fn provider(served: Served) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}");
+    let app = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
+                }
+            }),
+        )
+        .route(
+            "/jwks",
+            get(move || {
+                let served = served.clone();
+                async move {
+                    let mut headers = HeaderMap::new();
+                    if let Some(cc) = served.cache_control.lock().unwrap().clone() {
+                        headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
+                    }
+                    let body = served.jwks.lock().unwrap().clone();
+                    (headers, axum::Json(body)).into_response()
+                }
+            }),
+        )
+        .route(
+            "/redirect",
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/jwks")]) }),
+        );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+fn jwks_of(keys: &[&SigningKey]) -> Value {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            let mut jwk = serde_json::to_value(key.verifying_key().to_jwk().unwrap()).unwrap();
+            // As providers often publish them: no `alg`, extra members.
+            jwk.as_object_mut().unwrap().remove("alg");
+            jwk["x5t"] = "ignored".into();
+            jwk
+        })
+        .collect();
+    json!({"keys": keys})
+}
+
+fn provider_token(key: &SigningKey, issuer: &str, aud: &str, sub: &str) -> String {
+    token(
+        key,
+        json!({"alg": key.alg().as_str(), "typ": "at+jwt", "kid": key.kid()}),
+        json!({"iss": issuer, "aud": aud, "sub": sub, "sid": "s-1", "jti": sub, "iat": NOW, "exp": NOW + 300}),
+    )
+}
+
+#[tokio::test]
+async fn provider_keys_are_fetched_rotated_and_kept_when_the_provider_is_down() {
+    let rs = SigningKey::generate(Algorithm::RS256).unwrap();
+    let served = Served {
+        jwks: Arc::new(Mutex::new(jwks_of(&[&rs]))),
+        cache_control: Arc::new(Mutex::new(Some("max-age=600".into()))),
+    };
+    let (addr, server) = provider(served.clone()).await;
+    let iss = format!("http://{addr}");
+    let issuers = Issuers::new(
+        &[config(json!({
+            "name": "sso", "issuer": iss,
+            "discovery": format!("{iss}/.well-known/openid-configuration"),
+            "audiences": ["my-app"], "algorithms": ["RS256", "ES256"],
+        }))],
+        LEEWAY,
+    )
+    .unwrap();
+    let index = RevocationIndex::new(LEEWAY);
+    let sso = issuers.by_name("sso").unwrap();
+    let first = provider_token(&rs, &iss, "my-app", "alice");
+
+    // Before the first fetch: not ready (503), and /readyz names it.
+    assert_eq!(
+        issuers.verify(sso, &first, &index, now()),
+        Err(GateError::NotReady("sso".into()))
+    );
+    assert_eq!(issuers.not_ready(), vec!["sso"]);
+    assert_eq!(issuers.refresh_due(now()).await, 0);
+    assert!(issuers.not_ready().is_empty());
+    assert_eq!(
+        issuers.verify(sso, &first, &index, now()).unwrap().subject,
+        "alice"
+    );
+    let status = sso.key_status();
+    // One RSA key without `alg`, allowed RS256 and ES256: an RS256 key only.
+    assert_eq!(
+        (status.keys, status.fetched_at),
+        (1, Some(now())),
+        "{status:?}"
+    );
+
+    // Another audience, and an algorithm outside the allowlist, are refused.
+    let other_aud = provider_token(&rs, &iss, "other-app", "alice");
+    assert_eq!(
+        issuers.verify(sso, &other_aud, &index, now()),
+        Err(GateError::Claims(ClaimsError::WrongAudience))
+    );
+
+    // Rotation: a token naming a new kid triggers one fetch.
+    let es = SigningKey::generate(Algorithm::ES256).unwrap();
+    *served.jwks.lock().unwrap() = jwks_of(&[&es, &rs]);
+    let rotated = provider_token(&es, &iss, "my-app", "bob");
+    let verified = issuers
+        .verify_fetching(sso, &rotated, &index, now())
+        .await
+        .unwrap();
+    assert_eq!(verified.subject, "bob");
+    // A second unknown kid within 30 s does not fetch again.
+    let unknown = SigningKey::generate(Algorithm::ES256).unwrap();
+    *served.jwks.lock().unwrap() = jwks_of(&[&unknown]);
+    let later = provider_token(&unknown, &iss, "my-app", "carol");
+    assert_eq!(
+        issuers
+            .verify_fetching(sso, &later, &index, now().plus(Duration::from_secs(5)))
+            .await,
+        Err(GateError::Jose(VerifyError::UnknownKey))
+    );
+
+    // The provider goes down: the keys held keep verifying, the error is reported.
+    server.abort();
+    let _ = server.await;
+    let much_later = now().plus(Duration::from_secs(700));
+    assert_eq!(issuers.refresh_due(much_later).await, 1);
+    assert!(sso.key_status().last_error.is_some());
+    let fresh = token(
+        &es,
+        json!({"alg": "ES256", "kid": es.kid()}),
+        json!({"iss": iss, "aud": "my-app", "sub": "dave", "iat": NOW + 690, "exp": NOW + 990}),
+    );
+    assert_eq!(
+        issuers
+            .verify(sso, &fresh, &index, much_later)
+            .unwrap()
+            .subject,
+        "dave"
+    );
+}
+
+#[tokio::test]
+async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
+    let rs = SigningKey::generate(Algorithm::RS256).unwrap();
+    let served = Served {
+        jwks: Arc::new(Mutex::new(jwks_of(&[&rs]))),
+        cache_control: Arc::new(Mutex::new(None)),
+    };
+    let (addr, _server) = provider(served.clone()).await;
+    let iss = format!("http://{addr}");
+    let entry = |name: &str, path: &str| {
+        config(json!({
+            "name": name, "issuer": format!("{iss}/{name}"), "jwks_uri": format!("{iss}{path}"),
+            "audiences": ["my-app"],
+        }))
+    };
+    let issuers = Issuers::new(
+        &[entry("good", "/jwks"), entry("moved", "/redirect")],
+        LEEWAY,
+    )
+    .unwrap();
+    assert_eq!(
+        issuers.refresh_due(now()).await,
+        1,
+        "a redirect is not followed"
+    );
+    let moved = issuers.by_name("moved").unwrap();
+    assert!(!moved.is_ready());
+    assert!(moved
+        .key_status()
+        .last_error
+        .unwrap()
+        .contains("answered 302"));
+
+    let good = issuers.by_name("good").unwrap();
+    assert_eq!(
+        good.key_status().keys,
+        2,
+        "RS256 and PS256 from one RSA key without `alg`"
+    );
+    let next = now().plus(Duration::from_secs(301));
+    let hostile = [
+        json!({"keys": (0..1000).map(|i| json!({"kty": "oct", "kid": i.to_string(), "k": "AA"})).collect::<Vec<_>>()}),
+        json!({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}),
+        json!({"keys": [{"kty": "RSA", "kid": "small", "n": "AQAB", "e": "AQAB"}]}),
+        json!({"keys": [{"kty": "RSA", "use": "enc", "kid": "enc", "n": "AQAB", "e": "AQAB"}]}),
+        json!({"keys": "no"}),
+        json!("x".repeat(300 * 1024)),
+    ];
+    for (i, body) in hostile.into_iter().enumerate() {
+        *served.jwks.lock().unwrap() = body;
+        let at = next.plus(Duration::from_secs(40 * i as u64));
+        issuers.refresh_due(at).await;
+        let status = good.key_status();
+        assert!(status.last_error.is_some(), "hostile set {i} was taken");
+        assert_eq!(status.keys, 2, "hostile set {i} replaced the good one");
+        assert_eq!(status.fetched_at, Some(now()));
+    }
+    let token = provider_token(&rs, &format!("{iss}/good"), "my-app", "alice");
+    let index = RevocationIndex::new(LEEWAY);
+    issuers.verify(good, &token, &index, next).unwrap();
+}
