@@ -228,16 +228,15 @@ impl SigningKey {
     /// HS256 secrets are shared between nodes and come from configuration, so they
     /// cannot be generated here: use [`SigningKey::hs256`].
     pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
-        let failed =
-            |what: &str| KeyError::InvalidKey(format!("{alg} key generation failed{what}"));
+        let failed = |_| KeyError::InvalidKey(format!("{alg} key generation failed"));
         let inner = match alg {
             Algorithm::EdDSA => SigningInner::Ed(ed25519_dalek::SigningKey::generate(&mut OsRng)),
             Algorithm::ES256 | Algorithm::ES384 => {
                 let curve = ecdsa_curve(alg)?;
-                SigningInner::Ec(EcdsaKeyPair::generate(curve.signing).map_err(|_| failed(""))?)
+                SigningInner::Ec(EcdsaKeyPair::generate(curve.signing).map_err(failed)?)
             }
             Algorithm::RS256 | Algorithm::PS256 => {
-                SigningInner::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| failed(""))?)
+                SigningInner::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?)
             }
             Algorithm::HS256 => {
                 return Err(KeyError::Unsupported(
