@@ -17,9 +17,11 @@ pub mod duration;
 pub mod gate;
 pub mod ids;
 pub mod keyset;
+pub mod service;
 pub mod token;
 
 pub use config::{ClaimNames, IssuerConfig, KeySource, RevokeClient};
 pub use gate::{GateError, Issuer, Issuers};
 pub use keyset::{FetchError, KeyStatus};
+pub use service::{AuthenticateError, GateRevocation, GateRevokeError, GateService};
 pub use token::{ClaimsError, GateToken};

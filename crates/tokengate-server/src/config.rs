@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tokengate_axum::StalenessPolicy;
 use tokengate_core::Algorithm;
+use tokengate_gate::IssuerConfig;
 
 /// Every configuration key, with its default. Each is also read from `TOKENGATE_<KEY>`.
 ///
@@ -85,6 +86,10 @@ pub struct Config {
     /// Time a client has to send a request body once its head has arrived.
     #[serde(with = "duration")]
     pub body_timeout: Duration,
+    /// Gate mode: other issuers whose tokens are verified and revoked (`[[issuers]]`,
+    /// from the file only; see GATE.md in docs/gate.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<IssuerConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for Config {
             max_connections,
             header_timeout,
             body_timeout,
+            issuers,
         } = self;
         f.debug_struct("Config")
             .field("listen", listen)
@@ -145,6 +151,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("body_timeout", body_timeout)
+            .field("issuers", issuers)
             .finish()
     }
 }
@@ -213,6 +220,7 @@ impl Default for Config {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            issuers: Vec::new(),
         }
     }
 }
@@ -307,6 +315,7 @@ impl Config {
         {
             anyhow::bail!("max_connections, header_timeout and body_timeout must be positive");
         }
+        tokengate_gate::config::check_all(&self.issuers)?;
         Ok(())
     }
 

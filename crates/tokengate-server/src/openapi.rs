@@ -17,6 +17,8 @@ use crate::schema::ErrorBody;
 pub const BEARER: &str = "bearer";
 /// Name of the security scheme of the `tokengate_session` cookie.
 pub const SESSION_COOKIE: &str = "session_cookie";
+/// Name of the security scheme of a gate issuer's revoke clients (HTTP Basic).
+pub const CLIENT_BASIC: &str = "client_basic";
 
 /// The base of the document: metadata, tags, components the handlers do not reference.
 #[derive(OpenApi)]
@@ -31,6 +33,7 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         (name = "interop", description = "JWKS, forward auth, revocation events"),
         (name = "oauth2", description = "RFC 7009 revocation and RFC 7662 introspection"),
         (name = "admin", description = "Admin-only operations"),
+        (name = "gate", description = "Gate mode: tokens of other issuers"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -58,6 +61,18 @@ impl Modify for Metadata {
                         "An access token (JWS, `typ: at+jwt`) from sign-in or refresh, as \
                          `Authorization: Bearer <token>`. When both this header and the session \
                          cookie are present, the header wins.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            CLIENT_BASIC,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "A revoke client of a gate issuer (`clients` in its `[[issuers]]` entry): \
+                         `Authorization: Basic base64(id:secret)`.",
                     ))
                     .build(),
             ),

@@ -154,6 +154,8 @@ pub struct Readiness {
     pub revocation_index: String,
     /// Entries in this node's revocation index.
     pub revocations: u64,
+    /// Gate issuers whose keys were never fetched (their tokens get 503 until then).
+    pub issuers_not_ready: Vec<String>,
 }
 
 /// A public key (RFC 7517); never private or symmetric material.

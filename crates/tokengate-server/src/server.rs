@@ -1,12 +1,15 @@
 //! Start-up: open the store (and the cluster bus), start the session service — which
 //! loads the keys and every live revocation into the index before anything listens — and
 //! its maintenance task (`tokengate_sessions::maintenance`), then build the request gate.
-//! The server adds one task of its own: counting applied revocations for `/metrics`.
+//! The server adds tasks of its own: counting applied revocations for `/metrics`, and
+//! fetching gate issuers' keys.
 
 use std::sync::Arc;
 
 use tokengate_axum::Gate;
 use tokengate_core::Clock;
+use tokengate_gate::service::KEY_REFRESH_TICK;
+use tokengate_gate::{GateService, Issuers};
 use tokengate_sessions::{MaintenanceEvents, MaintenanceHandle, SessionService};
 use tokengate_store::{PostgresStore, RedisBus, SqliteStore, Store};
 use tokio::sync::watch;
@@ -57,6 +60,20 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
 }
 
+/// Fetch gate issuers' keys: at once, then whenever a set's time is up, until shutdown.
+async fn refresh_issuer_keys(issuers: Arc<GateService>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(KEY_REFRESH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                issuers.refresh_keys().await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// The maintenance task's reports, counted for `/metrics`.
 struct MaintenanceMetrics(Arc<Metrics>);
 
@@ -101,15 +118,24 @@ impl Node {
             )
             .with_observer(observer),
         );
+        let issuers = Issuers::new(&config.issuers, config.leeway).map_err(anyhow::Error::msg)?;
+        let issuers = Arc::new(GateService::new(issuers, sessions.clone()));
         let state = AppState {
             config: Arc::new(config),
             sessions,
             gate,
             metrics,
+            issuers,
         };
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(crate::metrics::count_revocations(state.clone(), stop));
+        tasks.spawn(crate::metrics::count_revocations(
+            state.clone(),
+            stop.clone(),
+        ));
+        if !state.issuers.issuers().is_empty() {
+            tasks.spawn(refresh_issuer_keys(state.issuers.clone(), stop));
+        }
         Ok(Node {
             state,
             maintenance,

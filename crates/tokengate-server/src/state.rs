@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use tokengate_axum::{Gate, Principal};
 use tokengate_core::{RevocationIndex, Timestamp};
+use tokengate_gate::GateService;
 use tokengate_sessions::{
     EndSessionError, SessionConfig, SessionService, SignupLimits, ThrottleLimits, Unavailable,
 };
@@ -28,6 +29,8 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// The node's counters for `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Gate mode: the tokens of other issuers (none configured: every token is own).
+    pub issuers: Arc<GateService>,
 }
 
 impl FromRef<AppState> for Arc<Gate> {

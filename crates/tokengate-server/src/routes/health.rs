@@ -18,27 +18,31 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 only when the store answers and the revocation index is current.
+/// `GET /readyz`: 200 only when the store answers, the revocation index is current and
+/// every gate issuer's keys were fetched at least once.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
-        (status = 200, description = "The store answers and the revocation index is current", body = crate::schema::Readiness),
-        (status = 503, description = "The store is unreachable or the index is stale", body = crate::schema::Readiness),
+        (status = 200, description = "The store answers, the revocation index is current and every gate issuer has keys", body = crate::schema::Readiness),
+        (status = 503, description = "The store is unreachable, the index is stale, or a gate issuer's keys were never fetched (named in `issuers_not_ready`)", body = crate::schema::Readiness),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.now();
     let store_ok = state.sessions.store().ping().await.is_ok();
     let index_current = !state.gate.freshness().is_stale(now);
+    let not_ready = state.issuers.issuers().not_ready();
+    let ready = store_ok && index_current && not_ready.is_empty();
     let body = json!({
-        "status": if store_ok && index_current { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "store": if store_ok { "ok" } else { "unreachable" },
         "revocation_index": if index_current { "current" } else { "stale" },
         "revocations": state.index().len(),
+        "issuers_not_ready": not_ready,
     });
-    let status = if store_ok && index_current {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -10,6 +10,7 @@ use tokengate_axum::{AuthError, Principal};
 use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
+use crate::routes::gate::Verified;
 use crate::schema::{ErrorBody, FormBodyRefusals};
 use crate::state::AppState;
 
@@ -35,7 +36,8 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/verify`: forward auth for nginx `auth_request`, Traefik ForwardAuth and Caddy
 /// `forward_auth`. The check is the verifier and the in-memory index only: no database.
-/// The Bearer header wins over the session cookie when both are present.
+/// The Bearer header wins over the session cookie when both are present. With gate
+/// issuers configured, their tokens are accepted too (Bearer, or the issuer's cookie).
 #[utoipa::path(
     get,
     path = "/v1/verify",
@@ -43,20 +45,24 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "The credential is valid and not revoked; no body", headers(
-            ("X-Auth-User-Id" = String, description = "The user id (`sub`)"),
-            ("X-Auth-Email" = String, description = "The user's email"),
-            ("X-Auth-Role" = String, description = "`user` or `admin`"),
-            ("X-Auth-Session-Id" = String, description = "The session id (`sid`)"),
+            ("X-Auth-Issuer" = String, description = "`tokengate` for own tokens, else the gate issuer's `name`"),
+            ("X-Auth-User-Id" = String, description = "The user id (`sub`; a gate issuer's mapped subject)"),
+            ("X-Auth-Email" = String, description = "The user's email (a gate token's only where it has one)"),
+            ("X-Auth-Role" = String, description = "`user` or `admin` (a gate token's mapped role or roles, comma-separated, where it has them)"),
+            ("X-Auth-Session-Id" = String, description = "The session id (`sid`; a gate token's only where its issuer maps one)"),
         )),
-        (status = 401, description = "No credential, or an invalid, expired or revoked one", body = ErrorBody),
-        (status = 503, description = "The revocation index is stale (`fail_closed`)", body = ErrorBody),
+        (status = 401, description = "No credential, or an invalid, expired or revoked one, or a token of no configured issuer", body = ErrorBody),
+        (status = 503, description = "The revocation index is stale (`fail_closed`), or a gate issuer's keys were never fetched yet", body = ErrorBody),
     )
 )]
-pub async fn verify(principal: Principal) -> Response {
-    let c = principal.claims;
-    // Room for these four and the four the outer layers add (three security headers and
+pub async fn verify(verified: Verified) -> Response {
+    let c = match verified {
+        Verified::Own(principal) => principal.claims,
+        Verified::Gate(token) => return Verified::gate_headers(&token),
+    };
+    // Room for these five and the four the outer layers add (three security headers and
     // the request id), so the map never grows.
-    let mut headers = HeaderMap::with_capacity(8);
+    let mut headers = HeaderMap::with_capacity(9);
     let mut uuid_text = uuid::Uuid::encode_buffer();
     let mut put = |name: HeaderName, value: Result<HeaderValue, _>| {
         if let Ok(value) = value {
@@ -73,6 +79,7 @@ pub async fn verify(principal: Principal) -> Response {
         HeaderValue::from_maybe_shared(Bytes::from(c.email)),
     );
     put(X_AUTH_ROLE, Ok(HeaderValue::from_static(c.role.as_str())));
+    put(X_AUTH_ISSUER, Ok(HeaderValue::from_static("tokengate")));
     put(
         X_AUTH_SESSION_ID,
         HeaderValue::from_str(c.sid.hyphenated().encode_lower(&mut uuid_text)),
@@ -84,6 +91,7 @@ const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
 const X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
 const X_AUTH_ROLE: HeaderName = HeaderName::from_static("x-auth-role");
 const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
+const X_AUTH_ISSUER: HeaderName = HeaderName::from_static("x-auth-issuer");
 
 /// `GET /v1/events/revocations`: server-sent events, one `revocation` event per revocation
 /// this node applies (`{"kind","id","exp"}`), so apps can drop live websockets. Admins only.
@@ -195,7 +203,8 @@ impl TokenForm {
 /// token ends its whole session (every access token minted from it); an access token is
 /// revoked by its `jti`. Unknown, expired, already revoked or foreign tokens get 200 too,
 /// so the answer tells nothing about the token. Works while the index is stale: revoking
-/// needs no fresh index.
+/// needs no fresh index. A gate issuer's token needs HTTP Basic authentication of one of
+/// that issuer's clients.
 #[utoipa::path(
     post,
     path = "/oauth2/revoke",
@@ -204,17 +213,22 @@ impl TokenForm {
     responses(
         (status = 200, description = "Revoked, or unknown, expired or already revoked: the answer tells nothing about the token"),
         (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
+        (status = 401, description = "A gate issuer's token without valid HTTP Basic credentials of one of that issuer's clients (`invalid_client`); nothing was revoked", body = ErrorBody),
         FormBodyRefusals,
         (status = 503, description = "The store is unavailable; nothing was revoked", body = ErrorBody),
     )
 )]
 pub async fn revoke(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Form(form): Form<TokenForm>,
-) -> ApiResult<StatusCode> {
+) -> Result<Response, ApiError> {
     let token = form.token()?;
+    if let Ok(Some(issuer)) = state.issuers.route(&token) {
+        return Ok(crate::routes::gate::revoke_gate_token(&state, issuer, &headers, &token).await);
+    }
     state.sessions.revoke_token(&token).await?;
-    Ok(StatusCode::OK)
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /oauth2/introspect` (RFC 7662). The caller authenticates with an admin's access

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod gate;
 pub mod health;
 pub mod interop;
 pub mod sessions;
@@ -45,6 +46,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/events/revocations"),
     ("POST", "/oauth2/revoke"),
     ("POST", "/oauth2/introspect"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("POST", "/v1/gate/signout"),
+    ("POST", "/v1/gate/{issuer}/revocations"),
     ("POST", "/v1/auth/signup"),
     ("POST", "/v1/auth/signin"),
     ("GET", "/v1/auth/me"),
@@ -87,6 +91,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(interop::revocation_events))
         .routes(routes!(interop::revoke))
         .routes(routes!(interop::introspect))
+        .routes(routes!(gate::metadata))
+        .routes(routes!(gate::signout))
+        .routes(routes!(gate::revocations))
         .routes(routes!(auth::signup))
         .routes(routes!(auth::signin))
         .routes(routes!(auth::me))

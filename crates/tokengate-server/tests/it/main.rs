@@ -15,6 +15,7 @@ mod cli;
 mod clock;
 mod cluster;
 mod connections;
+mod gate;
 mod hardening;
 mod interop;
 mod logs;

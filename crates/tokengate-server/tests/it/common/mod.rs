@@ -298,12 +298,28 @@ impl InProcess {
         InProcess::start_on(dir, config, store).await
     }
 
+    /// A node with the default configuration changed by `edit`, on a fresh dir.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> InProcess {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Arc::new(InProcess::sqlite(dir.path()).await);
+        let mut config = InProcess::config(dir.path());
+        edit(&mut config);
+        InProcess::start_on(dir, config, store).await
+    }
+
     /// A node on `dir` with this configuration and store; the clock starts at the real time.
     pub async fn start_on(
         dir: tempfile::TempDir,
         config: Config,
         store: Arc<dyn Store>,
     ) -> InProcess {
+        let this = InProcess::serve(dir, config, store).await;
+        this.wait_ready().await;
+        this
+    }
+
+    /// Like [`start_on`](Self::start_on), without waiting for `/readyz`.
+    pub async fn serve(dir: tempfile::TempDir, config: Config, store: Arc<dyn Store>) -> InProcess {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let node = Node::start(config, clock.clone(), store)
             .await
@@ -317,15 +333,13 @@ impl InProcess {
         let serve = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let this = InProcess {
+        InProcess {
             node,
             clock,
             addr,
             serve,
             dir,
-        };
-        this.wait_ready().await;
-        this
+        }
     }
 
     /// The data dir.

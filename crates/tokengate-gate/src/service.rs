@@ -1,0 +1,188 @@
+//! [`GateService`]: what the server's gate endpoints, the CLI and embedders call. It joins
+//! the [`Issuers`] to the session service's index, clock, freshness and durable record,
+//! so a gate revocation is recorded, applied and pushed to a cluster exactly like an own
+//! one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokengate_core::{Revocation, StalenessPolicy, Timestamp};
+use tokengate_sessions::{SessionService, Unavailable};
+
+use crate::gate::{GateError, Issuer, Issuers};
+use crate::token::GateToken;
+
+/// How often the key-refresh task looks for due fetches.
+pub const KEY_REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// What a caller of `POST /v1/gate/{issuer}/revocations` (or the CLI) revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateRevocation {
+    /// Every token of this user issued before now.
+    Subject(String),
+    /// Every token of this session.
+    Session(String),
+    /// One token by its token id; `exp` bounds how long the entry is kept.
+    TokenId {
+        /// The token id.
+        id: String,
+        /// The token's `exp`, when known.
+        exp: Option<Timestamp>,
+    },
+    /// Every token of the issuer issued before this instant.
+    IssuedBefore(Timestamp),
+}
+
+/// Why a gate revocation request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum GateRevokeError {
+    /// No issuer of that name.
+    #[error("no issuer is named {0:?}")]
+    UnknownIssuer(String),
+    /// An `issued_before` in the future would refuse tokens not issued yet.
+    #[error("issued_before is in the future")]
+    CutoffInFuture,
+    /// Nothing was recorded.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Gate mode over a session service.
+pub struct GateService {
+    issuers: Issuers,
+    sessions: Arc<SessionService>,
+}
+
+impl GateService {
+    /// Gate mode for `issuers`, recording through `sessions`.
+    pub fn new(issuers: Issuers, sessions: Arc<SessionService>) -> Self {
+        GateService { issuers, sessions }
+    }
+
+    /// The issuers.
+    pub fn issuers(&self) -> &Issuers {
+        &self.issuers
+    }
+
+    /// The issuer a token is addressed to; `Ok(None)` for tokengate's own tokens.
+    pub fn route(&self, token: &str) -> Result<Option<&Issuer>, GateError> {
+        self.issuers.route(token, &self.sessions.config().issuer)
+    }
+
+    /// Verify a gate token of `issuer` and check it against the index, refusing under
+    /// `fail_closed` while the index is stale (as for own tokens); a token naming an
+    /// unknown `kid` first triggers one fetch of the issuer's keys.
+    pub async fn authenticate(
+        &self,
+        issuer: &Issuer,
+        token: &str,
+    ) -> Result<GateToken, AuthenticateError> {
+        let now = self.sessions.now();
+        let verified = self
+            .issuers
+            .verify_fetching(issuer, token, self.sessions.index(), now)
+            .await?;
+        let freshness = self.sessions.freshness();
+        if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
+            return Err(AuthenticateError::Stale);
+        }
+        Ok(verified)
+    }
+
+    /// The sign-out hook of an app that cannot be changed: revoke the presented gate token,
+    /// and its session where the issuer maps one. A token that does not verify (forged,
+    /// expired, already revoked, unknown issuer) revokes nothing and is not an error: the
+    /// hook answers every well-formed request alike. Works while the index is stale.
+    pub async fn sign_out(&self, token: &str) -> Result<bool, Unavailable> {
+        let Ok(Some(issuer)) = self.route(token) else {
+            return Ok(false);
+        };
+        let now = self.sessions.now();
+        let Ok(verified) = self
+            .issuers
+            .verify(issuer, token, self.sessions.index(), now)
+        else {
+            return Ok(false);
+        };
+        let mut revocations = vec![Revocation::Token {
+            jti: verified.ids.jti,
+            exp: verified.expires,
+        }];
+        if let Some(session) = &verified.session {
+            revocations.push(issuer.revoke_session(session, now));
+        }
+        self.sessions.record(&revocations).await?;
+        tracing::info!(issuer = %issuer.name(), subject = %verified.subject, "gate sign-out");
+        Ok(true)
+    }
+
+    /// RFC 7009 for a gate token presented by `client` (already authenticated against the
+    /// issuer the token names): revoke it if its signature verifies. Expired, revoked or
+    /// invalid tokens revoke nothing, and the answer does not say so.
+    pub async fn revoke_token(&self, issuer: &Issuer, token: &str) -> Result<(), Unavailable> {
+        let now = self.sessions.now();
+        match self
+            .issuers
+            .verify(issuer, token, self.sessions.index(), now)
+        {
+            Ok(verified) => {
+                let revocation = Revocation::Token {
+                    jti: verified.ids.jti,
+                    exp: verified.expires,
+                };
+                self.sessions.record(&[revocation]).await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Revoke what `request` names at the issuer named `issuer`, durably before returning.
+    pub async fn revoke(
+        &self,
+        issuer: &str,
+        request: &GateRevocation,
+    ) -> Result<Revocation, GateRevokeError> {
+        let issuer = self
+            .issuers
+            .by_name(issuer)
+            .ok_or_else(|| GateRevokeError::UnknownIssuer(issuer.to_owned()))?;
+        let revocation = revocation_for(issuer, request, self.sessions.now())?;
+        self.sessions.record(&[revocation]).await?;
+        tracing::info!(issuer = %issuer.name(), kind = %revocation.kind().as_str(), "gate revocation recorded");
+        Ok(revocation)
+    }
+
+    /// Fetch the keys of every issuer whose fetch is due now; returns how many fetches
+    /// failed. Call it every [`KEY_REFRESH_TICK`] (the server does, from start-up on).
+    pub async fn refresh_keys(&self) -> usize {
+        self.issuers.refresh_due(self.sessions.now()).await
+    }
+}
+
+/// The revocation `request` makes at `issuer` at `now`.
+pub fn revocation_for(
+    issuer: &Issuer,
+    request: &GateRevocation,
+    now: Timestamp,
+) -> Result<Revocation, GateRevokeError> {
+    Ok(match request {
+        GateRevocation::Subject(subject) => issuer.revoke_subject(subject, now),
+        GateRevocation::Session(session) => issuer.revoke_session(session, now),
+        GateRevocation::TokenId { id, exp } => issuer.revoke_token_id(id, *exp, now),
+        GateRevocation::IssuedBefore(cutoff) if *cutoff > now => {
+            return Err(GateRevokeError::CutoffInFuture)
+        }
+        GateRevocation::IssuedBefore(cutoff) => issuer.revoke_issued_before(*cutoff),
+    })
+}
+
+/// Why [`GateService::authenticate`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthenticateError {
+    /// The token itself.
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// The index is stale under `fail_closed`.
+    #[error("revocation state is not current on this node; retry shortly")]
+    Stale,
+}
