@@ -144,9 +144,8 @@ async function login({ issuer, user, password }) {
     client_id: WEB.id,
     response_type: 'code',
     redirect_uri: REDIRECT_URI,
-    // offline_access (for the refresh token) needs prompt=consent; consent is given at once.
-    scope: 'openid email offline_access api:read api:write',
-    prompt: 'consent',
+    // No offline_access: the refresh token is bound to the provider session (provider.mjs).
+    scope: 'openid email api:read api:write',
     resource: RESOURCE,
     code_challenge: challenge,
     code_challenge_method: 'S256',

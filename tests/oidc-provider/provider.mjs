@@ -146,6 +146,11 @@ function configuration({ jwks, alg, backchannelUri, accessTokenTtl }) {
     // Signed cookies; a new secret each start (sessions live in memory anyway).
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     scopes: ['openid', 'offline_access', 'email'],
+    // Refresh tokens for every code grant of a client allowed refresh_token, without
+    // offline_access: they expire with the provider session and die at its logout, as most
+    // identity providers' session-bound refresh tokens do. (offline_access would make the
+    // grant outlive the logout.)
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     claims: { openid: ['sub'], email: ['email', 'email_verified'] },
     findAccount,
     features: {
@@ -314,6 +319,12 @@ async function serve(argv) {
   const provider = new Provider(issuer, configuration({
     jwks, alg, backchannelUri: values['backchannel-uri'], accessTokenTtl,
   }));
+  // oidc-provider records the session id (`sid`) in codes and tokens only for clients with a
+  // back-channel logout URI; the user tokens here carry it in every case.
+  if (typeof provider.Client.prototype.includeSid !== 'function') {
+    fail('this oidc-provider version has no Client#includeSid: see the sid note in README.md');
+  }
+  provider.Client.prototype.includeSid = () => true;
   provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
     console.error(`backchannel logout to ${client.clientId} (sub ${accountId}, sid ${sid}) failed: ${err.message}`);
   });

@@ -180,6 +180,19 @@ async function getJson(url) {
   return response.json();
 }
 
+/** POST grant_type=refresh_token for client web; the HTTP status and the JSON answer. */
+async function refresh(config, refreshToken) {
+  const response = await fetch(config.token_endpoint, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from('web:web-secret').toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
 // ---- the checks ----------------------------------------------------------------------
 
 function checkAccessToken(token, jwks, issuer, expect) {
@@ -261,6 +274,16 @@ async function main() {
     check(users[0].jti !== users[1].jti, 'two logins share the access token jti');
     ok(`two logins of alice: sids ${first.sid.slice(0, 8)}... and ${second.sid.slice(0, 8)}...; access tokens carry sub, sid, jti, aud, email`);
 
+    step = 'refresh';
+    {
+      const { status, body } = await refresh(config, first.refresh_token);
+      check(status === 200, `refresh of the first login: HTTP ${status}: ${JSON.stringify(body)}`);
+      const { payload } = checkAccessToken(body.access_token, jwks, issuer, { what: 'refreshed', clientId: 'web', sub: 'alice' });
+      check(payload.sid === first.sid && payload.jti !== users[0].jti, `refreshed token sid ${payload.sid}, jti ${payload.jti}`);
+      first.refresh_token = body.refresh_token ?? first.refresh_token;
+    }
+    ok('refresh: a new access token (new jti) with the same sid');
+
     step = 'logout';
     check(receiver.received.length === 0, `back-channel calls before any logout: ${receiver.received.length}`);
     const out = await flow('logout', '--issuer', issuer, '--cookies', JSON.stringify(first));
@@ -284,6 +307,15 @@ async function main() {
       check(!('nonce' in payload), 'logout token has a nonce');
     }
     ok('logout of the first session: one back-channel POST, logout_token with iss, aud=web, iat, exp, jti, events, sid, sub');
+
+    {
+      const dead = await refresh(config, first.refresh_token);
+      check(dead.status === 400 && dead.body.error === 'invalid_grant', `refresh after logout: HTTP ${dead.status}: ${JSON.stringify(dead.body)}`);
+      const alive = await refresh(config, second.refresh_token);
+      check(alive.status === 200, `refresh of the other session after the first logout: HTTP ${alive.status}: ${JSON.stringify(alive.body)}`);
+      check(decode(alive.body.access_token).payload.sid === second.sid, 'refresh of the other session: another sid');
+    }
+    ok('after the logout the first session\'s refresh token is refused, the second session\'s still works');
 
     const again = await flow('logout', '--issuer', issuer, '--cookies', JSON.stringify(first.cookies));
     check(again.session === false && receiver.received.length === 1, `a second logout of the first session: ${JSON.stringify(again)}, ${receiver.received.length} calls`);
@@ -319,9 +351,15 @@ async function main() {
     await provider.ready;
     jwks = await getJson(config.jwks_uri);
     check(jwks.keys.map((k) => k.kid).join() === 'smoke-new', `JWKS with the new key only: ${jwks.keys.map((k) => k.kid)}`);
+    {
+      // No --backchannel-uri this time: user tokens still carry the sid.
+      const login = await flow('login', '--issuer', issuer, '--user', 'carol');
+      const at = checkAccessToken(login.access_token, jwks, issuer, { what: 'login without back-channel', clientId: 'web', sub: 'carol' });
+      check(login.sid && at.payload.sid === login.sid, `login without --backchannel-uri: sid ${login.sid}, access token sid ${at.payload.sid}`);
+    }
     stopped = await provider.stop();
     check(stopped.code === 0, `provider exit on SIGTERM: ${JSON.stringify(stopped)}`);
-    ok('restart with the new key only: the old kid is gone');
+    ok('restart with the new key only (and no --backchannel-uri): the old kid is gone; user tokens keep their sid');
     check(provider.stdout() === `ready ${issuer}\n`, `provider stdout is more than the ready line: ${JSON.stringify(provider.stdout())}`);
   } finally {
     await receiver.close();
