@@ -17,8 +17,6 @@ import { parseArgs } from 'node:util';
 console.info = (...args) => console.error(...args);
 console.log = (...args) => console.error(...args);
 
-const { default: Provider, errors } = await import('oidc-provider');
-
 const RESOURCE = 'https://api.tokengate.test';
 const RESOURCE_SCOPE = 'api:read api:write';
 const ALGS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
@@ -115,7 +113,7 @@ async function readForm(req) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-function configuration({ jwks, alg, backchannelUri, accessTokenTtl }) {
+function configuration({ errors, jwks, alg, backchannelUri, accessTokenTtl }) {
   const web = {
     client_id: 'web',
     client_secret: 'web-secret',
@@ -305,6 +303,8 @@ async function serve(argv) {
       fail(`--backchannel-uri ${values['backchannel-uri']} is not a URL`);
     }
   }
+  // Imported here so that genkey does not pay for it.
+  const { default: Provider, errors } = await import('oidc-provider');
   const jwks = values.keys ? loadKeys(values.keys) : generateJwks('RS256');
   // The first key signs (access tokens, ID tokens, logout tokens); the others are only published.
   const alg = algOf(jwks.keys[0]);
@@ -317,6 +317,7 @@ async function serve(argv) {
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
   const provider = new Provider(issuer, configuration({
+    errors,
     jwks, alg, backchannelUri: values['backchannel-uri'], accessTokenTtl,
   }));
   // oidc-provider records the session id (`sid`) in codes and tokens only for clients with a

@@ -32,7 +32,7 @@ function check(condition, message) {
   if (!condition) throw new Failure(message);
 }
 function ok(message) {
-  process.stdout.write(`ok   ${message}\n`);
+  process.stdout.write(`ok   ${message} [${((Date.now() - started) / 1000).toFixed(1)} s]\n`);
 }
 
 // ---- JOSE helpers (node:crypto only) -------------------------------------------------
@@ -84,7 +84,13 @@ function verify(jwt, jwks, what) {
 // ---- processes -----------------------------------------------------------------------
 
 async function genkey(alg, kid) {
-  const { stdout } = await run(process.execPath, [PROVIDER, 'genkey', '--alg', alg, '--kid', kid]);
+  const t0 = Date.now();
+  let stdout;
+  try {
+    ({ stdout } = await run(process.execPath, [PROVIDER, 'genkey', '--alg', alg, '--kid', kid], { timeout: 15_000 }));
+  } catch (err) {
+    throw new Failure(`genkey ${alg} failed after ${Date.now() - t0} ms (${err.signal ?? err.code}): ${err.stderr || err.message}`);
+  }
   const jwks = JSON.parse(stdout);
   check(jwks.keys?.length === 1 && jwks.keys[0].kid === kid && jwks.keys[0].d, `genkey ${alg}: unexpected output`);
   return jwks;
@@ -137,11 +143,12 @@ function startProvider(args) {
 }
 
 async function flow(...args) {
+  const t0 = Date.now();
   try {
-    const { stdout } = await run(process.execPath, [FLOW, ...args], { timeout: 10_000 });
+    const { stdout } = await run(process.execPath, [FLOW, ...args], { timeout: 15_000 });
     return JSON.parse(stdout);
   } catch (err) {
-    throw new Failure(`flow.mjs ${args[0]} failed: ${err.stderr || err.message}`);
+    throw new Failure(`flow.mjs ${args[0]} failed after ${Date.now() - t0} ms (${err.signal ?? err.code}): ${err.stderr || err.message}`);
   }
 }
 
@@ -212,8 +219,10 @@ async function main() {
   const receiver = await listener();
   try {
     step = 'keys';
+    // Independent steps run side by side: the machine may be busy with other builds.
+    const newKeysLater = genkey('ES256', 'smoke-new');
+    newKeysLater.catch(() => {});
     const oldKeys = await genkey('RS256', 'smoke-old');
-    const newKeys = await genkey('ES256', 'smoke-new');
 
     step = 'start';
     let provider = startProvider(['--port', '0', '--keys', writeKeys('old.json', oldKeys),
@@ -251,14 +260,16 @@ async function main() {
       check(header.alg === 'RS256' && header.kid === 'smoke-old', `client_credentials header ${JSON.stringify(header)}`);
       check(payload.scope === 'api:read api:write', `client_credentials scope ${payload.scope}`);
       check(payload.exp - payload.iat === 300, `client_credentials lifetime ${payload.exp - payload.iat}, expected 300`);
-      const viaFlow = await flow('client-credentials', '--issuer', issuer);
-      checkAccessToken(viaFlow.access_token, jwks, issuer, { what: 'flow client-credentials', clientId: 'svc', sub: 'svc' });
       ok(`client_credentials token: RS256 kid ${header.kid}, aud ${payload.aud}, scope "${payload.scope}"`);
     }
 
     step = 'login';
-    const first = await flow('login', '--issuer', issuer, '--user', 'alice');
-    const second = await flow('login', '--issuer', issuer, '--user', 'alice');
+    const [viaFlow, first, second] = await Promise.all([
+      flow('client-credentials', '--issuer', issuer),
+      flow('login', '--issuer', issuer, '--user', 'alice'),
+      flow('login', '--issuer', issuer, '--user', 'alice'),
+    ]);
+    checkAccessToken(viaFlow.access_token, jwks, issuer, { what: 'flow client-credentials', clientId: 'svc', sub: 'svc' });
     const users = [];
     for (const [what, login] of [['first login', first], ['second login', second]]) {
       for (const field of ['access_token', 'id_token', 'refresh_token', 'sid']) check(login[field], `${what}: no ${field}`);
@@ -309,16 +320,18 @@ async function main() {
     ok('logout of the first session: one back-channel POST, logout_token with iss, aud=web, iat, exp, jti, events, sid, sub');
 
     {
-      const dead = await refresh(config, first.refresh_token);
+      const [dead, alive, again] = await Promise.all([
+        refresh(config, first.refresh_token),
+        refresh(config, second.refresh_token),
+        flow('logout', '--issuer', issuer, '--cookies', JSON.stringify(first.cookies)),
+      ]);
       check(dead.status === 400 && dead.body.error === 'invalid_grant', `refresh after logout: HTTP ${dead.status}: ${JSON.stringify(dead.body)}`);
-      const alive = await refresh(config, second.refresh_token);
       check(alive.status === 200, `refresh of the other session after the first logout: HTTP ${alive.status}: ${JSON.stringify(alive.body)}`);
       check(decode(alive.body.access_token).payload.sid === second.sid, 'refresh of the other session: another sid');
+      check(again.session === false && receiver.received.length === 1, `a second logout of the first session: ${JSON.stringify(again)}, ${receiver.received.length} calls`);
     }
-    ok('after the logout the first session\'s refresh token is refused, the second session\'s still works');
+    ok('after the logout the first session\'s refresh token is refused and its cookies name no session; the second session\'s refresh token still works');
 
-    const again = await flow('logout', '--issuer', issuer, '--cookies', JSON.stringify(first.cookies));
-    check(again.session === false && receiver.received.length === 1, `a second logout of the first session: ${JSON.stringify(again)}, ${receiver.received.length} calls`);
     const secondOut = await flow('logout', '--issuer', issuer, '--cookies', JSON.stringify(second.cookies), '--id-token-hint', second.id_token);
     check(secondOut.ok === true && secondOut.session !== false, `logout of the second session: ${JSON.stringify(secondOut)}`);
     check(receiver.received.length === 2, `expected a second back-channel request, got ${receiver.received.length}`);
@@ -327,6 +340,7 @@ async function main() {
     ok('the second session outlived the first logout; its own logout (id_token_hint) sent its sid');
 
     step = 'rotation';
+    const newKeys = await newKeysLater;
     let stopped = await provider.stop();
     check(stopped.code === 0, `provider exit on SIGTERM: ${JSON.stringify(stopped)}; stderr:\n${provider.stderr()}`);
     provider = startProvider(['--port', String(port), '--keys', writeKeys('both.json', newKeys, oldKeys),
@@ -335,10 +349,12 @@ async function main() {
     jwks = await getJson(config.jwks_uri);
     check(jwks.keys.map((k) => k.kid).join() === 'smoke-new,smoke-old', `JWKS after rotation: ${jwks.keys.map((k) => k.kid)}`);
     {
-      const { access_token: raw } = await flow('client-credentials', '--issuer', issuer);
+      const [{ access_token: raw }, login] = await Promise.all([
+        flow('client-credentials', '--issuer', issuer),
+        flow('login', '--issuer', issuer, '--user', 'bob@example.org'),
+      ]);
       const { header } = checkAccessToken(raw, jwks, issuer, { what: 'rotated client_credentials', clientId: 'svc', sub: 'svc' });
       check(header.kid === 'smoke-new' && header.alg === 'ES256', `rotated token header ${JSON.stringify(header)}`);
-      const login = await flow('login', '--issuer', issuer, '--user', 'bob@example.org');
       const at = checkAccessToken(login.access_token, jwks, issuer, { what: 'rotated login', clientId: 'web', sub: 'bob@example.org' });
       check(at.header.kid === 'smoke-new' && at.payload.email === 'bob@example.org', `rotated login token ${JSON.stringify(at)}`);
       check(decode(login.id_token).header.kid === 'smoke-new', 'rotated id_token kid');
