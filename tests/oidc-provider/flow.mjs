@@ -273,18 +273,23 @@ function parseCookies(raw) {
 
 async function main(argv) {
   const [command, ...rest] = argv;
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      issuer: { type: 'string' },
-      user: { type: 'string' },
-      password: { type: 'string', default: 'any password' },
-      cookies: { type: 'string' },
-      'id-token-hint': { type: 'string' },
-      'client-id': { type: 'string', default: 'svc' },
-      'client-secret': { type: 'string', default: 'svc-secret' },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: rest,
+      options: {
+        issuer: { type: 'string' },
+        user: { type: 'string' },
+        password: { type: 'string', default: 'any password' },
+        cookies: { type: 'string' },
+        'id-token-hint': { type: 'string' },
+        'client-id': { type: 'string', default: 'svc' },
+        'client-secret': { type: 'string', default: 'svc-secret' },
+      },
+    }));
+  } catch (err) {
+    fail(err.message);
+  }
   if (!values.issuer) fail('--issuer URL is required');
   const issuer = values.issuer.replace(/\/$/, '');
   switch (command) {

@@ -281,8 +281,16 @@ async function interaction(provider, req, res) {
   res.writeHead(501, { 'content-type': 'text/plain' }).end(`prompt ${prompt.name} not implemented\n`);
 }
 
+function args(config) {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    return fail(err.message);
+  }
+}
+
 async function serve(argv) {
-  const { values } = parseArgs({
+  const { values } = args({
     args: argv,
     options: {
       port: { type: 'string' },
@@ -355,7 +363,7 @@ async function serve(argv) {
 
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'genkey') {
-  const { values } = parseArgs({
+  const { values } = args({
     args: rest,
     options: { alg: { type: 'string', default: 'RS256' }, kid: { type: 'string' } },
   });
