@@ -28,22 +28,30 @@ function fail(message) {
 
 /** A private JWK set with one fresh signing key of `alg`. */
 function generateJwks(alg = 'RS256', kid = undefined) {
+  // The key comes out of the generator as PKCS#8 PEM and is parsed again before the JWK
+  // export: Node 20 can deadlock when the garbage collector frees the key generation job
+  // while the very key it made is being exported as a JWK (seen here with
+  // generateKeyPairSync + KeyObject#export({ format: 'jwk' }); a fresh KeyObject avoids it).
+  const encoding = {
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  };
   let pair;
   switch (alg) {
     case 'RS256':
     case 'PS256':
-      pair = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+      pair = crypto.generateKeyPairSync('rsa', { modulusLength: 2048, ...encoding });
       break;
     case 'ES256':
-      pair = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      pair = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256', ...encoding });
       break;
     case 'EdDSA':
-      pair = crypto.generateKeyPairSync('ed25519');
+      pair = crypto.generateKeyPairSync('ed25519', encoding);
       break;
     default:
       throw new Error(`unsupported --alg ${alg} (one of ${ALGS.join(', ')})`);
   }
-  const jwk = pair.privateKey.export({ format: 'jwk' });
+  const jwk = crypto.createPrivateKey(pair.privateKey).export({ format: 'jwk' });
   return {
     keys: [{
       ...jwk,
