@@ -21,10 +21,18 @@ const RESOURCE = 'https://api.tokengate.test';
 const BCL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 const DEADLINE_MS = 30_000;
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+const children = new Set(); // every child process still running, killed on any exit
+
+/** execFile of node with `args`; the child is killed with the smoke test if still running. */
+function run(args, timeout) {
+  const promise = execFileAsync(process.execPath, args, { timeout });
+  children.add(promise.child);
+  promise.child.on('exit', () => children.delete(promise.child));
+  return promise;
+}
 const started = Date.now();
 const work = mkdtempSync(join(tmpdir(), 'oidc-smoke-'));
-const providers = new Set();
 let step = 'start';
 
 class Failure extends Error {}
@@ -87,7 +95,7 @@ async function genkey(alg, kid) {
   const t0 = Date.now();
   let stdout;
   try {
-    ({ stdout } = await run(process.execPath, [PROVIDER, 'genkey', '--alg', alg, '--kid', kid], { timeout: 15_000 }));
+    ({ stdout } = await run([PROVIDER, 'genkey', '--alg', alg, '--kid', kid], 15_000));
   } catch (err) {
     throw new Failure(`genkey ${alg} failed after ${Date.now() - t0} ms (${err.signal ?? err.code}): ${err.stderr || err.message}`);
   }
@@ -104,12 +112,12 @@ function writeKeys(name, ...sets) {
 
 function startProvider(args) {
   const child = spawn(process.execPath, [PROVIDER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  providers.add(child);
+  children.add(child);
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (chunk) => { stderr += chunk; });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => {
-    providers.delete(child);
+    children.delete(child);
     resolve({ code, signal });
   }));
   const ready = new Promise((resolve, reject) => {
@@ -145,7 +153,7 @@ function startProvider(args) {
 async function flow(...args) {
   const t0 = Date.now();
   try {
-    const { stdout } = await run(process.execPath, [FLOW, ...args], { timeout: 15_000 });
+    const { stdout } = await run([FLOW, ...args], 15_000);
     return JSON.parse(stdout);
   } catch (err) {
     throw new Failure(`flow.mjs ${args[0]} failed after ${Date.now() - t0} ms (${err.signal ?? err.code}): ${err.stderr || err.message}`);
@@ -384,11 +392,11 @@ async function main() {
 
 const deadline = setTimeout(() => {
   process.stderr.write(`FAIL smoke did not finish within ${DEADLINE_MS / 1000} s (at step ${step})\n`);
-  for (const child of providers) child.kill('SIGKILL');
+  for (const child of children) child.kill('SIGKILL');
   process.exit(1);
 }, DEADLINE_MS);
 process.on('exit', () => {
-  for (const child of providers) child.kill('SIGKILL');
+  for (const child of children) child.kill('SIGKILL');
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -398,7 +406,7 @@ try {
   process.stdout.write(`oidc-provider smoke: all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 } catch (err) {
   clearTimeout(deadline);
-  for (const child of providers) child.kill('SIGKILL');
+  for (const child of children) child.kill('SIGKILL');
   process.stderr.write(`FAIL at step ${step}: ${err instanceof Failure ? err.message : err.stack}\n`);
   process.exitCode = 1;
 }
