@@ -722,3 +722,5 @@ fn write<V>(shard: &RwLock<Shard<V>>) -> RwLockWriteGuard<'_, Shard<V>> {
     shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[cfg(test)]
+mod tests;
