@@ -376,20 +376,30 @@ impl<V> Shard<V> {
         }
     }
 
-    /// Grow the slot array (and rebuild the index) so that `charge` more bytes still fit.
+    /// Add free slots (the shard has none: every slot is full): at most as many as there
+    /// are, at least an eighth as many, and no more than the bytes left could fill with
+    /// entries of the average charge, counting the one of `charge` about to go in. So the
+    /// arrays do not take bytes that entries will need, and few slots stay empty. `false`
+    /// if no growth fits. Rebuilds the index when it needs more buckets.
     fn grow(&mut self, charge: usize) -> bool {
         let old = self.slots.len();
         if old >= self.max_entries {
             return false;
         }
-        let new = old.saturating_mul(2).max(MIN_SLOTS).min(self.max_entries);
-        let buckets = buckets_for(new);
         let entries_bytes = self.bytes - self.arrays_bytes();
-        let after = arrays_cost::<V>(new, buckets)
-            .saturating_add(entries_bytes)
-            .saturating_add(charge);
-        if after > self.max_bytes {
-            return false;
+        let average = entries_bytes.saturating_add(charge) / (self.len + 1);
+        let now_and_later = |slots: usize| {
+            let arrays = arrays_cost::<V>(slots, buckets_for(slots));
+            arrays.saturating_add(entries_bytes).saturating_add(charge) <= self.max_bytes
+                && arrays.saturating_add(average.saturating_mul(slots)) <= self.max_bytes
+        };
+        let min_step = (old / 8).max(1);
+        let mut new = old.saturating_mul(2).max(MIN_SLOTS).min(self.max_entries);
+        while !now_and_later(new) {
+            if new - old <= min_step {
+                return false;
+            }
+            new = old + ((new - old) / 2).max(min_step);
         }
         self.slots.reserve_exact(new - old);
         self.slots.resize_with(new, || Slot {
@@ -403,10 +413,13 @@ impl<V> Shard<V> {
             self.slots[slot].next_free = self.free;
             self.free = slot as u32;
         }
-        self.index = vec![0u64; buckets].into_boxed_slice();
-        for slot in 0..old {
-            if let Some(hash) = self.slots[slot].entry.as_ref().map(|e| e.hash) {
-                self.index_insert(hash, slot);
+        let buckets = buckets_for(new);
+        if buckets != self.index.len() {
+            self.index = vec![0u64; buckets].into_boxed_slice();
+            for slot in 0..old {
+                if let Some(hash) = self.slots[slot].entry.as_ref().map(|e| e.hash) {
+                    self.index_insert(hash, slot);
+                }
             }
         }
         self.bytes = entries_bytes + self.arrays_bytes();
@@ -438,8 +451,11 @@ impl<V> Shard<V> {
         loop {
             let fits = self.len < self.max_entries
                 && self.bytes.saturating_add(entry.charge) <= self.max_bytes;
-            if fits && (self.free != NIL || self.grow(entry.charge)) {
+            if fits && self.free != NIL {
                 break;
+            }
+            if fits && self.grow(entry.charge) {
+                continue;
             }
             if self.len == 0 {
                 // Nothing left to evict, and still no room: too large for this shard.

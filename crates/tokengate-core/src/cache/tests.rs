@@ -379,6 +379,31 @@ fn caches_claims_and_counts_their_strings() {
     );
 }
 
+#[test]
+fn fills_its_byte_budget_without_wasting_slots() {
+    const MAX_BYTES: usize = 1 << 20;
+    let cache: VerifiedCache<Claims> = VerifiedCache::with_parts(
+        limits(1 << 17, MAX_BYTES),
+        claims_heap_bytes,
+        0,
+        TokenHasher::Seeded(RandomState::default()),
+    );
+    let c = claims();
+    let long = "z".repeat(440);
+    for n in 0..5_000 {
+        assert!(cache.insert(&format!("{long}{n}"), c.clone(), c.exp, 1, at(T0)));
+    }
+    check_invariants(&cache);
+    let shard = read(&cache.shards[0]);
+    // Slots grow by an eighth at least once the bytes are tight: few stay empty.
+    assert!(shard.slots.len() - shard.len <= shard.slots.len() / 8 + 1);
+    assert!(
+        shard.bytes >= MAX_BYTES / 100 * 95,
+        "{} bytes used",
+        shard.bytes
+    );
+}
+
 /// The figure the module docs give.
 #[cfg(target_pointer_width = "64")]
 #[test]
