@@ -377,7 +377,7 @@ impl<V> Shard<V> {
     }
 
     /// Add free slots (the shard has none: every slot is full): at most as many as there
-    /// are, at least an eighth as many, and no more than the bytes left could fill with
+    /// are, at least 1/64 as many, and no more than the bytes left could fill with
     /// entries of the average charge, counting the one of `charge` about to go in. So the
     /// arrays do not take bytes that entries will need, and few slots stay empty. `false`
     /// if no growth fits. Rebuilds the index when it needs more buckets.
@@ -393,7 +393,7 @@ impl<V> Shard<V> {
             arrays.saturating_add(entries_bytes).saturating_add(charge) <= self.max_bytes
                 && arrays.saturating_add(average.saturating_mul(slots)) <= self.max_bytes
         };
-        let min_step = (old / 8).max(1);
+        let min_step = (old / 64).max(1);
         let mut new = old.saturating_mul(2).max(MIN_SLOTS).min(self.max_entries);
         while !now_and_later(new) {
             if new - old <= min_step {
