@@ -87,20 +87,29 @@
 //! reported by the cache's `heap_bytes` function ([`claims_heap_bytes`] for [`Claims`]).
 //! Every allocation is charged [`allocation_cost`] (rounded up to 16 bytes, plus 16 for the
 //! allocator's header), so the count is an upper bound of what glibc's malloc hands out.
-//! A shard never grows its arrays past its byte limit; it evicts instead. So `bytes() <=
+//! A shard grows its slot array only as far as its remaining bytes could fill with entries
+//! of the average size, and never past its byte limit; beyond that it evicts. So `bytes() <=
 //! max_bytes` at all times, whatever is inserted: a flood of distinct valid tokens only
 //! evicts.
 //!
 //! Per entry, with a [`Claims`] value (x86-64): a slot of 208 bytes (the value inline, the
 //! token pointer, hash, `exp`, `key_id`, charge, free-list link and reference bit), 16–32
 //! bytes of hash index (two to four 8-byte buckets per slot, half full at most), the token
-//! (its length rounded up to 16, plus 16) and the three claim strings (`iss`, `aud`, `email`;
-//! 32–48 bytes each for usual values). For the server's EdDSA tokens (about 450 bytes) that
-//! is about 820 bytes per entry; the `cache_memory` bench measures it (see BENCHMARKS.md).
-//! The default limits, [`CacheLimits::DEFAULT`], are 131 072 entries and 60 MiB: about
-//! 77 000 such tokens, and never more than 60 MiB however large the tokens, plus a few KiB
-//! of fixed shard headers and, while a shard grows, its old arrays (at most 1/64 of the
-//! whole) until they are copied: under 64 MiB in the worst case.
+//! (its length rounded up to 16, plus 16) and the three claim strings (`iss`, `aud`, `email`:
+//! 112 bytes for the server's `tokengate`, `tokengate` and a 24-byte address). Measured by
+//! the `cache_memory` bench (a counting allocator; see BENCHMARKS.md), at the default limits:
+//!
+//! | tokens | entries held | counted per entry | allocated per entry | counted | RSS |
+//! |---|---|---|---|---|---|
+//! | EdDSA, 533 bytes | 68 608 | 911 | 814 | 59.6 MiB | 57.7 MiB |
+//! | RS256, 789 bytes | 53 824 | 1 156 | 1 059 | 59.3 MiB | 57.8 MiB |
+//! | 4 KiB, 3 KiB of claims | 8 448 | 7 407 | 7 326 | 59.7 MiB | 59.8 MiB |
+//! | 32 bytes (the entry bound binds) | 131 072 | 368 | 287 | 46.0 MiB | 46.4 MiB |
+//!
+//! The default limits, [`CacheLimits::DEFAULT`], are 131 072 entries and 60 MiB: never more
+//! than 60 MiB counted however large the tokens, plus 64 shard headers (a few KiB) and, while
+//! a shard grows, its old slot array and index until they are copied (at most one shard's
+//! share, under 1 MiB): under 64 MiB in the worst case.
 //!
 //! Tokens longer than [`MAX_CACHED_TOKEN_BYTES`] are not cached.
 //!
