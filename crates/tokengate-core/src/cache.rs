@@ -435,10 +435,10 @@ impl<V> Shard<V> {
         true
     }
 
-    /// Evict one entry by CLOCK (expired or unreferenced first). Needs `len > 0`.
-    fn evict_one(&mut self, now: Timestamp) {
+    /// Evict one entry by CLOCK (expired or unreferenced first); `false` if there is none.
+    fn evict_one(&mut self, now: Timestamp) -> bool {
         let n = self.slots.len();
-        // After one turn every reference bit is clear: two turns always find a victim.
+        // After one turn every reference bit is clear: two turns find a victim if any.
         for _ in 0..2 * n {
             let at = self.hand;
             self.hand = if at + 1 >= n { 0 } else { at + 1 };
@@ -447,10 +447,11 @@ impl<V> Shard<V> {
             let referenced = slot.referenced.get_mut();
             if now > entry.exp || !*referenced {
                 self.remove(at);
-                return;
+                return true;
             }
             *referenced = false;
         }
+        false
     }
 
     fn insert(&mut self, hash: u64, entry: Entry<V>, now: Timestamp) -> bool {
@@ -466,11 +467,10 @@ impl<V> Shard<V> {
             if fits && self.grow(entry.charge) {
                 continue;
             }
-            if self.len == 0 {
-                // Nothing left to evict, and still no room: too large for this shard.
+            // Nothing left to evict, and still no room: too large for this shard.
+            if !self.evict_one(now) {
                 return false;
             }
-            self.evict_one(now);
         }
         let slot = self.free as usize;
         let Some(target) = self.slots.get_mut(slot) else {
@@ -667,11 +667,11 @@ impl<V: Clone> VerifiedCache<V> {
         self.shards
             .iter()
             .map(|shard| {
-                let mut guard = write(shard);
-                if now <= guard.earliest {
+                // Most shards have nothing expired: tell under the read lock.
+                if now <= read(shard).earliest {
                     return 0;
                 }
-                guard.remove_where(|entry| now > entry.exp)
+                write(shard).remove_where(|entry| now > entry.exp)
             })
             .sum()
     }
