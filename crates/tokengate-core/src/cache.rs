@@ -54,7 +54,9 @@
 //!   stands in for the signature and claim checks.
 //! - When the key set changes, drop the entries verified by keys that left it
 //!   ([`VerifiedCache::retain_keys`]); when the verifier's issuer, audience or leeway change,
-//!   [`VerifiedCache::clear`].
+//!   [`VerifiedCache::clear`]. Do it after the verifier has the new keys or settings, and once
+//!   more a moment later (the next periodic sweep will do): a verification that began before
+//!   the change may insert its result after the first sweep.
 //!
 //! # Key identity
 //!
