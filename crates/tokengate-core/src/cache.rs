@@ -554,7 +554,7 @@ impl<V: Clone> VerifiedCache<V> {
     /// [`allocation_cost`] does; `|_| 0` for a value with no heap data. It is called once per
     /// insertion, without any lock held.
     ///
-    /// Nothing is allocated until the first insertion into a shard.
+    /// Only the shard headers (a few KiB) are allocated until the first insertions.
     pub fn new(limits: CacheLimits, heap_bytes: fn(&V) -> usize) -> Self {
         let shards = limits.max_entries.clamp(1, SHARDS);
         // The largest power of two not above `shards`.
@@ -629,7 +629,7 @@ impl<V: Clone> VerifiedCache<V> {
     ///
     /// Returns whether the token was cached: not if it is longer than
     /// [`MAX_CACHED_TOKEN_BYTES`], already expired at `now`, or too large for a shard's share
-    /// of `max_bytes`.
+    /// of `max_bytes` (an older entry for the same bytes may then be gone).
     ///
     /// Only insert what verified: failures are never to be cached.
     pub fn insert(
