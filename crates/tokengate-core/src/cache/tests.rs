@@ -413,11 +413,21 @@ fn a_claims_slot_is_208_bytes() {
 
 #[test]
 fn concurrent_lookups_and_insertions_see_only_their_own_values() {
-    let cache = numbers(512, 1 << 20);
+    hammer(&numbers(512, 1 << 20));
+}
+
+#[test]
+fn concurrent_use_of_one_shard_where_every_token_collides() {
+    hammer(&colliding(64, 1 << 20));
+}
+
+/// Four threads insert and look up tokens of a shared pool for a while; one of them also
+/// purges and drops a key now and then. Every hit must carry the token's own value.
+fn hammer(cache: &VerifiedCache<u64>) {
     let hits = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for thread in 0..4u64 {
-            let (cache, hits) = (&cache, &hits);
+            let hits = &hits;
             s.spawn(move || {
                 let mut x = thread.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 for i in 0..20_000u64 {
@@ -443,7 +453,7 @@ fn concurrent_lookups_and_insertions_see_only_their_own_values() {
         }
     });
     assert!(hits.load(Ordering::Relaxed) > 0);
-    check_invariants(&cache);
+    check_invariants(cache);
 }
 
 /// What the property test does to a cache.
