@@ -18,10 +18,13 @@
 //! - [`index`]: [`RevocationIndex`], bounded by live tokens and purged incrementally.
 //! - [`freshness`]: [`Freshness`], whether the index is known to be current, and the
 //!   [`StalenessPolicy`] for when it is not.
+//! - [`cache`]: [`VerifiedCache`], the tokens already verified, so that a token presented
+//!   again skips step 1 (never step 2).
 //!
 //! Durable storage and the cluster bus live in `tokengate-store`; the HTTP extractor in
 //! `tokengate-axum`.
 
+pub mod cache;
 pub mod claims;
 pub mod freshness;
 pub mod index;
@@ -44,6 +47,7 @@ mod user_slot;
 #[doc(hidden)]
 pub mod user_slot;
 
+pub use cache::{CacheLimits, VerifiedCache};
 pub use claims::{Claims, Role};
 pub use freshness::{Freshness, StalenessPolicy};
 pub use index::{RevocationIndex, TokenIds};
