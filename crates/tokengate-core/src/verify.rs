@@ -35,6 +35,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
+use crate::cache::{CacheLimits, VerifiedCache};
 use crate::claims::{Claims, Role};
 use crate::keys::{Algorithm, Jwks, VerifyingKey, ACCESS_TOKEN_TYP};
 use crate::time::Timestamp;
@@ -129,10 +131,24 @@ pub enum VerifyError {
 ///
 /// Readers never block: the keys live in an [`ArcSwap`], so [`Verifier::set_keys`]
 /// (key rotation) publishes a new set while in-flight verifications finish on the old.
+///
+/// A token verified once is remembered by its exact bytes until it expires
+/// ([`VerifiedCache`]), so presenting it again costs a lookup instead of a signature check;
+/// [`Verifier::set_keys`] forgets every remembered token.
 pub struct Verifier {
     config: VerifierConfig,
     keys: ArcSwap<Vec<VerifyingKey>>,
+    cache: VerifiedCache<Claims>,
+    /// Bumped by every [`Verifier::set_keys`]: the `key_id` of the cache's entries.
+    generation: AtomicU64,
 }
+
+/// The verified-token cache of a [`Verifier`] by default: half of
+/// [`CacheLimits::DEFAULT`], the other half being gate mode's.
+pub const VERIFIER_CACHE_LIMITS: CacheLimits = CacheLimits {
+    max_entries: CacheLimits::DEFAULT.max_entries / 2,
+    max_bytes: CacheLimits::DEFAULT.max_bytes / 2,
+};
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -148,16 +164,35 @@ impl Verifier {
     /// Keys are looked up by (`kid`, `alg`): several keys may share a `kid` if their
     /// algorithms differ; for the same `kid` and algorithm the first one is used.
     pub fn new(config: VerifierConfig, keys: Vec<VerifyingKey>) -> Self {
+        Verifier::with_cache(config, keys, VERIFIER_CACHE_LIMITS)
+    }
+
+    /// Like [`Verifier::new`], with the verified-token cache bounded by `limits`
+    /// (`max_entries: 0` turns it off).
+    pub fn with_cache(
+        config: VerifierConfig,
+        keys: Vec<VerifyingKey>,
+        limits: CacheLimits,
+    ) -> Self {
         Verifier {
             config,
             keys: ArcSwap::from_pointee(keys),
+            cache: VerifiedCache::for_claims(limits),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Replace the accepted keys (rotation). Tokens naming a removed `kid` are refused
-    /// from the next verification on.
+    /// from the next verification on, cached or not: every cached token is forgotten.
     pub fn set_keys(&self, keys: Vec<VerifyingKey>) {
         self.keys.store(Arc::new(keys));
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.cache.retain_keys(|id| id == generation);
+    }
+
+    /// The verified-token cache (for its size in metrics and benchmarks).
+    pub fn cache(&self) -> &VerifiedCache<Claims> {
+        &self.cache
     }
 
     /// The keys accepted now.
@@ -188,6 +223,27 @@ impl Verifier {
     /// This verifies the token only; whether it was revoked is the
     /// [`RevocationIndex`](crate::RevocationIndex)'s question.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Claims, VerifyError> {
+        if let Some(claims) = self.cache.get(token, now) {
+            return Ok(claims);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let claims = self.verify_uncached(token, now)?;
+        // Only successes are cached, until the instant the checks above would refuse.
+        let until = claims.exp.plus(self.config.leeway);
+        if self
+            .cache
+            .insert(token, claims.clone(), until, generation, now)
+            && self.generation.load(Ordering::Acquire) != generation
+        {
+            // The keys changed while this token was being verified: `set_keys` may have
+            // swept before the insert, so sweep the old generation again.
+            self.cache.retain_keys(|id| id != generation);
+        }
+        Ok(claims)
+    }
+
+    /// [`Verifier::verify`] without the cache: every check, every time.
+    pub fn verify_uncached(&self, token: &str, now: Timestamp) -> Result<Claims, VerifyError> {
         let keys = self.keys.load();
         let mut buffers = JwsBuffers::new();
         let VerifiedJws { payload, .. } =

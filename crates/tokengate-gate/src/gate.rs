@@ -9,6 +9,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokengate_core::cache::{CacheLimits, VerifiedCache};
 use tokengate_core::verify::{verify_jws, JwsBuffers, TypCheck};
 use tokengate_core::{
     Algorithm, Revocation, RevocationIndex, RevocationKind, SigningKey, Timestamp, VerifyError,
@@ -41,6 +42,8 @@ pub enum GateError {
 
 /// One configured issuer, ready to verify.
 pub struct Issuer {
+    /// Its place in [`Issuers`]: the high half of its cache entries' `key_id`.
+    position: u64,
     config: IssuerConfig,
     source: KeySource,
     allowed: Vec<Algorithm>,
@@ -51,6 +54,11 @@ impl Issuer {
     /// Its configuration.
     pub fn config(&self) -> &IssuerConfig {
         &self.config
+    }
+
+    /// The cache `key_id` of tokens verified with key-set generation `generation`.
+    fn key_id(&self, generation: u64) -> u64 {
+        (self.position << 32) | (generation & 0xffff_ffff)
     }
 
     /// Its configured `name`.
@@ -164,7 +172,17 @@ pub struct Issuers {
     issuers: Vec<Issuer>,
     fetcher: Fetcher,
     leeway: Duration,
+    /// Gate tokens verified before, by their exact bytes; `key_id` is the issuer's position
+    /// (high 32 bits) and its key set's generation (low 32 bits).
+    cache: VerifiedCache<GateToken>,
 }
+
+/// The verified-token cache of gate mode: half of [`CacheLimits::DEFAULT`], the other half
+/// being own tokens' (`tokengate_core::verify::VERIFIER_CACHE_LIMITS`).
+pub const GATE_CACHE_LIMITS: CacheLimits = CacheLimits {
+    max_entries: CacheLimits::DEFAULT.max_entries / 2,
+    max_bytes: CacheLimits::DEFAULT.max_bytes / 2,
+};
 
 impl Issuers {
     /// The issuers of `configs` (checked with [`crate::config::check_all`] first). HS256
@@ -174,7 +192,7 @@ impl Issuers {
         crate::config::check_all(configs).map_err(|e| e.to_string())?;
         let fetcher = Fetcher::new().map_err(|e| e.to_string())?;
         let mut issuers = Vec::with_capacity(configs.len());
-        for config in configs {
+        for (position, config) in (0u64..).zip(configs) {
             let source = config.key_source().map_err(|e| e.to_string())?;
             let allowed = config.allowed_algorithms(&source);
             let keys = match source {
@@ -182,6 +200,7 @@ impl Issuers {
                 _ => KeySet::empty(),
             };
             issuers.push(Issuer {
+                position,
                 config: config.clone(),
                 source,
                 allowed,
@@ -192,6 +211,7 @@ impl Issuers {
             issuers,
             fetcher,
             leeway,
+            cache: VerifiedCache::new(GATE_CACHE_LIMITS, GateToken::heap_bytes),
         })
     }
 
@@ -208,6 +228,11 @@ impl Issuers {
     /// The issuer named `name`.
     pub fn by_name(&self, name: &str) -> Option<&Issuer> {
         self.issuers.iter().find(|i| i.config.name == name)
+    }
+
+    /// How many verified gate tokens the cache holds.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 
     /// The names of issuers whose keys were never fetched.
@@ -235,6 +260,9 @@ impl Issuers {
     }
 
     /// Verify `token` of `issuer` at `now` and check the index.
+    ///
+    /// A token verified before is found by its exact bytes in the verified-token cache
+    /// until it expires or its issuer's keys change; its revocation is checked every time.
     pub fn verify(
         &self,
         issuer: &Issuer,
@@ -242,10 +270,35 @@ impl Issuers {
         index: &RevocationIndex,
         now: Timestamp,
     ) -> Result<GateToken, GateError> {
-        let verified = issuer.verify(token, self.leeway, now)?;
+        let verified = match self.cache.get(token, now) {
+            Some(hit) if hit.issuer == issuer.config.name => hit,
+            _ => self.verify_and_cache(issuer, token, now)?,
+        };
         index
             .check_ids(&verified.ids, now)
             .map_err(GateError::Revoked)?;
+        Ok(verified)
+    }
+
+    fn verify_and_cache(
+        &self,
+        issuer: &Issuer,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<GateToken, GateError> {
+        let generation = issuer.keys.generation();
+        let verified = issuer.verify(token, self.leeway, now)?;
+        let key_id = issuer.key_id(generation);
+        let until = verified.expires.plus(self.leeway);
+        if self
+            .cache
+            .insert(token, verified.clone(), until, key_id, now)
+            && issuer.keys.generation() != generation
+        {
+            // The keys changed during the verification: the sweep may have run before the
+            // insert, so drop this generation's entries again.
+            self.cache.retain_keys(|id| id != key_id);
+        }
         Ok(verified)
     }
 
@@ -301,8 +354,14 @@ impl Issuers {
         .await;
         match result {
             Ok((keys, max_age)) => {
-                tracing::info!(issuer = %issuer.name(), keys = keys.len(), "issuer keys fetched");
-                issuer.keys.set(keys, max_age, now);
+                let count = keys.len();
+                if issuer.keys.set(keys, max_age, now) {
+                    tracing::info!(issuer = %issuer.name(), keys = count, "issuer keys changed");
+                    // Tokens verified by the keys held before are verified again.
+                    let current = issuer.key_id(issuer.keys.generation());
+                    self.cache
+                        .retain_keys(|id| id >> 32 != issuer.position || id == current);
+                }
                 true
             }
             Err(error) => {

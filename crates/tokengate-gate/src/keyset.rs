@@ -67,6 +67,8 @@ struct Schedule {
 pub struct KeySet {
     keys: ArcSwap<Vec<VerifyingKey>>,
     ready: std::sync::atomic::AtomicBool,
+    /// Bumped whenever a fetch brings keys that differ from the ones held.
+    generation: std::sync::atomic::AtomicU64,
     schedule: Mutex<Schedule>,
 }
 
@@ -76,6 +78,7 @@ impl KeySet {
         KeySet {
             keys: ArcSwap::from_pointee(Vec::new()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
             schedule: Mutex::new(Schedule::default()),
         }
     }
@@ -109,14 +112,29 @@ impl KeySet {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take a fetched set, fetched at `now`, valid for `max_age`.
-    pub fn set(&self, keys: Vec<VerifyingKey>, max_age: Duration, now: Timestamp) {
+    /// Which keys are held: bumped whenever [`set`](Self::set) brings different ones.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Take a fetched set, fetched at `now`, valid for `max_age`. Returns whether the keys
+    /// differ from the ones held (the [`generation`](Self::generation) was bumped).
+    pub fn set(&self, keys: Vec<VerifyingKey>, max_age: Duration, now: Timestamp) -> bool {
+        let fingerprint = |keys: &[VerifyingKey]| -> Vec<(Algorithm, Option<Jwk>)> {
+            keys.iter().map(|key| (key.alg(), key.to_jwk())).collect()
+        };
+        let changed = fingerprint(&self.keys.load()) != fingerprint(&keys);
         self.keys.store(Arc::new(keys));
+        if changed {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         let mut schedule = self.lock();
         schedule.status.fetched_at = Some(now);
         schedule.status.next_fetch = Some(now.plus(max_age.clamp(MIN_REFRESH, MAX_REFRESH)));
         schedule.status.last_error = None;
+        changed
     }
 
     /// Note a failed fetch at `now`: the keys held stay in use.

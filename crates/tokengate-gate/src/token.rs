@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use tokengate_core::cache::allocation_cost;
 use tokengate_core::{Timestamp, TokenIds};
 
 use crate::config::ClaimNames;
@@ -32,6 +33,19 @@ pub struct GateToken {
     pub expires: Timestamp,
     /// The ids the index checks, digests scoped by the issuer.
     pub ids: TokenIds,
+}
+
+impl GateToken {
+    /// The heap bytes this token's strings hold, as the verified-token cache counts them.
+    pub fn heap_bytes(&self) -> usize {
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, |s| allocation_cost(s.capacity()));
+        allocation_cost(self.issuer.capacity())
+            + allocation_cost(self.subject.capacity())
+            + optional(&self.session)
+            + optional(&self.token_id)
+            + optional(&self.email)
+            + optional(&self.role)
+    }
 }
 
 /// Why the claims of a token whose signature verified are not accepted. The text is

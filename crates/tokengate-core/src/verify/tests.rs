@@ -1294,3 +1294,32 @@ fn both_forms_of_one_ecdsa_signature_give_the_same_signature_bytes() {
         );
     }
 }
+
+#[test]
+fn a_cached_token_is_still_refused_once_expired_or_once_its_key_is_gone() {
+    let verifier = verifier();
+    let token = ed().sign(&claims()).unwrap();
+    assert_eq!(verifier.verify(&token, now()), Ok(claims()));
+    assert_eq!(verifier.cache().len(), 1);
+    assert_eq!(verifier.verify(&token, now()), Ok(claims()), "a hit");
+
+    let expired = claims().exp.plus(Duration::from_secs(LEEWAY + 1));
+    assert_eq!(verifier.verify(&token, expired), Err(VerifyError::Expired));
+
+    verifier.set_keys(Vec::new());
+    assert!(
+        verifier.cache().is_empty(),
+        "new keys forget every cached token"
+    );
+    assert_eq!(verifier.verify(&token, now()), Err(VerifyError::UnknownKey));
+}
+
+#[test]
+fn refused_tokens_are_never_cached() {
+    let verifier = verifier();
+    let mut token = ed().sign(&claims()).unwrap();
+    token.pop();
+    assert!(verifier.verify(&token, now()).is_err());
+    assert!(verifier.verify(&token, now()).is_err());
+    assert!(verifier.cache().is_empty());
+}

@@ -394,3 +394,60 @@ async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
     let index = RevocationIndex::new(LEEWAY);
     issuers.verify(good, &token, &index, next).unwrap();
 }
+
+#[tokio::test]
+async fn a_cached_token_is_dropped_when_its_key_leaves_the_set() {
+    let old = SigningKey::generate(Algorithm::ES256).unwrap();
+    let served = Served {
+        jwks: Arc::new(Mutex::new(jwks_of(&[&old]))),
+        cache_control: Arc::new(Mutex::new(None)),
+    };
+    let (addr, _server) = provider(served.clone()).await;
+    let iss = format!("http://{addr}");
+    let issuers = Issuers::new(
+        &[config(json!({
+            "name": "sso", "issuer": iss, "jwks_uri": format!("{iss}/jwks"),
+            "audiences": ["my-app"],
+        }))],
+        LEEWAY,
+    )
+    .unwrap();
+    let index = RevocationIndex::new(LEEWAY);
+    issuers.refresh_due(now()).await;
+    let sso = issuers.by_name("sso").unwrap();
+    let token = provider_token(&old, &iss, "my-app", "alice");
+    issuers.verify(sso, &token, &index, now()).unwrap();
+    issuers.verify(sso, &token, &index, now()).unwrap();
+    assert_eq!(
+        issuers.cached_tokens(),
+        1,
+        "verified once, then served from the cache"
+    );
+
+    // Revocation is still checked on a hit.
+    let verified = issuers.verify(sso, &token, &index, now()).unwrap();
+    index.apply(
+        &tokengate_core::Revocation::Token {
+            jti: verified.ids.jti,
+            exp: verified.expires,
+        },
+        now(),
+    );
+    assert_eq!(
+        issuers.verify(sso, &token, &index, now()),
+        Err(GateError::Revoked(RevocationKind::Token))
+    );
+
+    // The key leaves the provider's set: the cached token goes with it.
+    let other = provider_token(&old, &iss, "my-app", "bob");
+    issuers.verify(sso, &other, &index, now()).unwrap();
+    let new = SigningKey::generate(Algorithm::ES256).unwrap();
+    *served.jwks.lock().unwrap() = jwks_of(&[&new]);
+    let later = now().plus(Duration::from_secs(301));
+    issuers.refresh_due(later).await;
+    assert_eq!(issuers.cached_tokens(), 0);
+    assert_eq!(
+        issuers.verify(sso, &other, &index, later),
+        Err(GateError::Jose(VerifyError::UnknownKey))
+    );
+}
