@@ -66,6 +66,11 @@ impl Issuer {
         &self.config.name
     }
 
+    /// The algorithms its keys may verify.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.allowed
+    }
+
     /// Where its keys stand.
     pub fn key_status(&self) -> KeyStatus {
         self.keys.status()

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tokengate_core::{Revocation, Role, SystemClock, Timestamp};
+use tokengate_core::{Clock, Revocation, Role, SystemClock, Timestamp};
+use tokengate_gate::service::revocation_for;
+use tokengate_gate::{GateRevocation, Issuers};
 use tokengate_sessions::{Admin, AdminError, KeyState, Passwords};
 use tokengate_store::Store;
 use uuid::Uuid;
@@ -63,6 +65,16 @@ pub enum Command {
     /// Import revoked token ids.
     #[command(subcommand)]
     Revocations(RevocationsCommand),
+    /// Gate mode's issuers (`[[issuers]]` in the configuration).
+    #[command(subcommand)]
+    Issuers(IssuersCommand),
+}
+
+/// `tokengate issuers ...`
+#[derive(Debug, Subcommand)]
+pub enum IssuersCommand {
+    /// Each configured issuer, its key source, and its keys fetched now (count, or the error).
+    List,
 }
 
 /// `tokengate user ...`
@@ -84,20 +96,36 @@ pub enum UserCommand {
     },
 }
 
-/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E]`
+/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E]`,
+/// or for a gate issuer `tokengate revoke --issuer NAME (--sub S | --sid S | --jti J [--exp T]
+/// | --issued-before TIME)`
 #[derive(Debug, Args)]
 #[group(required = true, multiple = true)]
 pub struct RevokeArgs {
     /// Every session of this user (by email); with --issued-before, only that user's
     /// access tokens issued before TIME.
-    #[arg(long, value_name = "EMAIL")]
+    #[arg(long, value_name = "EMAIL", conflicts_with = "issuer")]
     pub user: Option<String>,
     /// One session, by id.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["user", "jti", "issued_before"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["user", "jti", "issued_before", "issuer"])]
     pub session: Option<Uuid>,
-    /// One access token, by its jti.
-    #[arg(long, value_name = "JTI", conflicts_with_all = ["user", "session", "issued_before"])]
-    pub jti: Option<Uuid>,
+    /// One access token, by its jti (a UUID for tokengate's own tokens; any string with
+    /// --issuer).
+    #[arg(long, value_name = "JTI", conflicts_with_all = ["user", "session", "issued_before", "sub", "sid"])]
+    pub jti: Option<String>,
+    /// A gate issuer (its `name`): revoke its tokens instead of tokengate's own.
+    #[arg(long, value_name = "NAME")]
+    pub issuer: Option<String>,
+    /// With --issuer: every token of this subject issued before now.
+    #[arg(long, value_name = "SUB", requires = "issuer", conflicts_with_all = ["sid", "jti", "issued_before"])]
+    pub sub: Option<String>,
+    /// With --issuer: every token of this session.
+    #[arg(long, value_name = "SID", requires = "issuer", conflicts_with_all = ["sub", "jti", "issued_before"])]
+    pub sid: Option<String>,
+    /// With --issuer --jti: the token's expiry (RFC 3339 or Unix seconds), so the entry is
+    /// kept no longer.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "jti")]
+    pub exp: Option<Timestamp>,
     /// Every access token of every user (or of --user) issued before TIME, e.g. after a
     /// signing key was compromised: RFC 3339 (`2026-12-01T00:00:00Z`) or Unix seconds.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -199,7 +227,8 @@ pub async fn run_admin(
             );
             recorded = revoked;
         }
-        Command::Revoke(args) => recorded = revoke(&admin, args).await?,
+        Command::Revoke(args) => recorded = revoke(&admin, config, args).await?,
+        Command::Issuers(IssuersCommand::List) => list_issuers(config).await?,
         Command::Keys(KeysCommand::Rotate) => {
             let kid = admin.rotate_key().await?;
             println!("new signing key {kid}; previous keys verify until their tokens expire");
@@ -236,7 +265,47 @@ pub async fn run_admin(
     Ok(recorded)
 }
 
-async fn revoke(admin: &Admin, args: RevokeArgs) -> anyhow::Result<Vec<Revocation>> {
+/// `tokengate revoke --issuer ...`: the revocation the gate issuer's endpoint would record.
+async fn revoke_at_issuer(
+    admin: &Admin,
+    config: &Config,
+    name: &str,
+    args: RevokeArgs,
+) -> anyhow::Result<Vec<Revocation>> {
+    let issuers = Issuers::new(&config.issuers, config.leeway).map_err(anyhow::Error::msg)?;
+    let Some(issuer) = issuers.by_name(name) else {
+        anyhow::bail!("no issuer is named {name:?} in the configuration");
+    };
+    let request = match (args.sub, args.sid, args.jti, args.issued_before) {
+        (Some(sub), None, None, None) => GateRevocation::Subject(sub),
+        (None, Some(sid), None, None) => GateRevocation::Session(sid),
+        (None, None, Some(id), None) => GateRevocation::TokenId { id, exp: args.exp },
+        (None, None, None, Some(cutoff)) => GateRevocation::IssuedBefore(cutoff),
+        _ => anyhow::bail!("with --issuer, say one of --sub, --sid, --jti or --issued-before"),
+    };
+    let what = match &request {
+        GateRevocation::Subject(sub) => format!("every token of {sub:?} issued before now"),
+        GateRevocation::Session(sid) => format!("session {sid:?}"),
+        GateRevocation::TokenId { id, .. } => format!("token {id:?}"),
+        GateRevocation::IssuedBefore(cutoff) => format!("every token issued before {cutoff}"),
+    };
+    let revocation = revocation_for(issuer, &request, admin.now())?;
+    admin.record(&[revocation]).await?;
+    println!("revoked {what} of issuer {name}");
+    Ok(vec![revocation])
+}
+
+async fn revoke(
+    admin: &Admin,
+    config: &Config,
+    args: RevokeArgs,
+) -> anyhow::Result<Vec<Revocation>> {
+    if let Some(name) = args.issuer.clone() {
+        return revoke_at_issuer(admin, config, &name, args).await;
+    }
+    if args.sub.is_some() || args.sid.is_some() || args.exp.is_some() {
+        anyhow::bail!("--sub, --sid and --exp go with --issuer");
+    }
     if let Some(issued_before) = args.issued_before {
         let user = match &args.user {
             Some(email) => Some(user_by_email(admin, email).await?),
@@ -267,12 +336,58 @@ async fn revoke(admin: &Admin, args: RevokeArgs) -> anyhow::Result<Vec<Revocatio
             None => anyhow::bail!("no session {sid}"),
         }
     } else if let Some(jti) = args.jti {
+        let jti: Uuid = jti.parse().map_err(|_| {
+            anyhow::anyhow!("--jti {jti:?} is not a UUID (tokengate's token ids are)")
+        })?;
         let revocation = admin.revoke_token_id(jti).await?;
         println!("revoked token {jti}");
         Ok(vec![revocation])
     } else {
         anyhow::bail!("say what to revoke: --user, --session, --jti or --issued-before")
     }
+}
+
+/// `tokengate issuers list`: fetch each issuer's keys now and say how it went.
+async fn list_issuers(config: &Config) -> anyhow::Result<()> {
+    let issuers = Issuers::new(&config.issuers, config.leeway).map_err(anyhow::Error::msg)?;
+    if issuers.is_empty() {
+        println!("no issuers configured (gate mode is off)");
+        return Ok(());
+    }
+    issuers.refresh_due(SystemClock.now()).await;
+    println!(
+        "{:<16} {:<6} {:<10} {:<12} iss / keys from / last error",
+        "name", "keys", "algs", "fetched"
+    );
+    for issuer in issuers.iter() {
+        let entry = issuer.config();
+        let status = issuer.key_status();
+        let source = entry
+            .discovery
+            .as_deref()
+            .or(entry.jwks_uri.as_deref())
+            .unwrap_or("hs256 secret");
+        let algs = issuer
+            .algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let fetched = status
+            .fetched_at
+            .map_or_else(|| "-".to_owned(), |t| t.to_string());
+        println!(
+            "{:<16} {:<6} {:<10} {:<12} {} / {} / {}",
+            entry.name,
+            status.keys,
+            algs,
+            fetched,
+            entry.issuer.as_deref().unwrap_or("(no iss)"),
+            source,
+            status.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
 }
 
 async fn user_by_email(admin: &Admin, email: &str) -> anyhow::Result<tokengate_store::User> {

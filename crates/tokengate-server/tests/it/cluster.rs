@@ -356,3 +356,38 @@ async fn refuses_to_start_on_a_redis_that_may_evict_revocations() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("maxmemory-policy"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_gate_sign_out_on_one_node_is_refused_on_the_other() {
+    use crate::gate::{webui_config_file, webui_token};
+    let Some(db) = services() else { return };
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = webui_config_file(config_dir.path());
+    let ns = namespace();
+    let db_url = db.url();
+    let mut env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    env.push(("TOKENGATE_CONFIG", &config));
+    let (a, b) = (Server::start_with_env(&env), Server::start_with_env(&env));
+    let (ca, cb) = (a.client(), b.client());
+
+    let (signed_out, kept) = (webui_token("alice"), webui_token("bob"));
+    for token in [&signed_out, &kept] {
+        cb.get("/v1/verify", Some(token))
+            .await
+            .expect(StatusCode::OK);
+    }
+    ca.send(
+        ca.raw(reqwest::Method::POST, "/v1/gate/signout")
+            .header("cookie", format!("token={signed_out}")),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let refused = within(Duration::from_secs(2), async || {
+        cb.get("/v1/verify", Some(&signed_out)).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "node B still accepts a token signed out on node A");
+    cb.get("/v1/verify", Some(&kept))
+        .await
+        .expect(StatusCode::OK);
+}

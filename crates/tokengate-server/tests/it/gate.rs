@@ -412,3 +412,68 @@ async fn an_issuer_whose_keys_never_arrived_gets_503_and_readyz_names_it() {
     .await
     .expect_invalid_token();
 }
+
+/// A configuration file holding [`webui_issuer`] as TOML, in `dir`.
+pub fn webui_config_file(dir: &std::path::Path) -> String {
+    let hash: String = Sha256::digest(CLIENT_SECRET.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join("gate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[issuers]]\nname = \"webui\"\nhs256_secret = \"{WEBUI_SECRET}\"\n\
+             audience_optional = true\nclaims = {{ subject = \"id\" }}\ncookie = \"token\"\n\
+             clients = [{{ id = \"webui\", secret_sha256 = \"{hash}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn gate_revocations_from_the_hook_and_the_cli_survive_sigkill() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = webui_config_file(config_dir.path());
+    let mut server = crate::common::Server::start_with_env(&[("TOKENGATE_CONFIG", &config)]);
+    let client = server.client();
+    let (alice, bob, carol) = (
+        webui_token("alice"),
+        webui_token("bob"),
+        webui_token("carol"),
+    );
+    for token in [&alice, &bob, &carol] {
+        verify_bearer(&client, token).await.expect(StatusCode::OK);
+    }
+
+    let listed = server.cli_ok(&["issuers", "list"], None);
+    assert!(listed.stdout.contains("webui"), "{}", listed.stdout);
+    assert!(listed.stdout.contains("hs256 secret"), "{}", listed.stdout);
+
+    gate_signout(&client, &alice).await.expect(StatusCode::OK);
+    let out = server.cli_ok(&["revoke", "--issuer", "webui", "--sub", "bob"], None);
+    assert!(out.stdout.contains("bob"), "{}", out.stdout);
+    for bad in [
+        &["revoke", "--issuer", "nobody", "--sub", "bob"][..],
+        &["revoke", "--sub", "bob"][..],
+        &["revoke", "--issuer", "webui"][..],
+    ] {
+        assert!(!server.cli(bad, None).success, "{bad:?} succeeded");
+    }
+    // The CLI wrote to the store; the running node reads it within a second.
+    crate::common::eventually(Duration::from_secs(5), "bob refused", || {
+        let client = client.clone();
+        let bob = bob.clone();
+        async move { verify_bearer(&client, &bob).await.status == StatusCode::UNAUTHORIZED }
+    })
+    .await;
+
+    // No graceful shutdown: both revocations were durable when acknowledged.
+    server.kill();
+    server.restart();
+    let client = server.client();
+    verify_bearer(&client, &alice).await.expect_invalid_token();
+    verify_bearer(&client, &bob).await.expect_invalid_token();
+    verify_bearer(&client, &carol).await.expect(StatusCode::OK);
+}
