@@ -87,7 +87,7 @@ pub struct Config {
     #[serde(with = "duration")]
     pub body_timeout: Duration,
     /// Gate mode: other issuers whose tokens are verified and revoked (`[[issuers]]`,
-    /// from the file only; see GATE.md in docs/gate.md).
+    /// from the file only; see docs/gate.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issuers: Vec<IssuerConfig>,
 }
