@@ -1,10 +1,26 @@
--- wrk script for scripts/bench-http: sends `Authorization: Bearer $TOKEN` on every request
+-- wrk script for scripts/bench-http: sends `Authorization: Bearer $TOKEN` (or each of
+-- $TOKENS in turn) on every request
 -- and prints one machine-readable summary line (latencies in microseconds).
-local token = os.getenv("TOKEN")
-if token == nil or token == "" then
-  error("set TOKEN to the access token to send")
+-- With TOKENS (comma-separated), each thread sends them in turn, one per request: many
+-- clients, each presenting its own token again and again.
+local tokens = {}
+for t in string.gmatch(os.getenv("TOKENS") or "", "[^,]+") do
+  table.insert(tokens, t)
 end
-wrk.headers["Authorization"] = "Bearer " .. token
+if #tokens > 0 then
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    local headers = { ["Authorization"] = "Bearer " .. tokens[(counter % #tokens) + 1] }
+    return wrk.format(nil, nil, headers)
+  end
+else
+  local token = os.getenv("TOKEN")
+  if token == nil or token == "" then
+    error("set TOKEN (or TOKENS) to the access token(s) to send")
+  end
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
