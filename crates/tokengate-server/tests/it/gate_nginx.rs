@@ -15,9 +15,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokengate_core::SigningKey;
 
 use crate::common::{Client, InProcess, Resp};
-use crate::gate::{basic, unix_now, webui_issuer, webui_token, CLIENT_SECRET};
+use crate::gate::{basic, unix_now, webui_issuer, webui_token, CLIENT_SECRET, WEBUI_SECRET};
 use crate::nginx::{assert_refused, doc_snippet, http_conf, nginx_or_skip, replace_once, Nginx};
 
 /// The recipe whose nginx block this test runs.
@@ -91,7 +92,11 @@ async fn start_app(seen: Seen) -> SocketAddr {
             "/api/v1/auths/signin",
             post(|axum::Json(body): axum::Json<Value>| async move {
                 let id = body["id"].as_str().unwrap_or_default().to_owned();
-                let token = webui_token(&id);
+                let token = if body["old"] == true {
+                    old_webui_token(&id)
+                } else {
+                    webui_token(&id)
+                };
                 (
                     [(
                         header::SET_COOKIE,
@@ -123,14 +128,32 @@ async fn start_app(seen: Seen) -> SocketAddr {
     addr
 }
 
+/// A token as older Open WebUI versions sign it: `{"id","exp","jti"}`, no `iat`.
+fn old_webui_token(id: &str) -> String {
+    let payload =
+        json!({"id": id, "exp": unix_now() + 3600, "jti": uuid::Uuid::new_v4().to_string()});
+    SigningKey::hs256(WEBUI_SECRET.as_bytes())
+        .unwrap()
+        .sign_compact(
+            br#"{"alg":"HS256","typ":"JWT"}"#,
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap()
+}
+
 /// Sign in through nginx; returns the value of the `token` cookie the app set.
 async fn sign_in(front: &Client, id: &str) -> String {
+    sign_in_with(front, &json!({"id": id})).await
+}
+
+/// Sign in through nginx to an app of the older token format (no `iat`).
+async fn sign_in_old(front: &Client, id: &str) -> String {
+    sign_in_with(front, &json!({"id": id, "old": true})).await
+}
+
+async fn sign_in_with(front: &Client, body: &Value) -> String {
     let resp = front
-        .send(
-            front
-                .raw(Method::POST, "/api/v1/auths/signin")
-                .json(&json!({"id": id})),
-        )
+        .send(front.raw(Method::POST, "/api/v1/auths/signin").json(body))
         .await;
     resp.expect(StatusCode::OK);
     cookie_set(&resp).unwrap_or_else(|| panic!("no token cookie at sign-in: {resp:?}"))
@@ -144,6 +167,27 @@ fn cookie_set(resp: &Resp) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find_map(|v| v.strip_prefix("token="))
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// The app's own sign-out request through nginx, with the cookie `token`.
+fn sign_out_request(front: &Client, cookie: &str) -> reqwest::RequestBuilder {
+    front
+        .raw(Method::POST, "/api/v1/auths/signout")
+        .header("cookie", format!("token={cookie}"))
+}
+
+/// What the app calls at tokengate for "sign out everywhere": revoke every token of `sub`.
+async fn revoke_user(server: &InProcess, sub: &str) {
+    let client = server.client();
+    let resp = client
+        .send(
+            client
+                .raw(Method::POST, "/v1/gate/webui/revocations")
+                .header("authorization", basic("webui", CLIENT_SECRET))
+                .json(&json!({"sub": sub})),
+        )
+        .await;
+    resp.expect(StatusCode::NO_CONTENT);
 }
 
 /// `GET /api/v1/me` through nginx with the cookie `token` and any extra headers.
@@ -192,13 +236,7 @@ async fn the_unmodified_apps_sign_out_ends_its_token_behind_nginx() {
     );
 
     // The app's sign-out, through nginx: the app only clears its cookie...
-    let resp = front
-        .send(
-            front
-                .raw(Method::POST, "/api/v1/auths/signout")
-                .header("cookie", format!("token={alice}")),
-        )
-        .await;
+    let resp = front.send(sign_out_request(&front, &alice)).await;
     resp.expect(StatusCode::OK);
     assert_eq!(cookie_set(&resp).as_deref(), Some(""), "{resp:?}");
     // ...and the same token is refused from then on, as cookie and as Bearer.
@@ -249,16 +287,7 @@ async fn the_unmodified_apps_sign_out_ends_its_token_behind_nginx() {
     server
         .advance(Duration::from_secs(lag.max(0) as u64 + 1))
         .await;
-    let tokengate_client = server.client();
-    let resp = tokengate_client
-        .send(
-            tokengate_client
-                .raw(Method::POST, "/v1/gate/webui/revocations")
-                .header("authorization", basic("webui", CLIENT_SECRET))
-                .json(&json!({"sub": "carol"})),
-        )
-        .await;
-    resp.expect(StatusCode::NO_CONTENT);
+    revoke_user(&server, "carol").await;
     assert_refused(
         &me(&front, Some(&carol), &[]).await,
         "revoked user's cookie",
@@ -266,5 +295,57 @@ async fn the_unmodified_apps_sign_out_ends_its_token_behind_nginx() {
     assert_user(&me(&front, Some(&bob), &[]).await, "bob");
     assert_user(&me(&front, Some(&alice_again), &[]).await, "alice");
 
+    // The older token format (no `iat`) works behind the same configuration, and the
+    // sign-out hook ends such a token by its `jti`.
+    let dave = sign_in_old(&front, "dave").await;
+    assert_user(&me(&front, Some(&dave), &[]).await, "dave");
+    front
+        .send(sign_out_request(&front, &dave))
+        .await
+        .expect(StatusCode::OK);
+    assert_refused(
+        &me(&front, Some(&dave), &[]).await,
+        "signed-out old-format cookie",
+    );
+    // A user revocation refuses every old-format token of the user, one issued after it too,
+    // as the recipe says.
+    let erin = sign_in_old(&front, "erin").await;
+    assert_user(&me(&front, Some(&erin), &[]).await, "erin");
+    revoke_user(&server, "erin").await;
+    assert_refused(
+        &me(&front, Some(&erin), &[]).await,
+        "revoked old-format cookie",
+    );
+    let erin_later = sign_in_old(&front, "erin").await;
+    assert_refused(
+        &me(&front, Some(&erin_later), &[]).await,
+        "old-format token issued after the user revocation",
+    );
     drop(nginx);
+
+    // tokengate unreachable: the app's sign-out fails visibly (nginx's 500) without reaching
+    // the app, and so does the API. (Client::send refuses 500s, hence plain reqwest.)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = closed.local_addr().unwrap();
+    drop(closed);
+    let down = tokio::task::block_in_place(|| {
+        Nginx::start_with(&binary, |dir, front| {
+            (recipe_conf(dir, nowhere, app, front), vec![])
+        })
+    });
+    let front = Client::new(&down.url());
+    let bob_again = sign_in(&front, "bob").await;
+    let resp = sign_out_request(&front, &bob_again).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{resp:?}");
+    assert!(
+        resp.headers().get(header::SET_COOKIE).is_none(),
+        "the app was reached: {resp:?}"
+    );
+    let resp = front
+        .raw(Method::GET, "/api/v1/me")
+        .header("cookie", format!("token={bob_again}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{resp:?}");
 }
