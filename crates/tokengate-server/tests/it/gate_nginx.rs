@@ -278,6 +278,17 @@ async fn the_unmodified_apps_sign_out_ends_its_token_behind_nginx() {
         seen.lock().unwrap()
     );
 
+    // Anything but the app's JWTs (an Open WebUI `sk-` API key) is refused, as the recipe says.
+    assert_refused(
+        &me(
+            &front,
+            None,
+            &[("authorization", "Bearer sk-0123456789abcdef")],
+        )
+        .await,
+        "an API key",
+    );
+
     // "Sign out everywhere": the app revokes a user at tokengate with its client.
     let carol = sign_in(&front, "carol").await;
     assert_user(&me(&front, Some(&carol), &[]).await, "carol");
