@@ -17,7 +17,7 @@ use tokengate_gate::IssuerConfig;
 use crate::common::{Client, InProcess, Resp};
 
 pub const WEBUI_SECRET: &str = "open-webui-secret-key-of-32-bytes!";
-const CLIENT_SECRET: &str = "webui-client-secret";
+pub(crate) const CLIENT_SECRET: &str = "webui-client-secret";
 
 /// Open WebUI's entry: no `iss`, subject in `id`, cookie `token`, one revoke client.
 pub fn webui_issuer() -> IssuerConfig {
@@ -47,7 +47,7 @@ pub fn webui_token(id: &str) -> String {
         .unwrap()
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -88,7 +88,7 @@ async fn revoke_at_issuer(client: &Client, auth: Option<&str>, body: &Value) -> 
     client.send(request).await
 }
 
-fn basic(id: &str, secret: &str) -> String {
+pub(crate) fn basic(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
 }
 

@@ -16,6 +16,7 @@ mod clock;
 mod cluster;
 mod connections;
 mod gate;
+mod gate_nginx;
 mod hardening;
 mod interop;
 mod logs;

@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/forward-auth.md");
 
 /// The nginx binary, if installed.
-fn find_nginx() -> Option<PathBuf> {
+pub(crate) fn find_nginx() -> Option<PathBuf> {
     let fixed = PathBuf::from("/usr/sbin/nginx");
     if fixed.is_file() {
         return Some(fixed);
@@ -31,37 +31,50 @@ fn find_nginx() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The ```nginx block of the doc's nginx section.
-fn doc_snippet() -> String {
-    let doc = std::fs::read_to_string(DOC).unwrap_or_else(|e| panic!("read {DOC}: {e}"));
-    let section = doc
+/// The nginx binary, or `None` after printing why the test is skipped; panics instead when
+/// `TOKENGATE_REQUIRE_NGINX=1`.
+pub(crate) fn nginx_or_skip() -> Option<PathBuf> {
+    let found = find_nginx();
+    if found.is_none() {
+        if std::env::var("TOKENGATE_REQUIRE_NGINX").as_deref() == Ok("1") {
+            panic!("nginx not installed, and TOKENGATE_REQUIRE_NGINX=1");
+        }
+        println!("skipped: nginx not installed");
+    }
+    found
+}
+
+/// The ```nginx block of the `## nginx` section of the markdown file `doc`.
+pub(crate) fn doc_snippet(doc: &str) -> String {
+    let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("read {doc}: {e}"));
+    let section = text
         .split("\n## ")
         .find(|s| s.starts_with("nginx"))
-        .unwrap_or_else(|| panic!("no `## nginx` section in {DOC}"));
+        .unwrap_or_else(|| panic!("no `## nginx` section in {doc}"));
     let start = section
         .find("```nginx\n")
-        .unwrap_or_else(|| panic!("no ```nginx block in the nginx section of {DOC}"))
+        .unwrap_or_else(|| panic!("no ```nginx block in the nginx section of {doc}"))
         + "```nginx\n".len();
     let len = section[start..]
         .find("```")
-        .unwrap_or_else(|| panic!("unterminated ```nginx block in {DOC}"));
+        .unwrap_or_else(|| panic!("unterminated ```nginx block in {doc}"));
     section[start..start + len].to_owned()
 }
 
-/// Replace the one occurrence of `from` in `text`: the doc's snippet must keep the
-/// placeholders this test points at real ports.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
+/// Replace the one occurrence of `from` in `text`, the snippet of `doc`: the doc must keep
+/// the placeholders its test points at real ports.
+pub(crate) fn replace_once(doc: &str, text: &str, from: &str, to: &str) -> String {
     let count = text.matches(from).count();
     assert_eq!(
         count, 1,
-        "the nginx snippet of {DOC} should contain `{from}` exactly once (found {count}); \
-         keep docs/forward-auth.md and tests/nginx.rs in sync:\n{text}"
+        "the nginx snippet of {doc} should contain `{from}` exactly once (found {count}); \
+         keep the doc and its test in sync:\n{text}"
     );
     text.replacen(from, to, 1)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -85,22 +98,44 @@ const ECHO: &str = "user=$http_x_auth_user_id email=$http_x_auth_email \
 /// A whole nginx.conf: the doc's snippet pointed at `tokengate`, listening on `front`, with
 /// an echo upstream on `echo`; every file nginx writes lives in `dir`.
 fn nginx_conf(dir: &Path, tokengate: SocketAddr, front: u16, echo: u16) -> String {
-    let snippet = doc_snippet();
+    let snippet = doc_snippet(DOC);
     let snippet = replace_once(
+        DOC,
         &snippet,
         "server 127.0.0.1:8080;",
         &format!("server {tokengate};"),
     );
     let snippet = replace_once(
+        DOC,
         &snippet,
         "listen 80;",
         &format!("listen 127.0.0.1:{front};"),
     );
     let snippet = replace_once(
+        DOC,
         &snippet,
         "proxy_pass http://127.0.0.1:3000;",
         &format!("proxy_pass http://127.0.0.1:{echo};"),
     );
+    let body = format!(
+        "    # ---- docs/forward-auth.md ----
+{snippet}    # ---- end of docs/forward-auth.md ----
+
+    # The upstream: echoes the identity headers it received.
+    server {{
+        listen 127.0.0.1:{echo};
+        location / {{
+            return 200 \"{ECHO}\";
+        }}
+    }}
+"
+    );
+    http_conf(dir, &body)
+}
+
+/// A whole nginx.conf around `body` (the inside of its `http {}` block): one process in the
+/// foreground, every file nginx writes in `dir`.
+pub(crate) fn http_conf(dir: &Path, body: &str) -> String {
     let d = dir.display();
     let user = if running_as_root(dir) {
         "user root;\n"
@@ -123,23 +158,13 @@ http {{
     scgi_temp_path {d}/scgi_temp;
     default_type text/plain;
 
-    # ---- docs/forward-auth.md ----
-{snippet}    # ---- end of docs/forward-auth.md ----
-
-    # The upstream: echoes the identity headers it received.
-    server {{
-        listen 127.0.0.1:{echo};
-        location / {{
-            return 200 \"{ECHO}\";
-        }}
-    }}
-}}
+{body}}}
 "
     )
 }
 
 /// An nginx child process on a temporary prefix; dropping it kills it.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
@@ -148,9 +173,22 @@ struct Nginx {
 impl Nginx {
     /// Start nginx in front of `tokengate`; retries with new ports if one was taken.
     fn start(binary: &Path, tokengate: SocketAddr) -> Nginx {
+        Nginx::start_with(binary, |dir, front| {
+            let echo = free_port();
+            (nginx_conf(dir, tokengate, front, echo), vec![echo])
+        })
+    }
+
+    /// Start nginx with the configuration `conf(dir, front)` makes for a prefix `dir` and a
+    /// front port `front`, and wait until it listens on `front` and on the other ports
+    /// `conf` returns; retries with new ports if one was taken.
+    pub(crate) fn start_with(
+        binary: &Path,
+        conf: impl Fn(&Path, u16) -> (String, Vec<u16>),
+    ) -> Nginx {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Nginx::try_start(binary, tokengate) {
+            match Nginx::try_start(binary, &conf) {
                 Ok(nginx) => return nginx,
                 Err(error) => last_error = error,
             }
@@ -158,11 +196,14 @@ impl Nginx {
         panic!("nginx did not start:\n{last_error}");
     }
 
-    fn try_start(binary: &Path, tokengate: SocketAddr) -> Result<Nginx, String> {
+    fn try_start(
+        binary: &Path,
+        make_conf: &impl Fn(&Path, u16) -> (String, Vec<u16>),
+    ) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().expect("create nginx prefix");
-        let (front, echo) = (free_port(), free_port());
+        let front = free_port();
         let conf = dir.path().join("nginx.conf");
-        let text = nginx_conf(dir.path(), tokengate, front, echo);
+        let (text, others) = make_conf(dir.path(), front);
         std::fs::File::create(&conf)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("write nginx.conf");
@@ -191,14 +232,15 @@ impl Nginx {
                     nginx.error_log()
                 ));
             }
-            let front_up = TcpStream::connect(("127.0.0.1", front)).is_ok();
-            let echo_up = TcpStream::connect(("127.0.0.1", echo)).is_ok();
-            if front_up && echo_up {
+            let up = std::iter::once(&front)
+                .chain(&others)
+                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok());
+            if up {
                 return Ok(nginx);
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "nginx did not listen on {front} and {echo} within 20 s; error.log:\n{}",
+                    "nginx did not listen on {front} and {others:?} within 20 s; error.log:\n{}",
                     nginx.error_log()
                 ));
             }
@@ -206,11 +248,11 @@ impl Nginx {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn error_log(&self) -> String {
+    pub(crate) fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 }
@@ -247,7 +289,7 @@ async fn through(
 
 /// nginx's own 401, with tokengate's RFC 6750 challenge passed on.
 #[track_caller]
-fn assert_refused(resp: &Resp, what: &str) {
+pub(crate) fn assert_refused(resp: &Resp, what: &str) {
     assert_eq!(
         resp.status,
         StatusCode::UNAUTHORIZED,
@@ -284,11 +326,7 @@ fn echo_line(user: &serde_json::Value, session_id: &str) -> String {
 
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_an_upstream() {
-    let Some(binary) = find_nginx() else {
-        if std::env::var("TOKENGATE_REQUIRE_NGINX").as_deref() == Ok("1") {
-            panic!("nginx not installed, and TOKENGATE_REQUIRE_NGINX=1");
-        }
-        println!("skipped: nginx not installed");
+    let Some(binary) = nginx_or_skip() else {
         return;
     };
 
