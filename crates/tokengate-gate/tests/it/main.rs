@@ -183,7 +183,7 @@ struct Served {
 }
 
 /// A provider on loopback: `/.well-known/openid-configuration` naming `/jwks`,
-/// `/redirect` (a 302 to `/jwks`).
+/// `/redirect` (a 302 to `/jwks`), `/slow` (no answer for 30 s).
 async fn provider(served: Served) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -215,6 +215,13 @@ async fn provider(served: Served) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         .route(
             "/redirect",
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/jwks")]) }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                axum::Json(json!({"keys": []}))
+            }),
         );
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
@@ -348,6 +355,22 @@ async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
             "audiences": ["my-app"],
         }))
     };
+    let slow = Issuers::new(&[entry("slow", "/slow")], LEEWAY).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        slow.refresh_due(now()).await,
+        1,
+        "a slow answer is given up"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the fetch timeout did not hold"
+    );
+    let slow = slow.by_name("slow").unwrap();
+    assert!(!slow.is_ready());
+    let error = slow.key_status().last_error.unwrap();
+    assert!(error.contains("timed out"), "{error}");
+
     let issuers = Issuers::new(
         &[entry("good", "/jwks"), entry("moved", "/redirect")],
         LEEWAY,
