@@ -237,26 +237,38 @@ impl GateRevocationRequest {
     }
 }
 
-/// The caller of an issuer's revocation endpoint: one of its clients (HTTP Basic) or an
-/// admin of tokengate (Bearer). Anyone else: 401 `invalid_client` with a Basic challenge.
-async fn issuer_caller(
-    state: &AppState,
-    issuer: &Issuer,
-    headers: &HeaderMap,
-) -> Result<(), Response> {
-    if let Some((id, secret)) = basic_credentials(headers) {
-        if issuer.client_matches(&id, &secret) {
-            return Ok(());
+/// The caller of an issuer's revocation endpoint, by the issuer named in the path: one of
+/// its clients (HTTP Basic) or an admin of tokengate (Bearer). The rejection is the answer:
+/// 404 for an unknown issuer, 401 `invalid_client` with a Basic challenge for anyone else, 403
+/// for a Bearer that is not an admin's. Extracted before the body is read.
+pub struct IssuerCaller(String);
+
+impl FromRequestParts<AppState> for IssuerCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Some(issuer) = state.issuers.issuers().by_name(&name) else {
+            return Err(ApiError::NotFound(format!("no issuer is named {name:?}")).into_response());
+        };
+        let headers = &parts.headers;
+        if let Some((id, secret)) = basic_credentials(headers) {
+            return if issuer.client_matches(&id, &secret) {
+                Ok(IssuerCaller(name))
+            } else {
+                Err(invalid_client())
+            };
         }
-        return Err(invalid_client());
-    }
-    match tokengate_axum::extract::credential(headers) {
-        Ok(credential) => match state.gate.authenticate(credential.token) {
-            Ok(claims) if claims.role == Role::Admin => Ok(()),
-            Ok(_) => Err(AuthError::Forbidden.into_response()),
-            Err(error) => Err(error.into_response()),
-        },
-        Err(_) => Err(invalid_client()),
+        match tokengate_axum::extract::credential(headers) {
+            Ok(credential) => match state.gate.authenticate(credential.token) {
+                Ok(claims) if claims.role == Role::Admin => Ok(IssuerCaller(name)),
+                Ok(_) => Err(AuthError::Forbidden.into_response()),
+                Err(error) => Err(error.into_response()),
+            },
+            Err(_) => Err(invalid_client()),
+        }
     }
 }
 
@@ -311,29 +323,19 @@ pub fn invalid_client() -> Response {
 )]
 pub async fn revocations(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
+    IssuerCaller(name): IssuerCaller,
     Json(request): Json<GateRevocationRequest>,
-) -> Response {
-    let Some(issuer) = state.issuers.issuers().by_name(&name) else {
-        return ApiError::NotFound(format!("no issuer is named {name:?}")).into_response();
-    };
-    if let Err(refused) = issuer_caller(&state, issuer, &headers).await {
-        return refused;
-    }
-    let request = match request.into_revocation() {
-        Ok(request) => request,
-        Err(error) => return error.into_response(),
-    };
+) -> ApiResult<StatusCode> {
+    let request = request.into_revocation()?;
     match state.issuers.revoke(&name, &request).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(GateRevokeError::UnknownIssuer(_)) => {
-            ApiError::NotFound(format!("no issuer is named {name:?}")).into_response()
+            Err(ApiError::NotFound(format!("no issuer is named {name:?}")))
         }
-        Err(GateRevokeError::CutoffInFuture) => {
-            ApiError::BadRequest("`issued_before` is in the future".into()).into_response()
-        }
-        Err(GateRevokeError::Unavailable(error)) => ApiError::from(error).into_response(),
+        Err(GateRevokeError::CutoffInFuture) => Err(ApiError::BadRequest(
+            "`issued_before` is in the future".into(),
+        )),
+        Err(GateRevokeError::Unavailable(error)) => Err(error.into()),
     }
 }
 
