@@ -307,25 +307,15 @@ impl Issuers {
         Ok(verified)
     }
 
-    /// Like [`verify`](Self::verify), but a token naming a `kid` the issuer's set lacks
-    /// first triggers one fetch of the set (at most once per 30 s per issuer).
-    pub async fn verify_fetching(
-        &self,
-        issuer: &Issuer,
-        token: &str,
-        index: &RevocationIndex,
-        now: Timestamp,
-    ) -> Result<GateToken, GateError> {
-        match self.verify(issuer, token, index, now) {
-            Err(GateError::Jose(VerifyError::UnknownKey))
-                if issuer.source != KeySource::Hs256
-                    && issuer.keys.claim_unknown_kid_fetch(now) =>
-            {
-                self.fetch(issuer, now).await;
-                self.verify(issuer, token, index, now)
-            }
-            other => other,
+    /// After a token of `issuer` named a `kid` its set lacks: fetch the set now, unless
+    /// one was fetched for that reason in the last 30 s (or the keys are a fixed secret).
+    /// Returns whether the set changed, so that verifying again could succeed.
+    pub async fn fetch_for_unknown_kid(&self, issuer: &Issuer, now: Timestamp) -> bool {
+        if issuer.source == KeySource::Hs256 || !issuer.keys.claim_unknown_kid_fetch(now) {
+            return false;
         }
+        let before = issuer.keys.generation();
+        self.fetch(issuer, now).await && issuer.keys.generation() != before
     }
 
     /// Fetch the keys of every issuer whose fetch is due at `now`; returns how many

@@ -18,6 +18,8 @@ pub mod gate;
 pub mod ids;
 pub mod keyset;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 
 pub use config::{ClaimNames, IssuerConfig, KeySource, RevokeClient};

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate_core::{Revocation, StalenessPolicy, Timestamp};
+use tokengate_core::{Revocation, StalenessPolicy, Timestamp, VerifyError};
 use tokengate_sessions::{SessionService, Unavailable};
 
 use crate::gate::{GateError, Issuer, Issuers};
@@ -78,10 +78,15 @@ impl GateService {
         token: &str,
     ) -> Result<GateToken, AuthenticateError> {
         let now = self.sessions.now();
-        let verified = self
-            .issuers
-            .verify_fetching(issuer, token, self.sessions.index(), now)
-            .await?;
+        let index = self.sessions.index();
+        let verified = match self.issuers.verify(issuer, token, index, now) {
+            Err(GateError::Jose(VerifyError::UnknownKey))
+                if self.issuers.fetch_for_unknown_kid(issuer, now).await =>
+            {
+                self.issuers.verify(issuer, token, index, now)
+            }
+            other => other,
+        }?;
         let freshness = self.sessions.freshness();
         if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
             return Err(AuthenticateError::Stale);

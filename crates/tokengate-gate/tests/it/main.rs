@@ -1,20 +1,16 @@
 //! Gate issuers end to end inside one process: an HS256 app's tokens, and a provider's
-//! tokens whose keys come from a JWK Set served over loopback HTTP by the test.
+//! tokens whose keys come from a JWK Set served over loopback HTTP by a stand-in provider
+//! (`tokengate_gate::testing`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 use tokengate_core::{
     Algorithm, RevocationIndex, RevocationKind, SigningKey, Timestamp, VerifyError,
 };
+use tokengate_gate::testing::{provider_jwks, sign, TestProvider};
 use tokengate_gate::{ClaimsError, GateError, IssuerConfig, Issuers};
 
 const NOW: i64 = 1_800_000_000;
@@ -27,15 +23,6 @@ fn now() -> Timestamp {
 
 fn config(value: Value) -> IssuerConfig {
     serde_json::from_value(value).unwrap()
-}
-
-/// A token signed by `key` with exactly this header and payload.
-fn token(key: &SigningKey, header: Value, payload: Value) -> String {
-    key.sign_compact(
-        &serde_json::to_vec(&header).unwrap(),
-        &serde_json::to_vec(&payload).unwrap(),
-    )
-    .unwrap()
 }
 
 fn webui() -> IssuerConfig {
@@ -51,7 +38,7 @@ fn webui_token(id: &str, jti: Option<&str>) -> String {
     if let Some(jti) = jti {
         payload["jti"] = jti.into();
     }
-    token(
+    sign(
         &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
         json!({"alg": "HS256", "typ": "JWT"}),
         payload,
@@ -116,7 +103,7 @@ fn forged_and_foreign_tokens_are_refused() {
     let verify = |token: &str| issuers.verify(webui, token, &index, now());
 
     let other_secret = SigningKey::hs256(b"another secret that is 32+ bytes long").unwrap();
-    let forged = token(
+    let forged = sign(
         &other_secret,
         json!({"alg": "HS256"}),
         json!({"id": "alice", "exp": NOW + 60}),
@@ -128,7 +115,7 @@ fn forged_and_foreign_tokens_are_refused() {
 
     // RS256 header against a shared-secret issuer: no key for that algorithm.
     let rsa = SigningKey::generate(Algorithm::RS256).unwrap();
-    let rs = token(
+    let rs = sign(
         &rsa,
         json!({"alg": "RS256"}),
         json!({"id": "alice", "exp": NOW + 60}),
@@ -148,7 +135,7 @@ fn forged_and_foreign_tokens_are_refused() {
     truncated.truncate(truncated.len() - 3);
     assert!(verify(&truncated).is_err());
 
-    let expired = token(
+    let expired = sign(
         &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
         json!({"alg": "HS256"}),
         json!({"id": "alice", "exp": NOW - 31}),
@@ -159,7 +146,7 @@ fn forged_and_foreign_tokens_are_refused() {
     );
 
     // An `iss` no issuer has is refused before any key is tried.
-    let foreign = token(
+    let foreign = sign(
         &SigningKey::hs256(SECRET.as_bytes()).unwrap(),
         json!({"alg": "HS256"}),
         json!({"iss": "https://elsewhere.example", "id": "alice", "exp": NOW + 60}),
@@ -175,76 +162,8 @@ fn base64_json(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
-/// What the test provider serves at `/jwks`: a body, and whether to send it at all.
-#[derive(Clone)]
-struct Served {
-    jwks: Arc<Mutex<Value>>,
-    cache_control: Arc<Mutex<Option<String>>>,
-}
-
-/// A provider on loopback: `/.well-known/openid-configuration` naming `/jwks`,
-/// `/redirect` (a 302 to `/jwks`), `/slow` (no answer for 30 s).
-async fn provider(served: Served) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let issuer = format!("http://{addr}");
-    let app = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let issuer = issuer.clone();
-                async move {
-                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
-                }
-            }),
-        )
-        .route(
-            "/jwks",
-            get(move || {
-                let served = served.clone();
-                async move {
-                    let mut headers = HeaderMap::new();
-                    if let Some(cc) = served.cache_control.lock().unwrap().clone() {
-                        headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
-                    }
-                    let body = served.jwks.lock().unwrap().clone();
-                    (headers, axum::Json(body)).into_response()
-                }
-            }),
-        )
-        .route(
-            "/redirect",
-            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/jwks")]) }),
-        )
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                axum::Json(json!({"keys": []}))
-            }),
-        );
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, task)
-}
-
-fn jwks_of(keys: &[&SigningKey]) -> Value {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|key| {
-            let mut jwk = serde_json::to_value(key.verifying_key().to_jwk().unwrap()).unwrap();
-            // As providers often publish them: no `alg`, extra members.
-            jwk.as_object_mut().unwrap().remove("alg");
-            jwk["x5t"] = "ignored".into();
-            jwk
-        })
-        .collect();
-    json!({"keys": keys})
-}
-
 fn provider_token(key: &SigningKey, issuer: &str, aud: &str, sub: &str) -> String {
-    token(
+    sign(
         key,
         json!({"alg": key.alg().as_str(), "typ": "at+jwt", "kid": key.kid()}),
         json!({"iss": issuer, "aud": aud, "sub": sub, "sid": "s-1", "jti": sub, "iat": NOW, "exp": NOW + 300}),
@@ -254,12 +173,9 @@ fn provider_token(key: &SigningKey, issuer: &str, aud: &str, sub: &str) -> Strin
 #[tokio::test]
 async fn provider_keys_are_fetched_rotated_and_kept_when_the_provider_is_down() {
     let rs = SigningKey::generate(Algorithm::RS256).unwrap();
-    let served = Served {
-        jwks: Arc::new(Mutex::new(jwks_of(&[&rs]))),
-        cache_control: Arc::new(Mutex::new(Some("max-age=600".into()))),
-    };
-    let (addr, server) = provider(served.clone()).await;
-    let iss = format!("http://{addr}");
+    let mut provider = TestProvider::start(provider_jwks(&[&rs])).await;
+    provider.set_cache_control(Some("max-age=600"));
+    let iss = provider.issuer();
     let issuers = Issuers::new(
         &[config(json!({
             "name": "sso", "issuer": iss,
@@ -302,31 +218,32 @@ async fn provider_keys_are_fetched_rotated_and_kept_when_the_provider_is_down() 
 
     // Rotation: a token naming a new kid triggers one fetch.
     let es = SigningKey::generate(Algorithm::ES256).unwrap();
-    *served.jwks.lock().unwrap() = jwks_of(&[&es, &rs]);
+    provider.set_jwks(provider_jwks(&[&es, &rs]));
     let rotated = provider_token(&es, &iss, "my-app", "bob");
-    let verified = issuers
-        .verify_fetching(sso, &rotated, &index, now())
-        .await
-        .unwrap();
+    assert_eq!(
+        issuers.verify(sso, &rotated, &index, now()),
+        Err(GateError::Jose(VerifyError::UnknownKey))
+    );
+    assert!(issuers.fetch_for_unknown_kid(sso, now()).await);
+    let verified = issuers.verify(sso, &rotated, &index, now()).unwrap();
     assert_eq!(verified.subject, "bob");
     // A second unknown kid within 30 s does not fetch again.
     let unknown = SigningKey::generate(Algorithm::ES256).unwrap();
-    *served.jwks.lock().unwrap() = jwks_of(&[&unknown]);
-    let later = provider_token(&unknown, &iss, "my-app", "carol");
+    provider.set_jwks(provider_jwks(&[&unknown]));
+    let later = now().plus(Duration::from_secs(5));
+    assert!(!issuers.fetch_for_unknown_kid(sso, later).await);
+    let carol = provider_token(&unknown, &iss, "my-app", "carol");
     assert_eq!(
-        issuers
-            .verify_fetching(sso, &later, &index, now().plus(Duration::from_secs(5)))
-            .await,
+        issuers.verify(sso, &carol, &index, later),
         Err(GateError::Jose(VerifyError::UnknownKey))
     );
 
     // The provider goes down: the keys held keep verifying, the error is reported.
-    server.abort();
-    let _ = server.await;
+    provider.stop().await;
     let much_later = now().plus(Duration::from_secs(700));
     assert_eq!(issuers.refresh_due(much_later).await, 1);
     assert!(sso.key_status().last_error.is_some());
-    let fresh = token(
+    let fresh = sign(
         &es,
         json!({"alg": "ES256", "kid": es.kid()}),
         json!({"iss": iss, "aud": "my-app", "sub": "dave", "iat": NOW + 690, "exp": NOW + 990}),
@@ -343,15 +260,11 @@ async fn provider_keys_are_fetched_rotated_and_kept_when_the_provider_is_down() 
 #[tokio::test]
 async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
     let rs = SigningKey::generate(Algorithm::RS256).unwrap();
-    let served = Served {
-        jwks: Arc::new(Mutex::new(jwks_of(&[&rs]))),
-        cache_control: Arc::new(Mutex::new(None)),
-    };
-    let (addr, _server) = provider(served.clone()).await;
-    let iss = format!("http://{addr}");
+    let provider = TestProvider::start(provider_jwks(&[&rs])).await;
+    let iss = provider.issuer();
     let entry = |name: &str, path: &str| {
         config(json!({
-            "name": name, "issuer": format!("{iss}/{name}"), "jwks_uri": format!("{iss}{path}"),
+            "name": name, "issuer": format!("{iss}/{name}"), "jwks_uri": provider.url(path),
             "audiences": ["my-app"],
         }))
     };
@@ -405,7 +318,7 @@ async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
         json!("x".repeat(300 * 1024)),
     ];
     for (i, body) in hostile.into_iter().enumerate() {
-        *served.jwks.lock().unwrap() = body;
+        provider.set_jwks(body);
         let at = next.plus(Duration::from_secs(40 * i as u64));
         issuers.refresh_due(at).await;
         let status = good.key_status();
@@ -421,12 +334,8 @@ async fn hostile_key_sets_are_refused_and_the_last_good_set_kept() {
 #[tokio::test]
 async fn a_cached_token_is_dropped_when_its_key_leaves_the_set() {
     let old = SigningKey::generate(Algorithm::ES256).unwrap();
-    let served = Served {
-        jwks: Arc::new(Mutex::new(jwks_of(&[&old]))),
-        cache_control: Arc::new(Mutex::new(None)),
-    };
-    let (addr, _server) = provider(served.clone()).await;
-    let iss = format!("http://{addr}");
+    let provider = TestProvider::start(provider_jwks(&[&old])).await;
+    let iss = provider.issuer();
     let issuers = Issuers::new(
         &[config(json!({
             "name": "sso", "issuer": iss, "jwks_uri": format!("{iss}/jwks"),
@@ -465,7 +374,7 @@ async fn a_cached_token_is_dropped_when_its_key_leaves_the_set() {
     let other = provider_token(&old, &iss, "my-app", "bob");
     issuers.verify(sso, &other, &index, now()).unwrap();
     let new = SigningKey::generate(Algorithm::ES256).unwrap();
-    *served.jwks.lock().unwrap() = jwks_of(&[&new]);
+    provider.set_jwks(provider_jwks(&[&new]));
     let later = now().plus(Duration::from_secs(301));
     issuers.refresh_due(later).await;
     assert_eq!(issuers.cached_tokens(), 0);

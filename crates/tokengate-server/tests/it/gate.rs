@@ -2,16 +2,15 @@
 //! RS256 tokens from a JWK Set, at `/v1/verify`, the sign-out hook, the issuer's
 //! revocation endpoint, RFC 7009 with client authentication, `/readyz` and RFC 8414.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::routing::get;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokengate_core::{Algorithm, SigningKey};
+use tokengate_gate::testing::{provider_jwks, sign, TestProvider};
 use tokengate_gate::IssuerConfig;
 
 use crate::common::{Client, InProcess, Resp};
@@ -37,14 +36,15 @@ pub fn webui_issuer() -> IssuerConfig {
 /// two seconds ago, so that a cutoff taken now (which spares its own second) covers it.
 pub fn webui_token(id: &str) -> String {
     let now = unix_now();
-    let payload = json!({"id": id, "exp": now + 3600, "jti": uuid::Uuid::new_v4().to_string(), "iat": now - 2});
-    SigningKey::hs256(WEBUI_SECRET.as_bytes())
-        .unwrap()
-        .sign_compact(
-            br#"{"alg":"HS256","typ":"JWT"}"#,
-            &serde_json::to_vec(&payload).unwrap(),
-        )
-        .unwrap()
+    sign_webui(
+        json!({"id": id, "exp": now + 3600, "jti": uuid::Uuid::new_v4().to_string(), "iat": now - 2}),
+    )
+}
+
+/// `payload` signed as Open WebUI signs: HS256 with its secret, header `{"alg","typ"}`.
+pub fn sign_webui(payload: Value) -> String {
+    let key = SigningKey::hs256(WEBUI_SECRET.as_bytes()).unwrap();
+    sign(&key, json!({"alg": "HS256", "typ": "JWT"}), payload)
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -268,32 +268,6 @@ async fn authorization_server_metadata_names_the_endpoints() {
     }
 }
 
-/// A provider on loopback serving a discovery document and a JWK Set of `keys`.
-async fn provider(keys: Vec<SigningKey>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let issuer = format!("http://{addr}");
-    let jwks = json!({"keys": keys.iter().map(|k| k.verifying_key().to_jwk().unwrap()).collect::<Vec<_>>()});
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let issuer = issuer.clone();
-                async move {
-                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
-                }
-            }),
-        )
-        .route(
-            "/jwks",
-            get(move || async move { axum::Json(jwks.clone()) }),
-        );
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, task)
-}
-
 fn sso_issuer(iss: &str) -> IssuerConfig {
     serde_json::from_value(json!({
         "name": "sso", "issuer": iss,
@@ -305,30 +279,22 @@ fn sso_issuer(iss: &str) -> IssuerConfig {
 
 fn sso_token(key: &SigningKey, iss: &str, aud: &str) -> String {
     let now = unix_now();
-    let header = json!({"alg": "RS256", "typ": "JWT", "kid": key.kid()});
-    let payload = json!({
-        "iss": iss, "aud": aud, "sub": "alice", "sid": "sso-session-1", "email": "alice@example.com",
-        "realm_access": {"roles": ["admin", "user"]}, "iat": now, "exp": now + 300,
-        "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    key.sign_compact(
-        &serde_json::to_vec(&header).unwrap(),
-        &serde_json::to_vec(&payload).unwrap(),
+    sign(
+        key,
+        json!({"alg": "RS256", "typ": "JWT", "kid": key.kid()}),
+        json!({
+            "iss": iss, "aud": aud, "sub": "alice", "sid": "sso-session-1", "email": "alice@example.com",
+            "realm_access": {"roles": ["admin", "user"]}, "iat": now, "exp": now + 300,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        }),
     )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_providers_tokens_verify_with_its_fetched_keys() {
     let key = SigningKey::generate(Algorithm::RS256).unwrap();
-    let (addr, _provider) = provider(vec![SigningKey::from_pkcs8_der(
-        Algorithm::RS256,
-        key.kid().to_owned(),
-        &key.to_pkcs8_der().unwrap(),
-    )
-    .unwrap()])
-    .await;
-    let iss = format!("http://{addr}");
+    let provider = TestProvider::start(provider_jwks(&[&key])).await;
+    let iss = provider.issuer();
     let server = InProcess::start_with(|c| c.issuers = vec![sso_issuer(&iss)]).await;
     let client = server.client();
 

@@ -15,10 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokengate_core::SigningKey;
 
 use crate::common::{Client, InProcess, Resp};
-use crate::gate::{basic, unix_now, webui_issuer, webui_token, CLIENT_SECRET, WEBUI_SECRET};
+use crate::gate::{basic, sign_webui, unix_now, webui_issuer, webui_token, CLIENT_SECRET};
 use crate::nginx::{assert_refused, doc_snippet, http_conf, nginx_or_skip, replace_once, Nginx};
 
 /// The recipe whose nginx block this test runs.
@@ -130,15 +129,7 @@ async fn start_app(seen: Seen) -> SocketAddr {
 
 /// A token as older Open WebUI versions sign it: `{"id","exp","jti"}`, no `iat`.
 fn old_webui_token(id: &str) -> String {
-    let payload =
-        json!({"id": id, "exp": unix_now() + 3600, "jti": uuid::Uuid::new_v4().to_string()});
-    SigningKey::hs256(WEBUI_SECRET.as_bytes())
-        .unwrap()
-        .sign_compact(
-            br#"{"alg":"HS256","typ":"JWT"}"#,
-            &serde_json::to_vec(&payload).unwrap(),
-        )
-        .unwrap()
+    sign_webui(json!({"id": id, "exp": unix_now() + 3600, "jti": uuid::Uuid::new_v4().to_string()}))
 }
 
 /// Sign in through nginx; returns the value of the `token` cookie the app set.
