@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub struct TestProvider {
     addr: SocketAddr,
     jwks: Arc<Mutex<Value>>,
     cache_control: Arc<Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestProvider {
@@ -72,9 +73,7 @@ impl TestProvider {
                     axum::Json(json!({"keys": []}))
                 }),
             );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = tokio::spawn(axum::serve(listener, app).into_future());
         TestProvider {
             addr,
             jwks,

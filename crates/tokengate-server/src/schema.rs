@@ -85,9 +85,12 @@ pub enum JsonBodyRefusals {
     NotJson(ErrorBody),
 }
 
-/// The refusals of every API route that reads a form body of at most 64 KiB.
+/// The refusals of the RFC 7009 and RFC 7662 routes, which read a `TokenForm`.
 #[derive(utoipa::IntoResponses)]
-pub enum FormBodyRefusals {
+pub enum TokenFormRefusals {
+    /// No `token` parameter, or a malformed form (`invalid_request`)
+    #[response(status = 400)]
+    Malformed(ErrorBody),
     /// The body is over 64 KiB
     #[response(status = 413)]
     TooLarge(ErrorBody),

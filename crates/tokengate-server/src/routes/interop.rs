@@ -11,7 +11,7 @@ use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
 use crate::routes::gate::Verified;
-use crate::schema::{ErrorBody, FormBodyRefusals};
+use crate::schema::{ErrorBody, TokenFormRefusals};
 use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
@@ -212,9 +212,8 @@ impl TokenForm {
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or unknown, expired or already revoked: the answer tells nothing about the token"),
-        (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "A gate issuer's token without valid HTTP Basic credentials of one of that issuer's clients (`invalid_client`); nothing was revoked", body = ErrorBody),
-        FormBodyRefusals,
+        TokenFormRefusals,
         (status = 503, description = "The store is unavailable; nothing was revoked", body = ErrorBody),
     )
 )]
@@ -242,10 +241,9 @@ pub async fn revoke(
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::schema::Introspection),
-        (status = 400, description = "No `token` parameter, or a malformed form (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "The caller is not authenticated as an admin", body = ErrorBody),
         (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
-        FormBodyRefusals,
+        TokenFormRefusals,
         (status = 503, description = "The store is unavailable or the revocation index is stale (`fail_closed`)", body = ErrorBody),
     )
 )]

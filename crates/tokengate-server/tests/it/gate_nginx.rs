@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::common::{Client, InProcess, Resp};
 use crate::gate::{basic, sign_webui, unix_now, webui_issuer, webui_token, CLIENT_SECRET};
-use crate::nginx::{assert_refused, doc_snippet, http_conf, nginx_or_skip, replace_once, Nginx};
+use crate::nginx::{assert_refused, doc_snippet, http_conf, nginx_or_skip, Nginx};
 
 /// The recipe whose nginx block this test runs.
 const DOC: &str = concat!(
@@ -34,24 +34,13 @@ fn recipe_conf(
     app: SocketAddr,
     front: u16,
 ) -> String {
-    let snippet = doc_snippet(DOC);
-    let snippet = replace_once(
+    let snippet = doc_snippet(
         DOC,
-        &snippet,
-        "server 127.0.0.1:8080;",
-        &format!("server {tokengate};"),
-    );
-    let snippet = replace_once(
-        DOC,
-        &snippet,
-        "server 127.0.0.1:3000;",
-        &format!("server {app};"),
-    );
-    let snippet = replace_once(
-        DOC,
-        &snippet,
-        "listen 80;",
-        &format!("listen 127.0.0.1:{front};"),
+        &[
+            ("server 127.0.0.1:8080;", format!("server {tokengate};")),
+            ("server 127.0.0.1:3000;", format!("server {app};")),
+            ("listen 80;", format!("listen 127.0.0.1:{front};")),
+        ],
     );
     http_conf(
         dir,

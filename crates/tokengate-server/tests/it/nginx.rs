@@ -44,8 +44,10 @@ pub(crate) fn nginx_or_skip() -> Option<PathBuf> {
     found
 }
 
-/// The ```nginx block of the `## nginx` section of the markdown file `doc`.
-pub(crate) fn doc_snippet(doc: &str) -> String {
+/// The ```nginx block of the `## nginx` section of the markdown file `doc`, with each
+/// `(placeholder, value)` of `ports` replaced: the doc must hold each placeholder exactly
+/// once, so that its test points it at real ports.
+pub(crate) fn doc_snippet(doc: &str, ports: &[(&str, String)]) -> String {
     let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("read {doc}: {e}"));
     let section = text
         .split("\n## ")
@@ -58,19 +60,17 @@ pub(crate) fn doc_snippet(doc: &str) -> String {
     let len = section[start..]
         .find("```")
         .unwrap_or_else(|| panic!("unterminated ```nginx block in {doc}"));
-    section[start..start + len].to_owned()
-}
-
-/// Replace the one occurrence of `from` in `text`, the snippet of `doc`: the doc must keep
-/// the placeholders its test points at real ports.
-pub(crate) fn replace_once(doc: &str, text: &str, from: &str, to: &str) -> String {
-    let count = text.matches(from).count();
-    assert_eq!(
-        count, 1,
-        "the nginx snippet of {doc} should contain `{from}` exactly once (found {count}); \
-         keep the doc and its test in sync:\n{text}"
-    );
-    text.replacen(from, to, 1)
+    let mut snippet = section[start..start + len].to_owned();
+    for (from, to) in ports {
+        let count = snippet.matches(from).count();
+        assert_eq!(
+            count, 1,
+            "the nginx snippet of {doc} should contain `{from}` exactly once (found {count}); \
+             keep the doc and its test in sync:\n{snippet}"
+        );
+        snippet = snippet.replacen(from, to, 1);
+    }
+    snippet
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -98,24 +98,16 @@ const ECHO: &str = "user=$http_x_auth_user_id email=$http_x_auth_email \
 /// A whole nginx.conf: the doc's snippet pointed at `tokengate`, listening on `front`, with
 /// an echo upstream on `echo`; every file nginx writes lives in `dir`.
 fn nginx_conf(dir: &Path, tokengate: SocketAddr, front: u16, echo: u16) -> String {
-    let snippet = doc_snippet(DOC);
-    let snippet = replace_once(
+    let snippet = doc_snippet(
         DOC,
-        &snippet,
-        "server 127.0.0.1:8080;",
-        &format!("server {tokengate};"),
-    );
-    let snippet = replace_once(
-        DOC,
-        &snippet,
-        "listen 80;",
-        &format!("listen 127.0.0.1:{front};"),
-    );
-    let snippet = replace_once(
-        DOC,
-        &snippet,
-        "proxy_pass http://127.0.0.1:3000;",
-        &format!("proxy_pass http://127.0.0.1:{echo};"),
+        &[
+            ("server 127.0.0.1:8080;", format!("server {tokengate};")),
+            ("listen 80;", format!("listen 127.0.0.1:{front};")),
+            (
+                "proxy_pass http://127.0.0.1:3000;",
+                format!("proxy_pass http://127.0.0.1:{echo};"),
+            ),
+        ],
     );
     let body = format!(
         "    # ---- docs/forward-auth.md ----
