@@ -316,6 +316,17 @@ impl Config {
             anyhow::bail!("max_connections, header_timeout and body_timeout must be positive");
         }
         tokengate_gate::config::check_all(&self.issuers)?;
+        if let Some(entry) = self
+            .issuers
+            .iter()
+            .find(|entry| entry.issuer.as_deref() == Some(self.issuer.as_str()))
+        {
+            anyhow::bail!(
+                "issuer {:?}: its `issuer` is tokengate's own ({:?}); own tokens need no entry",
+                entry.name,
+                self.issuer
+            );
+        }
         Ok(())
     }
 
@@ -445,5 +456,36 @@ mod tests {
         );
         assert_eq!(redact_url("redis://user@host/0"), "redis://user@host/0");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn gate_issuers_come_from_the_file_and_are_checked_at_load() {
+        const WEBUI: &str = r#"
+[[issuers]]
+name = "webui"
+hs256_secret = "an app's own secret of at least 32 bytes"
+audience_optional = true
+claims = { subject = "id" }
+cookie = "token"
+"#;
+        let config = load(Some(WEBUI), &[], Overrides::default()).unwrap();
+        assert_eq!(config.issuers.len(), 1);
+        assert_eq!(config.issuers[0].claims.subject, "id");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("own secret"), "{debug}");
+
+        let refused = |toml: &str| load(Some(toml), &[], Overrides::default()).unwrap_err();
+        let error = refused(&format!("{WEBUI}{WEBUI}"));
+        assert!(error.contains("webui"), "{error}");
+        let error = refused(
+            "[[issuers]]\nname = \"own\"\nissuer = \"tokengate\"\n\
+             jwks_uri = \"https://idp.example/jwks\"\naudiences = [\"x\"]\n",
+        );
+        assert!(error.contains("tokengate's own"), "{error}");
+        let error = refused(
+            "[[issuers]]\nname = \"idp\"\nissuer = \"https://idp.example\"\n\
+             jwks_uri = \"http://idp.example/jwks\"\naudiences = [\"x\"]\n",
+        );
+        assert!(error.contains("HTTPS"), "{error}");
     }
 }
