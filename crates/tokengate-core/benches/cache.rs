@@ -138,6 +138,38 @@ fn cached_probes<V: Clone>(cache: &VerifiedCache<V>, template: &str) -> (Vec<Str
     (probes, mask)
 }
 
+/// `hit_hot` (one cached token again and again) and `hit_100k_random` (probes drawn from
+/// what is cached: each lookup a different token, mostly not in the CPU caches, neither the
+/// probe nor the entry, the worst case for a hit) on `cache`, filled from `template`.
+fn bench_hits<V: Clone>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    label: &str,
+    cache: &VerifiedCache<V>,
+    template: &str,
+    now: Timestamp,
+) {
+    let (hits, mask) = cached_probes(cache, template);
+    let hot = hits[0].clone();
+    group.bench_function(BenchmarkId::new("hit_hot", label), |b| {
+        b.iter_custom(|iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    black_box(cache.get(black_box(&hot), now).unwrap());
+                }
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("hit_100k_random", label), |b| {
+        b.iter_custom(|iters| {
+            timed(|| {
+                for i in 0..iters as usize {
+                    black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
+                }
+            })
+        })
+    });
+}
+
 fn bench_cache(c: &mut Criterion) {
     let value = claims();
     let now = at(T0 + 60);
@@ -155,29 +187,7 @@ fn bench_cache(c: &mut Criterion) {
             cache.bytes() as f64 / f64::from(1 << 20)
         );
 
-        // Probes drawn from what is cached; each lookup a different token, mostly not in
-        // the CPU caches (neither the probe nor the entry), the worst case for a hit.
-        let (hits, mask) = cached_probes(&cache, &template);
-        let hot = hits[0].clone();
-        group.bench_function(BenchmarkId::new("hit_hot", &label), |b| {
-            b.iter_custom(|iters| {
-                timed(|| {
-                    for _ in 0..iters {
-                        black_box(cache.get(black_box(&hot), now).unwrap());
-                    }
-                })
-            })
-        });
-
-        group.bench_function(BenchmarkId::new("hit_100k_random", &label), |b| {
-            b.iter_custom(|iters| {
-                timed(|| {
-                    for i in 0..iters as usize {
-                        black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
-                    }
-                })
-            })
-        });
+        bench_hits(&mut group, &label, &cache, &template, now);
 
         let misses: Vec<String> = (0..PROBES as u64)
             .map(|i| variant(&template, i | 1 << 63))
@@ -274,29 +284,10 @@ fn bench_arc(c: &mut Criterion) {
         allocation_cost(mem::size_of::<Claims>() + 16) + claims_heap_bytes(claims)
     });
     fill(&cache, &template, |n| Arc::new(nth(&value, n)));
-    let (hits, mask) = cached_probes(&cache, &template);
-    let hot = hits[0].clone();
 
     let mut group = c.benchmark_group("cache_arc");
     flat(&mut group);
-    group.bench_function(BenchmarkId::new("hit_hot", &label), |b| {
-        b.iter_custom(|iters| {
-            timed(|| {
-                for _ in 0..iters {
-                    black_box(cache.get(black_box(&hot), now).unwrap());
-                }
-            })
-        })
-    });
-    group.bench_function(BenchmarkId::new("hit_100k_random", &label), |b| {
-        b.iter_custom(|iters| {
-            timed(|| {
-                for i in 0..iters as usize {
-                    black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
-                }
-            })
-        })
-    });
+    bench_hits(&mut group, &label, &cache, &template, now);
     group.finish();
 }
 
