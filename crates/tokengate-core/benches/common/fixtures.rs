@@ -1,4 +1,6 @@
-//! Claims fixtures for the benches (through `common`).
+//! Claims fixtures: what the core benches use (through `common`) and the cache's unit tests
+//! too (`src/cache/tests.rs` includes this file by path, so it names the library
+//! `tokengate_core` in both places).
 
 use std::time::Duration;
 

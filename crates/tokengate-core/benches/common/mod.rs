@@ -1,6 +1,6 @@
 //! What the benches share: the clock their timings read and the criterion sampling that suits
 //! it, the system clock's now, deterministic ids, the resident set's size, and the claims
-//! fixtures (`fixtures.rs`).
+//! fixtures (`fixtures.rs`, which the cache's unit tests include too).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
