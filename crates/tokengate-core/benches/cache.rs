@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Not every shared helper is used here (`now`, `rss_bytes`).
+#[allow(dead_code)]
 mod common;
 
 use std::hint::black_box;
@@ -25,53 +27,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use tokengate_core::cache::{allocation_cost, claims_heap_bytes, CacheLimits, VerifiedCache};
-use tokengate_core::{Algorithm, Claims, Revocation, RevocationIndex, Role, SigningKey, Timestamp};
+use tokengate_core::{Algorithm, Claims, Revocation, RevocationIndex, SigningKey, Timestamp};
 use uuid::Uuid;
 
-use common::timed;
+use common::fixtures::{at, claims, T0};
+use common::{flat, id, mix, timed};
 
 const LEEWAY: Duration = Duration::from_secs(30);
-const T0: i64 = 1_700_000_000;
 /// Entries in the 100k cache.
 const ENTRIES: u64 = 100_000;
 /// Pre-drawn probe positions, a power of two.
 const PROBES: usize = 1 << 16;
-
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Deterministic distinct ids without keeping a list.
-fn id(n: u64) -> Uuid {
-    Uuid::from_u64_pair(mix(2 * n), mix(2 * n + 1))
-}
-
-/// Claims shaped like the server's: iss/aud `tokengate`, 15 min lifetime.
-fn claims() -> Claims {
-    Claims {
-        iss: "tokengate".into(),
-        sub: Uuid::new_v4(),
-        aud: "tokengate".into(),
-        iat: at(T0),
-        nbf: at(T0),
-        exp: at(T0 + 900),
-        jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
-        email: "ada.lovelace@example.com".into(),
-        role: Role::User,
-    }
-}
 
 /// A real token signed with `alg`.
 fn signed(alg: Algorithm, claims: &Claims) -> String {
@@ -138,6 +106,38 @@ fn cached_probes<V: Clone>(cache: &VerifiedCache<V>, template: &str) -> (Vec<Str
     (probes, mask)
 }
 
+/// `hit_hot` (one cached token again and again) and `hit_100k_random` (probes drawn from
+/// what is cached: each lookup a different token, mostly not in the CPU caches, neither the
+/// probe nor the entry, the worst case for a hit) on `cache`, filled from `template`.
+fn bench_hits<V: Clone>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    label: &str,
+    cache: &VerifiedCache<V>,
+    template: &str,
+    now: Timestamp,
+) {
+    let (hits, mask) = cached_probes(cache, template);
+    let hot = hits[0].clone();
+    group.bench_function(BenchmarkId::new("hit_hot", label), |b| {
+        b.iter_custom(|iters| {
+            timed(|| {
+                for _ in 0..iters {
+                    black_box(cache.get(black_box(&hot), now).unwrap());
+                }
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("hit_100k_random", label), |b| {
+        b.iter_custom(|iters| {
+            timed(|| {
+                for i in 0..iters as usize {
+                    black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
+                }
+            })
+        })
+    });
+}
+
 fn bench_cache(c: &mut Criterion) {
     let value = claims();
     let now = at(T0 + 60);
@@ -155,29 +155,7 @@ fn bench_cache(c: &mut Criterion) {
             cache.bytes() as f64 / f64::from(1 << 20)
         );
 
-        // Probes drawn from what is cached; each lookup a different token, mostly not in
-        // the CPU caches (neither the probe nor the entry), the worst case for a hit.
-        let (hits, mask) = cached_probes(&cache, &template);
-        let hot = hits[0].clone();
-        group.bench_function(BenchmarkId::new("hit_hot", &label), |b| {
-            b.iter_custom(|iters| {
-                timed(|| {
-                    for _ in 0..iters {
-                        black_box(cache.get(black_box(&hot), now).unwrap());
-                    }
-                })
-            })
-        });
-
-        group.bench_function(BenchmarkId::new("hit_100k_random", &label), |b| {
-            b.iter_custom(|iters| {
-                timed(|| {
-                    for i in 0..iters as usize {
-                        black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
-                    }
-                })
-            })
-        });
+        bench_hits(&mut group, &label, &cache, &template, now);
 
         let misses: Vec<String> = (0..PROBES as u64)
             .map(|i| variant(&template, i | 1 << 63))
@@ -274,39 +252,11 @@ fn bench_arc(c: &mut Criterion) {
         allocation_cost(mem::size_of::<Claims>() + 16) + claims_heap_bytes(claims)
     });
     fill(&cache, &template, |n| Arc::new(nth(&value, n)));
-    let (hits, mask) = cached_probes(&cache, &template);
-    let hot = hits[0].clone();
 
     let mut group = c.benchmark_group("cache_arc");
     flat(&mut group);
-    group.bench_function(BenchmarkId::new("hit_hot", &label), |b| {
-        b.iter_custom(|iters| {
-            timed(|| {
-                for _ in 0..iters {
-                    black_box(cache.get(black_box(&hot), now).unwrap());
-                }
-            })
-        })
-    });
-    group.bench_function(BenchmarkId::new("hit_100k_random", &label), |b| {
-        b.iter_custom(|iters| {
-            timed(|| {
-                for i in 0..iters as usize {
-                    black_box(cache.get(black_box(&hits[i & mask]), now).unwrap());
-                }
-            })
-        })
-    });
+    bench_hits(&mut group, &label, &cache, &template, now);
     group.finish();
-}
-
-/// 20 samples of about 200 ms each (see `timed`).
-fn flat(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .sample_size(20)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
 }
 
 criterion_group!(benches, bench_cache, bench_arc, bench_seen_before);

@@ -16,51 +16,35 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Only the claims fixtures and `rss_bytes` are used here: no timing, no ids.
+#[allow(dead_code)]
+mod common;
+
 use std::alloc::System;
 use std::process::Command;
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokengate_core::cache::{CacheLimits, VerifiedCache};
-use tokengate_core::{Algorithm, Claims, Role, SigningKey, Timestamp};
-use uuid::Uuid;
+use tokengate_core::{Algorithm, Claims, SigningKey};
+
+use common::fixtures::{at, claims, T0};
+use common::rss_bytes;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const T0: i64 = 1_700_000_000;
 const CHILD_ENV: &str = "TOKENGATE_BENCH_CACHE_MEMORY_CASE";
 const FLOOD: u64 = 400_000;
 const CASES: [&str; 4] = ["EdDSA", "RS256", "4KiB", "32B"];
-
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
 
 fn live_bytes() -> usize {
     let stats = GLOBAL.stats();
     stats.bytes_allocated - stats.bytes_deallocated
 }
 
-fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
-fn claims(email: String) -> Claims {
-    Claims {
-        iss: "tokengate".into(),
-        sub: Uuid::new_v4(),
-        aud: "tokengate".into(),
-        iat: at(T0),
-        nbf: at(T0),
-        exp: at(T0 + 900),
-        jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
-        email,
-        role: Role::User,
-    }
+/// The claims fixture with another email (the one string whose size varies).
+fn claims_with(email: String) -> Claims {
+    Claims { email, ..claims() }
 }
 
 /// `template` with its last 16 characters replaced by `n` in hex.
@@ -79,13 +63,13 @@ fn child(case: &str) {
             } else {
                 Algorithm::RS256
             };
-            let value = claims("ada.lovelace@example.com".into());
+            let value = claims();
             let token = SigningKey::generate(alg).unwrap().sign(&value).unwrap();
             (token, value)
         }
         // A 4 KiB token's payload decodes to at most 3 KiB: claims strings that large.
-        "4KiB" => ("x".repeat(4096), claims("e".repeat(3 * 1024 - 100))),
-        _ => ("x".repeat(32), claims("a@example.com".into())),
+        "4KiB" => ("x".repeat(4096), claims_with("e".repeat(3 * 1024 - 100))),
+        _ => ("x".repeat(32), claims_with("a@example.com".into())),
     };
     let token_len = token.len();
     let before_rss = rss_bytes();

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Not every shared helper is used here (`flat`, `now`, `rss_bytes`).
+#[allow(dead_code)]
 mod common;
 
 use std::hint::black_box;
@@ -20,48 +22,17 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use tokengate_core::index::PURGE_GRACE_SECS;
-use tokengate_core::{Claims, Revocation, RevocationIndex, RevocationKind, Role, Timestamp};
+use tokengate_core::{Revocation, RevocationIndex, RevocationKind};
 use uuid::Uuid;
 
-use common::timed;
+use common::fixtures::{at, claims, T0};
+use common::{id, mix, timed};
 
 const LEEWAY: Duration = Duration::from_secs(30);
-const T0: i64 = 1_700_000_000;
 /// Pre-drawn probe ids (4 MiB), a power of two.
 const PROBES: usize = 1 << 18;
 /// The server's purge batch (`INDEX_PURGE_BATCH` in tokengate-server).
 const PURGE_BATCH: usize = 10_000;
-
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The `n`-th revoked id: distinct and random-looking, without keeping a list.
-fn id(n: u64) -> Uuid {
-    Uuid::from_u64_pair(mix(2 * n), mix(2 * n + 1))
-}
-
-fn claims(now: i64) -> Claims {
-    Claims {
-        iss: "tokengate".into(),
-        sub: Uuid::new_v4(),
-        aud: "tokengate".into(),
-        iat: at(now),
-        nbf: at(now),
-        exp: at(now + 900),
-        jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
-        email: "ada.lovelace@example.com".into(),
-        role: Role::User,
-    }
-}
 
 /// `n` revoked token ids with expiries spread over the next 15 minutes (the access-token
 /// lifetime), plus 1 000 revoked sessions and 100 revoked users so that every map a check
@@ -108,7 +79,7 @@ fn bench_check(c: &mut Criterion) {
 
         let hits: Vec<Uuid> = probe_positions(1, n).map(id).collect();
         let misses: Vec<Uuid> = (0..PROBES).map(|_| Uuid::new_v4()).collect();
-        let template = claims(T0);
+        let template = claims();
         let now = at(T0);
 
         // Sanity, outside the timing: the probes hit and miss as labelled.

@@ -15,38 +15,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Only `id`, `rss_bytes`, `at` and `T0` are used here: no timing, no claims.
+#[allow(dead_code)]
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokengate_core::{Revocation, RevocationIndex, Timestamp};
-use uuid::Uuid;
+use tokengate_core::{Revocation, RevocationIndex};
 
-const T0: i64 = 1_700_000_000;
+use common::fixtures::{at, T0};
+use common::{id, rss_bytes};
+
 const CHILD_ENV: &str = "TOKENGATE_BENCH_MEMORY_N";
 const SIZES: [u64; 3] = [1_000, 1_000_000, 10_000_000];
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
 
 /// Fill an index with `n` ids (`mode` `load` or `apply`) and print
 /// `n rss_before rss_after secs table_bytes` on one line.
 fn child(n: u64, mode: &str) {
     let index = RevocationIndex::new(Duration::from_secs(30));
-    let now = Timestamp::from_secs(T0);
+    let now = at(T0);
     let revs = (0..n).map(|i| Revocation::Token {
-        jti: Uuid::from_u64_pair(mix(2 * i), mix(2 * i + 1)),
-        exp: Timestamp::from_secs(T0 + 60 + (i % 900) as i64),
+        jti: id(i),
+        exp: at(T0 + 60 + (i % 900) as i64),
     });
     let before = rss_bytes();
     let start = Instant::now();

@@ -16,49 +16,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Not every shared helper is used here (`rss_bytes`, the
+// fixtures issued at `T0`).
+#[allow(dead_code)]
 mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
+use criterion::{criterion_group, criterion_main, Criterion};
 use tokengate_core::{
-    Algorithm, Claims, Revocation, RevocationIndex, Role, SigningKey, Timestamp, Verifier,
-    VerifierConfig,
+    Algorithm, Revocation, RevocationIndex, SigningKey, Verifier, VerifierConfig,
 };
-use uuid::Uuid;
 
-use common::timed;
+use common::fixtures::claims_at;
+use common::{flat, id, now, timed};
 
 const LEEWAY: Duration = Duration::from_secs(30);
-
-fn now() -> Timestamp {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Timestamp::from_secs(i64::try_from(secs).unwrap())
-}
-
-/// Claims shaped like the server's: iss/aud `tokengate`, 15 min lifetime.
-fn claims(now: Timestamp) -> Claims {
-    Claims {
-        iss: "tokengate".into(),
-        sub: Uuid::new_v4(),
-        aud: "tokengate".into(),
-        iat: now,
-        nbf: now,
-        exp: now.plus(Duration::from_secs(900)),
-        jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
-        email: "ada.lovelace@example.com".into(),
-        role: Role::User,
-    }
-}
 
 fn key(alg: Algorithm) -> SigningKey {
     match alg {
@@ -83,7 +60,7 @@ fn bench_verify(c: &mut Criterion) {
     for alg in ALGORITHMS {
         let key = key(alg);
         let verifier = verifier(&key);
-        let token = key.sign(&claims(now)).unwrap();
+        let token = key.sign(&claims_at(now)).unwrap();
         assert!(verifier.verify_uncached(&token, now).is_ok());
         group.bench_function(alg.as_str(), |b| {
             b.iter_custom(|iters| {
@@ -189,7 +166,7 @@ fn bench_raw_verify(c: &mut Criterion) {
         ed,
     ));
     for (name, check, key) in &cases {
-        let token = key.sign(&claims(now)).unwrap();
+        let token = key.sign(&claims_at(now)).unwrap();
         let (input, signature) = token.rsplit_once('.').unwrap();
         let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
         assert!(check(input.as_bytes(), &signature), "{name}");
@@ -211,18 +188,6 @@ fn key_like(key: &SigningKey) -> SigningKey {
     SigningKey::from_pkcs8_der(key.alg(), key.kid().into(), &key.to_pkcs8_der().unwrap()).unwrap()
 }
 
-/// Deterministic distinct ids (splitmix64 of a counter), so the index holds random-looking
-/// keys without keeping a list of them.
-fn id(n: u64) -> Uuid {
-    fn mix(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    Uuid::from_u64_pair(mix(2 * n), mix(2 * n + 1))
-}
-
 fn bench_authenticate(c: &mut Criterion) {
     const REVOKED: u64 = 1_000_000;
     let now = now();
@@ -239,7 +204,7 @@ fn bench_authenticate(c: &mut Criterion) {
     for alg in [Algorithm::HS256, Algorithm::EdDSA] {
         let key = key(alg);
         let verifier = verifier(&key);
-        let token = key.sign(&claims(now)).unwrap();
+        let token = key.sign(&claims_at(now)).unwrap();
         group.bench_function(alg.as_str(), |b| {
             b.iter_custom(|iters| {
                 timed(|| {
@@ -261,7 +226,7 @@ fn bench_authenticate(c: &mut Criterion) {
     for alg in ALGORITHMS {
         let key = key(alg);
         let verifier = verifier(&key);
-        let token = key.sign(&claims(now)).unwrap();
+        let token = key.sign(&claims_at(now)).unwrap();
         verifier.verify(&token, now).unwrap();
         assert_eq!(verifier.cache().len(), 1);
         group.bench_function(alg.as_str(), |b| {
@@ -277,15 +242,6 @@ fn bench_authenticate(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// 20 samples of about 200 ms each (see `timed`).
-fn flat(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .sample_size(20)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
 }
 
 criterion_group!(benches, bench_verify, bench_raw_verify, bench_authenticate);

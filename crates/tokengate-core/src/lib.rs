@@ -24,6 +24,11 @@
 //! Durable storage and the cluster bus live in `tokengate-store`; the HTTP extractor in
 //! `tokengate-axum`.
 
+// The unit tests share fixtures with the benches (`benches/common/fixtures.rs`, included by
+// path), which name this crate `tokengate_core`.
+#[cfg(test)]
+extern crate self as tokengate_core;
+
 pub mod cache;
 pub mod claims;
 pub mod freshness;

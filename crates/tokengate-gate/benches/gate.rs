@@ -11,18 +11,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../tokengate-core/benches/common/mod.rs"]
+// The core benches' module: only `timed`, `flat` and `now` are used here.
+#[allow(dead_code)]
 mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use tokengate_core::{Algorithm, Revocation, RevocationIndex, SigningKey, Timestamp};
 use tokengate_gate::{IssuerConfig, Issuers};
 use uuid::Uuid;
 
-use common::timed;
+use common::{flat, now, timed};
 
 const LEEWAY: Duration = Duration::from_secs(30);
 const ALGORITHMS: [Algorithm; 5] = [
@@ -32,14 +34,6 @@ const ALGORITHMS: [Algorithm; 5] = [
     Algorithm::RS256,
     Algorithm::PS256,
 ];
-
-fn now() -> Timestamp {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Timestamp::from_secs(i64::try_from(secs).unwrap())
-}
 
 /// A provider-shaped token: `iss`, `aud`, `sub`, `sid`, `jti`, `iat`, `exp`, an email.
 fn token(key: &SigningKey, iss: &str, now: Timestamp) -> String {
@@ -101,11 +95,7 @@ fn bench_gate(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("gate_seen_before_1M_revoked");
-    group
-        .sample_size(20)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    flat(&mut group);
     for key in &keys {
         let token = token(key, &iss, now);
         issuers.verify(issuer, &token, &index, now).unwrap();

@@ -4,16 +4,14 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 use proptest::prelude::*;
-use uuid::Uuid;
 
 use super::*;
-use crate::claims::Role;
 
-const T0: i64 = 1_700_000_000;
+/// The benches' claims fixtures (`claims`, issued at `T0`), shared by path.
+#[path = "../../benches/common/fixtures.rs"]
+mod fixtures;
 
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
+use fixtures::{at, claims, T0};
 
 fn limits(max_entries: usize, max_bytes: usize) -> CacheLimits {
     CacheLimits {
@@ -345,21 +343,6 @@ fn clear_frees_everything_and_the_cache_still_works() {
     assert!(cache.insert(&token(1), 2, at(T0 + 900), 1, at(T0)));
     assert_eq!(cache.get(&token(1), at(T0)), Some(2));
     check_invariants(&cache);
-}
-
-fn claims() -> Claims {
-    Claims {
-        iss: "tokengate".into(),
-        sub: Uuid::new_v4(),
-        aud: "tokengate".into(),
-        iat: at(T0),
-        nbf: at(T0),
-        exp: at(T0 + 900),
-        jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
-        email: "ada.lovelace@example.com".into(),
-        role: Role::User,
-    }
 }
 
 #[test]
