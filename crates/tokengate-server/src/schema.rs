@@ -125,6 +125,31 @@ pub enum AdminRefusals {
     NotAdmin(ErrorBody),
 }
 
+/// The refusals of the `IssuerCaller` extractor (a gate issuer's revocation endpoint).
+#[derive(utoipa::IntoResponses)]
+pub enum IssuerCallerRefusals {
+    /// Neither a client of this issuer (HTTP Basic, `invalid_client`) nor a valid Bearer token
+    #[response(status = 401)]
+    NotAClient(ErrorBody),
+    /// A Bearer token that is not an admin's (`insufficient_scope`)
+    #[response(status = 403)]
+    NotAdmin(ErrorBody),
+    /// No issuer of that name
+    #[response(status = 404)]
+    UnknownIssuer(ErrorBody),
+}
+
+/// The refusals of the `Introspector` extractor (RFC 7662 introspection).
+#[derive(utoipa::IntoResponses)]
+pub enum IntrospectorRefusals {
+    /// The caller is not authenticated as an admin
+    #[response(status = 401)]
+    NotAdmin(ErrorBody),
+    /// A cookie-authenticated request from another origin (`csrf_check_failed`)
+    #[response(status = 403)]
+    CrossOrigin(ErrorBody),
+}
+
 /// What a user may do (`tokengate_core::Role`); the first user of a server is an admin.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]

@@ -18,7 +18,7 @@ use tokengate_gate::{
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Json};
-use crate::schema::{ErrorBody, JsonBodyRefusals};
+use crate::schema::{ErrorBody, IssuerCallerRefusals, JsonBodyRefusals};
 use crate::state::AppState;
 
 const X_AUTH_ISSUER: HeaderName = HeaderName::from_static("x-auth-issuer");
@@ -313,9 +313,7 @@ pub fn invalid_client() -> Response {
     responses(
         (status = 204, description = "Recorded and applied"),
         (status = 400, description = "Not exactly one of `sub`, `sid`, `jti`, `issued_before`; an empty value; `issued_before` in the future; malformed JSON", body = ErrorBody),
-        (status = 401, description = "Neither a client of this issuer (HTTP Basic, `invalid_client`) nor a valid Bearer token", body = ErrorBody),
-        (status = 403, description = "A Bearer token that is not an admin's (`insufficient_scope`)", body = ErrorBody),
-        (status = 404, description = "No issuer of that name", body = ErrorBody),
+        IssuerCallerRefusals,
         JsonBodyRefusals,
         (status = 422, description = "A member of the wrong type, or an unknown member", body = ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was revoked", body = ErrorBody),

@@ -2,7 +2,8 @@
 //! OAuth revocation (RFC 7009) and introspection (RFC 7662) endpoints.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -11,7 +12,7 @@ use tokengate_sessions::{IntrospectError, Introspection};
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Form};
 use crate::routes::gate::Verified;
-use crate::schema::{ErrorBody, TokenFormRefusals};
+use crate::schema::{ErrorBody, IntrospectorRefusals, TokenFormRefusals};
 use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json`: the public keys that verify tokens, current and
@@ -209,6 +210,8 @@ impl TokenForm {
     post,
     path = "/oauth2/revoke",
     tag = "oauth2",
+    // None for tokengate's own tokens; a gate token's issuer's client (HTTP Basic).
+    security((), ("client_basic" = [])),
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or unknown, expired or already revoked: the answer tells nothing about the token"),
@@ -221,13 +224,36 @@ pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
-) -> Result<Response, ApiError> {
+) -> ApiResult<Response> {
     let token = form.token()?;
     if let Ok(Some(issuer)) = state.issuers.route(&token) {
         return Ok(crate::routes::gate::revoke_gate_token(&state, issuer, &headers, &token).await);
     }
     state.sessions.revoke_token(&token).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// The caller of introspection: an admin's access token (Bearer, or the session cookie under
+/// the CSRF rule). Any other caller gets 401 `invalid_token`: RFC 7662 §2.1 requires the
+/// endpoint to be authorised, and only admins are.
+pub struct Introspector;
+
+impl FromRequestParts<AppState> for Introspector {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if Principal::from_request_parts(parts, state)
+            .await?
+            .is_admin()
+        {
+            Ok(Introspector)
+        } else {
+            Err(ApiError::Unauthorized(
+                ErrorCode::InvalidToken,
+                "introspection needs an admin's access token".into(),
+            ))
+        }
+    }
 }
 
 /// `POST /oauth2/introspect` (RFC 7662). The caller authenticates with an admin's access
@@ -241,23 +267,16 @@ pub async fn revoke(
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "`{\"active\": false}` for revoked, expired, forged or unknown tokens; the claims otherwise", body = crate::schema::Introspection),
-        (status = 401, description = "The caller is not authenticated as an admin", body = ErrorBody),
-        (status = 403, description = "A cookie-authenticated request from another origin (`csrf_check_failed`)", body = ErrorBody),
+        IntrospectorRefusals,
         TokenFormRefusals,
         (status = 503, description = "The store is unavailable or the revocation index is stale (`fail_closed`)", body = ErrorBody),
     )
 )]
 pub async fn introspect(
     State(state): State<AppState>,
-    caller: Principal,
+    _caller: Introspector,
     Form(form): Form<TokenForm>,
 ) -> ApiResult<Response> {
-    if !caller.is_admin() {
-        return Err(ApiError::Unauthorized(
-            ErrorCode::InvalidToken,
-            "introspection needs an admin's access token".into(),
-        ));
-    }
     let token = form.token()?;
     let body = match state.sessions.introspect(&token).await {
         Ok(Introspection::Refresh(info)) => json!({
