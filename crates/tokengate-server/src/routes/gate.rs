@@ -75,7 +75,8 @@ impl FromRequestParts<AppState> for Verified {
 }
 
 impl Verified {
-    /// The `X-Auth-*` headers of a gate token, or `None` when its subject cannot be one.
+    /// The 200 answer of `/v1/verify` for a gate token, with its `X-Auth-*` headers; 401 when
+    /// its subject cannot be an HTTP header value.
     pub fn gate_headers(token: &GateToken) -> Response {
         match auth_headers(token) {
             Some(headers) => (StatusCode::OK, headers).into_response(),
