@@ -148,11 +148,6 @@ fn refusal(error: &AuthenticateError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
-        AuthenticateError::Gate(GateError::Revoked(_)) => error_response(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "token has been revoked",
-        ),
         AuthenticateError::Gate(error) => error_response(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -162,7 +157,8 @@ fn refusal(error: &AuthenticateError) -> Response {
 }
 
 /// `POST /v1/gate/signout`: the sign-out hook for an app that cannot be changed. The proxy
-/// sends the app's own sign-out request here too (nginx `mirror` or `auth_request`); the
+/// sends the app's own sign-out request here first (nginx `auth_request`, which completes
+/// before the app is called; see docs/recipes/unmodified-app-nginx.md); the
 /// presented gate token (Bearer or the issuer's cookie) is revoked, and its session where
 /// the issuer maps one. Any well-formed request gets 200; nothing is revoked unless the
 /// token's signature verifies. No same-origin check: the app protects its own sign-out
