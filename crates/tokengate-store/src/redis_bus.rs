@@ -183,11 +183,11 @@ impl RedisBus {
         Ok(bus)
     }
 
-    /// Check `url` as [`connect`](RedisBus::connect) reads it, without connecting: a bad
-    /// URL is a start-up error, not a bus that never connects. The error never quotes the
-    /// URL (it may hold a password).
-    pub fn check_url(url: &str) -> Result<()> {
-        Endpoint::parse(url).map(|_| ())
+    /// Check `url` as [`connect`](RedisBus::connect) reads it, without connecting, so that
+    /// a bad URL is a start-up error rather than a bus that never connects. The error says
+    /// why; it never quotes the URL (it may hold a password).
+    pub fn check_url(url: &str) -> std::result::Result<(), String> {
+        Endpoint::parse_or_explain(url).map(|_| ())
     }
 
     /// Delete `{ns}:revocations`, the sorted set earlier versions added every revocation to

@@ -105,24 +105,26 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Parse `url` without connecting. The error never quotes the URL: it may hold a
-    /// password.
+    /// Parse `url` without connecting.
     pub(crate) fn parse(url: &str) -> Result<Endpoint> {
+        Endpoint::parse_or_explain(url).map_err(|why| StoreError::Unavailable(why.into()))
+    }
+
+    /// Parse `url` without connecting, or say why it is refused. The reason never quotes
+    /// the URL: it may hold a password.
+    pub(crate) fn parse_or_explain(url: &str) -> std::result::Result<Endpoint, String> {
         match url.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case(SENTINEL_SCHEME) => {
                 Sentinels::parse(rest).map(Endpoint::Sentinel).map_err(|e| {
-                    StoreError::Unavailable(
-                        format!(
-                            "invalid redis url: {e} (expected \
-                             {SENTINEL_SCHEME}://[[user]:password@]host[:port][,host[:port]...]/MASTER_NAME[/DB])"
-                        )
-                        .into(),
+                    format!(
+                        "invalid redis url: {e} (expected {SENTINEL_SCHEME}://\
+                         [[user]:password@]host[:port][,host[:port]...]/MASTER_NAME[/DB])"
                     )
                 })
             }
             _ => Client::open(url)
                 .map(Endpoint::Direct)
-                .map_err(|e| StoreError::unavailable("invalid redis url", e)),
+                .map_err(|e| format!("invalid redis url: {e}")),
         }
     }
 
