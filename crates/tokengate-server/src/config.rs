@@ -315,6 +315,10 @@ impl Config {
         {
             anyhow::bail!("max_connections, header_timeout and body_timeout must be positive");
         }
+        if let Some(url) = &self.redis_url {
+            tokengate_store::RedisBus::check_url(url)
+                .map_err(|why| anyhow::anyhow!("redis_url: {why}"))?;
+        }
         tokengate_gate::config::check_all(&self.issuers)?;
         if let Some(entry) = self
             .issuers
@@ -456,6 +460,44 @@ mod tests {
         );
         assert_eq!(redact_url("redis://user@host/0"), "redis://user@host/0");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn sentinel_redis_urls_are_checked_at_load_and_redacted() {
+        let url = "redis+sentinel://app:sentinel-secret@10.0.0.1:26379,10.0.0.2/mymaster/1";
+        let config = load(None, &[("TOKENGATE_REDIS_URL", url)], Overrides::default()).unwrap();
+        assert_eq!(config.redis_url.as_deref(), Some(url));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sentinel-secret"), "{debug}");
+        assert!(
+            debug.contains("redis+sentinel://app:<redacted>@10.0.0.1:26379,10.0.0.2/mymaster/1"),
+            "{debug}"
+        );
+
+        for (bad, why) in [
+            (
+                "redis+sentinel://:hunter2@10.0.0.1:26379",
+                "master name is missing",
+            ),
+            (
+                "redis+sentinel://:hunter2@10.0.0.1:huh/m",
+                "sentinel 1: the port",
+            ),
+            (
+                "redis+sentinel://:hunter2@a,,b/m",
+                "sentinel 2: the host is empty",
+            ),
+            ("redis://:hunter2@[::1/0", "invalid redis url"),
+        ] {
+            let flags = Overrides {
+                redis_url: Some(bad.to_owned()),
+                ..Overrides::default()
+            };
+            let error = load(None, &[], flags).unwrap_err();
+            assert!(error.starts_with("redis_url: "), "{error}");
+            assert!(error.contains(why), "{bad}: {error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //!
 //! A publish lost on the way (Redis down, a node reconnecting) is not a revocation lost: it
 //! is durable in the store before it is published, and every node tails the store.
+//!
+//! The Redis is one server or a master watched by Redis Sentinel (`redis+sentinel://`);
+//! [`endpoint`] opens every connection, and behind Sentinel finds the master again after a
+//! failover.
+
+mod endpoint;
 
 use std::fmt;
 use std::future::Future;
@@ -24,14 +30,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
-use redis::{Client, RedisError, RedisResult};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use serde::{Deserialize, Serialize};
 use tokengate_core::Revocation;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
+use endpoint::{CommandConnection, Endpoint, Timeouts};
+
+pub use endpoint::{ROLE_RECHECK, SENTINEL_SCHEME};
 
 /// Bound on one command (or `MULTI` pipeline) and its reply. The default of the `redis`
 /// crate (500 ms) is too tight for a large batch on a busy server.
@@ -41,9 +50,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on a whole operation, reconnect attempts included, so that a caller (a sign-out
 /// handler) never hangs on a Redis that does not answer.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect attempts the connection manager makes inside one operation. Few, because a
-/// caller waits for them; the next operation tries again anyway.
-const MANAGER_RETRIES: usize = 2;
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: CONNECT_TIMEOUT,
+    response: RESPONSE_TIMEOUT,
+};
 /// First and largest wait between the subscriber's reconnect attempts.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -72,8 +82,8 @@ enum WireMessage {
 /// [`subscribe`](RedisBus::subscribe) opens its own pub/sub connection.
 #[derive(Clone)]
 pub struct RedisBus {
-    client: Client,
-    conn: ConnectionManager,
+    endpoint: Arc<Endpoint>,
+    conn: Arc<CommandConnection>,
     names: Arc<Names>,
 }
 
@@ -83,7 +93,7 @@ struct Names {
 }
 
 impl fmt::Debug for RedisBus {
-    // Not derived: the client holds the URL, whose password must never be logged.
+    // Not derived: the endpoint holds the URL's password, which must never be logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBus")
             .field("namespace", &self.names.namespace)
@@ -125,7 +135,10 @@ impl Drop for BusSubscription {
 }
 
 impl RedisBus {
-    /// Connect to the Redis at `url`, with every key and channel under `namespace`.
+    /// Connect to the Redis at `url`, with every key and channel under `namespace`. `url`
+    /// names one server (`redis://[user:password@]host:port[/db]`) or the sentinels of a
+    /// master (`redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/DB]`;
+    /// see [`check_url`](RedisBus::check_url)).
     ///
     /// Refuses (with [`StoreError::Unavailable`]) a Redis whose `maxmemory-policy` is
     /// `allkeys-*`, or whose policy cannot be read. The check dates from when the bus kept
@@ -135,30 +148,18 @@ impl RedisBus {
     /// Deletes the revocation set earlier versions left under the namespace (see the
     /// module documentation); failing to is only logged.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBus> {
-        // The URL is not in the message: it may hold a password.
-        let client =
-            Client::open(url).map_err(|e| StoreError::unavailable("invalid redis url", e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(MANAGER_RETRIES)
-            .set_min_delay(MIN_BACKOFF)
-            .set_max_delay(MAX_BACKOFF);
-        let mut conn = match tokio::time::timeout(
-            OPERATION_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
+        let endpoint = Arc::new(Endpoint::parse(url)?);
+        let conn = Arc::new(CommandConnection::new(endpoint.clone(), TIMEOUTS));
+        let mut lease = match tokio::time::timeout(OPERATION_TIMEOUT, conn.get()).await {
+            Ok(Ok(lease)) => lease,
             Ok(Err(e)) => return Err(unavailable("connect", e)),
             Err(_) => return Err(timed_out("connect")),
         };
-        let policy = match tokio::time::timeout(OPERATION_TIMEOUT, eviction_policy(&mut conn)).await
-        {
-            Ok(policy) => policy?,
-            Err(_) => return Err(timed_out("reading maxmemory-policy")),
-        };
+        let policy =
+            match tokio::time::timeout(OPERATION_TIMEOUT, eviction_policy(&mut lease.conn)).await {
+                Ok(policy) => policy?,
+                Err(_) => return Err(timed_out("reading maxmemory-policy")),
+            };
         if policy.starts_with("allkeys-") {
             return Err(StoreError::Unavailable(
                 format!(
@@ -169,7 +170,7 @@ impl RedisBus {
             ));
         }
         let bus = RedisBus {
-            client,
+            endpoint,
             conn,
             names: Arc::new(Names {
                 namespace: namespace.to_owned(),
@@ -180,6 +181,13 @@ impl RedisBus {
             tracing::warn!(%error, "cannot delete the revocation set earlier versions left in redis");
         }
         Ok(bus)
+    }
+
+    /// Check `url` as [`connect`](RedisBus::connect) reads it, without connecting, so that
+    /// a bad URL is a start-up error rather than a bus that never connects. The error says
+    /// why; it never quotes the URL (it may hold a password).
+    pub fn check_url(url: &str) -> std::result::Result<(), String> {
+        Endpoint::parse_or_explain(url).map(|_| ())
     }
 
     /// Delete `{ns}:revocations`, the sorted set earlier versions added every revocation to
@@ -252,39 +260,56 @@ impl RedisBus {
     pub fn subscribe(&self) -> (BusSubscription, mpsc::Receiver<BusEvent>) {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let task = tokio::spawn(subscriber(
-            self.client.clone(),
+            self.endpoint.clone(),
             self.names.channel.clone(),
             tx,
         ));
         (BusSubscription { task }, rx)
     }
 
-    /// Run `op` on the shared connection, bounded in time. A connection error is retried
-    /// once: the manager replaces a broken connection only after a command fails on it,
-    /// so the first command after a Redis restart fails although Redis is back.
+    /// Run `op` on the shared connection, bounded in time. A connection error (or a server
+    /// that turned replica) drops the connection and is retried once on a new one: a
+    /// broken connection is noticed only when a command fails on it, so the first command
+    /// after a Redis restart or a failover fails although Redis is back.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let first = match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
+        let first = match tokio::time::timeout(OPERATION_TIMEOUT, self.attempt(&op)).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if is_connection_error(&e) => e,
             Ok(Err(e)) => return Err(unavailable(what, e)),
             Err(_) => return Err(timed_out(what)),
         };
         tracing::debug!(error = %first, "redis {what} failed on a broken connection; retrying once");
-        match tokio::time::timeout(OPERATION_TIMEOUT, op(self.conn.clone())).await {
+        match tokio::time::timeout(OPERATION_TIMEOUT, self.attempt(&op)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(unavailable(what, e)),
             Err(_) => Err(timed_out(what)),
         }
     }
+
+    /// One try of `op`; the connection is dropped when it failed as a connection.
+    async fn attempt<T, F, Fut>(&self, op: &F) -> RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let lease = self.conn.get().await?;
+        let result = op(lease.conn.clone()).await;
+        if let Err(e) = &result {
+            if is_connection_error(e) {
+                self.conn.discard(&lease).await;
+            }
+        }
+        result
+    }
 }
 
 /// The server's `maxmemory-policy`: from `INFO memory` (allowed where `CONFIG` is renamed
 /// or disabled, as on most managed Redis), else from `CONFIG GET`.
-async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String> {
+async fn eviction_policy(conn: &mut MultiplexedConnection) -> Result<String> {
     let info: RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(conn).await;
     if let Ok(info) = &info {
         let found = info
@@ -325,13 +350,14 @@ enum Stop {
 
 /// The subscription task: connect, report, pump messages, and on any break report `Lost`
 /// and start over, until the receiver is dropped or the task aborted.
-async fn subscriber(client: Client, channel: String, tx: mpsc::Sender<BusEvent>) {
+async fn subscriber(endpoint: Arc<Endpoint>, channel: String, tx: mpsc::Sender<BusEvent>) {
     let mut backoff = MIN_BACKOFF;
     // Log the first failed attempt of an outage as a warning and the retries quietly: the
     // `Lost` event already tells the owner, and a 2 s retry loop would flood the log.
     let mut failures: u64 = 0;
     loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT * 2, open_subscription(&client, &channel)).await
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, open_subscription(&endpoint, &channel))
+            .await
         {
             Ok(Ok((sink, stream))) => {
                 if failures > 0 {
@@ -374,10 +400,10 @@ fn log_failure(failures: &mut u64, error: &str) {
 }
 
 async fn open_subscription(
-    client: &Client,
+    endpoint: &Endpoint,
     channel: &str,
 ) -> RedisResult<(PubSubSink, PubSubStream)> {
-    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    let (mut sink, stream) = endpoint.pubsub(TIMEOUTS).await?.split();
     sink.subscribe(channel).await?;
     Ok((sink, stream))
 }
@@ -436,9 +462,13 @@ fn encode<T: Serialize>(value: &T) -> Result<String> {
 }
 
 /// Whether `e` means the connection (not the command) failed, so a retry on a fresh one
-/// may succeed.
+/// may succeed. `READONLY` is one: the server was a master when connected and has since
+/// been demoted (a failover); a new connection asks the sentinels where the master is.
 fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
 fn unavailable(what: &str, e: RedisError) -> StoreError {

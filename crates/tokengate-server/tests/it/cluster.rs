@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Skip (or, under `TOKENGATE_REQUIRE_SERVICES=1`, fail) when a service is missing.
-fn skip(reason: &str) -> bool {
+pub(crate) fn skip(reason: &str) -> bool {
     if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
         panic!("{reason}, and TOKENGATE_REQUIRE_SERVICES=1");
     }
@@ -35,17 +35,17 @@ fn psql(sql: &str) -> bool {
 }
 
 /// A fresh Postgres database, dropped at the end of the test.
-struct Database {
+pub(crate) struct Database {
     name: String,
 }
 
 impl Database {
-    fn create() -> Option<Database> {
+    pub(crate) fn create() -> Option<Database> {
         let name = format!("tg_{}", uuid::Uuid::new_v4().simple());
         psql(&format!("CREATE DATABASE {name}")).then_some(Database { name })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 }
@@ -81,7 +81,11 @@ fn services() -> Option<Database> {
     }
 }
 
-fn node_env<'a>(db: &'a str, redis: &'a str, namespace: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn node_env<'a>(
+    db: &'a str,
+    redis: &'a str,
+    namespace: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("TOKENGATE_DATABASE_URL", db),
         ("TOKENGATE_REDIS_URL", redis),
@@ -102,14 +106,14 @@ async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// A private `redis-server` on a free port, for outage tests.
-struct OwnRedis {
-    port: u16,
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Option<Child>,
     extra: Vec<String>,
 }
 
 impl OwnRedis {
-    fn start(extra: &[&str]) -> Option<OwnRedis> {
+    pub(crate) fn start(extra: &[&str]) -> Option<OwnRedis> {
         let port = TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -155,7 +159,7 @@ impl OwnRedis {
         false
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -173,7 +177,7 @@ impl Drop for OwnRedis {
     }
 }
 
-fn namespace() -> String {
+pub(crate) fn namespace() -> String {
     format!("tgtest{}", uuid::Uuid::new_v4().simple())
 }
 

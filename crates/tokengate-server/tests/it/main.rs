@@ -28,5 +28,6 @@ mod oidc;
 mod openapi;
 mod pages;
 mod restart;
+mod sentinel;
 mod sessions;
 mod throttle;
