@@ -138,9 +138,11 @@ struct Topology {
 impl Topology {
     fn start() -> Result<Topology, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let master = OwnRedis::start(&[]).ok_or("cannot start a redis-server")?;
+        // Replication writes an RDB file into the server's directory: keep it in `dir`.
+        let data = dir.path().to_str().ok_or("temp dir is not UTF-8")?;
+        let master = OwnRedis::start(&["--dir", data]).ok_or("cannot start a redis-server")?;
         let master_port = master.port.to_string();
-        let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &master_port])
+        let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &master_port, "--dir", data])
             .ok_or("cannot start a replica redis-server")?;
         let mut sentinels = Vec::new();
         for index in 0..3 {
