@@ -37,4 +37,4 @@ pub use postgres::PostgresStore;
 pub use redis_bus::{BusEvent, BusSubscription, RedisBus};
 pub use sqlite::SqliteStore;
 pub use store::Store;
-pub use sync::{IndexSync, RevocationPublisher};
+pub use sync::{IndexSync, RevocationPublisher, PUBLISH_TIMEOUT};

@@ -41,7 +41,7 @@ async fn the_index_learns_what_another_process_records() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
-    assert!(!f.service.freshness().is_stale(f.service.now()));
+    assert!(!f.service.freshness().is_stale(f.service.clock().now_ms()));
     handle.stop().await;
 }
 

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokengate_core::{Revocation, Timestamp};
+use tokengate_core::{Millis, Revocation, Timestamp};
 use tokengate_store::{BusEvent, RedisBus, StoreError};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
@@ -283,7 +283,9 @@ async fn publishing_leaves_no_state_in_redis() {
         bus.publish(&batch).await.unwrap();
         published.extend(batch);
     }
-    bus.heartbeat("node-a").await.unwrap();
+    bus.heartbeat("node-a", Millis::from_millis(0))
+        .await
+        .unwrap();
     for expected in &published {
         assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(*expected));
     }
@@ -321,11 +323,13 @@ async fn heartbeat_is_received() {
     };
     let (_subscription, mut rx) = bus.subscribe();
     assert_eq!(next_event(&mut rx).await, BusEvent::Connected);
-    bus.heartbeat("node-a").await.unwrap();
+    let sent = Millis::from_millis(1_700_000_000_123);
+    bus.heartbeat("node-a", sent).await.unwrap();
     assert_eq!(
         next_event(&mut rx).await,
         BusEvent::Heartbeat {
-            node_id: "node-a".to_owned()
+            node_id: "node-a".to_owned(),
+            sent_ms: Some(sent),
         }
     );
 }
