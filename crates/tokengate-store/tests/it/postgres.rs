@@ -20,7 +20,7 @@ use super::common::{self, at, mixed_revocations, token_revocations};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("TOKENGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
@@ -29,10 +29,10 @@ fn services_required() -> bool {
 }
 
 /// A schema of its own on the shared test database, dropped (best effort) with this.
-struct Schema(String);
+pub(crate) struct Schema(pub(crate) String);
 
 impl Schema {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Schema(format!("tokengate_test_{}", Uuid::new_v4().simple()))
     }
 
@@ -118,7 +118,7 @@ async fn fresh() -> Option<(PostgresStore, Schema)> {
 
 /// Whether Postgres answers; prints `skipped: ...` (or fails under
 /// `TOKENGATE_REQUIRE_SERVICES=1`) when it does not.
-async fn available() -> bool {
+pub(crate) async fn available() -> bool {
     match reachable().await {
         Ok(()) => true,
         Err(reason) if services_required() => panic!("TOKENGATE_REQUIRE_SERVICES=1 but {reason}"),

@@ -16,14 +16,14 @@ use tokengate_store::{BusEvent, RedisBus, StoreError};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 /// The bound on every wait for an event.
 const WAIT: Duration = Duration::from_secs(5);
 /// Reconnecting waits out the subscriber's backoff (up to 2 s) first; more slack.
 const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// Skip (or, with `TOKENGATE_REQUIRE_SERVICES=1`, fail) a test whose service is missing.
-fn skip(reason: &str) {
+pub(crate) fn skip(reason: &str) {
     if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
         panic!("TOKENGATE_REQUIRE_SERVICES=1 but {reason}");
     }
@@ -32,10 +32,10 @@ fn skip(reason: &str) {
 
 /// A unique namespace on the shared Redis; any key under it goes when this is dropped (also
 /// when the test fails).
-struct Namespace(String);
+pub(crate) struct Namespace(pub(crate) String);
 
 impl Namespace {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Namespace(format!("tokengate-test-{}", Uuid::new_v4().simple()))
     }
 }
@@ -53,7 +53,7 @@ impl Drop for Namespace {
 }
 
 /// A bus on the shared Redis under a fresh namespace, or `None` (after `skip`) without one.
-async fn shared_bus() -> Option<(RedisBus, Namespace)> {
+pub(crate) async fn shared_bus() -> Option<(RedisBus, Namespace)> {
     let ns = Namespace::new();
     match RedisBus::connect(SHARED_REDIS, &ns.0).await {
         Ok(bus) => Some((bus, ns)),
