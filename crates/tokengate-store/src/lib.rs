@@ -12,10 +12,13 @@
 //!   keeps no state in Redis, the store stays the source of truth.
 //! - [`IndexSync`] keeps a node's index current from the store (and the bus, in a cluster);
 //!   [`RevocationPublisher`] hands what a node revokes to the bus.
+//! - [`BoundedStore`] bounds every call of a store in time, so a database that does not
+//!   answer costs a request a clear error after a second or two, not a hang.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
 //! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
 //!   pass; each backend's tests run all of it.
 
+mod bounded;
 pub mod error;
 pub mod model;
 mod postgres;
@@ -28,6 +31,7 @@ pub mod sync;
 #[doc(hidden)]
 pub mod testsuite;
 
+pub use bounded::BoundedStore;
 pub use error::{BoxError, Detail, Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,

@@ -16,13 +16,13 @@ use tempfile::TempDir;
 use tokengate_core::{
     Clock, Freshness, Proof, Revocation, RevocationIndex, StalenessPolicy, SystemClock,
 };
-use tokengate_store::{IndexSync, PostgresStore, RedisBus, SqliteStore, Store};
+use tokengate_store::{IndexSync, RedisBus, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::common::FreezableProxy;
-use super::postgres::{self, Schema};
+use super::postgres;
 use super::redis_bus::{skip, Namespace, SHARED_REDIS};
 
 const MAX_STALENESS: Duration = Duration::from_secs(2);
@@ -126,17 +126,6 @@ fn token() -> Revocation {
     }
 }
 
-/// `host:port` of the Postgres the tests use.
-fn postgres_addr(url: &str) -> String {
-    let after_at = url.rsplit('@').next().unwrap_or(url);
-    after_at
-        .trim_start_matches("postgres://")
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned()
-}
-
 /// A bus on the shared Redis through a new proxy, or `None` (after `skip`).
 async fn proxied_bus() -> Option<(RedisBus, FreezableProxy, Namespace)> {
     let upstream = SHARED_REDIS.trim_start_matches("redis://");
@@ -149,21 +138,6 @@ async fn proxied_bus() -> Option<(RedisBus, FreezableProxy, Namespace)> {
             None
         }
     }
-}
-
-/// A Postgres store in a schema of its own through a new proxy, or `None` (after `skip`).
-async fn proxied_postgres() -> Option<(PostgresStore, FreezableProxy, Schema)> {
-    if !postgres::available().await {
-        return None;
-    }
-    let url = postgres::url();
-    let proxy = FreezableProxy::start(&postgres_addr(&url)).await;
-    let proxied = url.replacen(&postgres_addr(&url), &proxy.addr(), 1);
-    let schema = Schema::new();
-    let store = PostgresStore::connect_with_schema(&proxied, &schema.0)
-        .await
-        .unwrap();
-    Some((store, proxy, schema))
 }
 
 #[tokio::test]
@@ -205,7 +179,7 @@ async fn the_store_tail_keeps_the_index_current_while_redis_hangs() {
 
 #[tokio::test]
 async fn the_bus_keeps_the_index_current_while_the_database_hangs() {
-    let Some((store, database, _schema)) = proxied_postgres().await else {
+    let Some((store, database, _schema)) = postgres::proxied().await else {
         return;
     };
     let Some((bus, _ns)) = super::redis_bus::shared_bus().await else {
@@ -241,7 +215,7 @@ async fn the_bus_keeps_the_index_current_while_the_database_hangs() {
 
 #[tokio::test]
 async fn a_node_whose_database_and_redis_both_hang_turns_stale_in_time_and_recovers() {
-    let Some((store, database, _schema)) = proxied_postgres().await else {
+    let Some((store, database, _schema)) = postgres::proxied().await else {
         return;
     };
     let Some((bus, redis, _ns)) = proxied_bus().await else {
