@@ -11,7 +11,8 @@
 //! - [`RedisBus`] pushes each revocation to every node of a cluster within milliseconds; it
 //!   keeps no state in Redis, the store stays the source of truth.
 //! - [`IndexSync`] keeps a node's index current from the store (and the bus, in a cluster);
-//!   [`RevocationPublisher`] hands what a node revokes to the bus.
+//!   [`RevocationPublisher`] publishes what a node revokes on the bus before the node
+//!   acknowledges it.
 //! - [`BoundedStore`] bounds every call of a store in time, so a database that does not
 //!   answer costs a request a clear error after a second or two, not a hang.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
