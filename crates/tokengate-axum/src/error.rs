@@ -6,6 +6,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokengate_core::{RevocationKind, VerifyError};
 
+/// The mark, in a response's extensions, of a 503 refusing a request because the
+/// revocation index is stale ([`AuthError::Stale`]). Such refusals are expected while an
+/// outage lasts and are counted by [`Freshness`](tokengate_core::Freshness), whose observer
+/// logs the outage once when it starts and once when it ends: a request log should not log
+/// each of them as a server error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleRefusal;
+
 /// The JSON body of every error tokengate answers.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
@@ -126,6 +134,7 @@ impl IntoResponse for AuthError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.extensions_mut().insert(StaleRefusal);
         }
         response
     }

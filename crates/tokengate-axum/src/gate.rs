@@ -46,7 +46,7 @@ pub trait AuthObserver: Send + Sync + 'static {
 /// let index = Arc::new(RevocationIndex::new(Duration::from_secs(30)));
 /// let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_700_000_000)));
 /// let freshness = Arc::new(Freshness::new(StalenessPolicy::FailClosed, Duration::from_secs(5)));
-/// freshness.mark_in_sync(clock.now());
+/// freshness.mark_in_sync(Proof::Store, clock.now_ms());
 /// let gate = Gate::new(verifier, index.clone(), clock.clone(), freshness);
 ///
 /// let now = clock.now();
@@ -135,7 +135,8 @@ impl Gate {
             .verifier
             .verify(token, now)
             .map_err(AuthError::Invalid)?;
-        if staleness == Staleness::Enforce && self.freshness.is_stale(now) {
+        if staleness == Staleness::Enforce && self.freshness.is_stale(self.clock.now_ms()) {
+            self.freshness.count_stale_answer();
             match self.freshness.policy() {
                 StalenessPolicy::FailClosed => return Err(AuthError::Stale),
                 StalenessPolicy::FailOpen => {

@@ -16,7 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod gate;
 
-pub use error::{error_response, AuthError, ErrorBody};
+pub use error::{error_response, AuthError, ErrorBody, StaleRefusal};
 pub use extract::{
     credential, Admin, Credential, CredentialSource, Principal, Revoker, SESSION_COOKIE,
 };

@@ -10,7 +10,7 @@
 //!    any of them was revoked.
 //!
 //! Modules:
-//! - [`time`]: [`Timestamp`] and [`Clock`]; every validity decision takes `now`.
+//! - [`time`]: [`Timestamp`], [`Millis`] and [`Clock`]; every validity decision takes `now`.
 //! - [`claims`]: [`Claims`] and [`Role`].
 //! - [`keys`]: signing and verifying keys (EdDSA, ES256, RS256, HS256) and their JWKS form.
 //! - [`verify`]: [`Verifier`] and [`VerifyError`].
@@ -54,9 +54,9 @@ pub mod user_slot;
 
 pub use cache::{CacheLimits, VerifiedCache};
 pub use claims::{Claims, Role};
-pub use freshness::{Freshness, StalenessPolicy};
+pub use freshness::{Freshness, Proof, StalenessPolicy, Transition};
 pub use index::{RevocationIndex, TokenIds};
 pub use keys::{Algorithm, Jwk, Jwks, KeyError, SigningKey, VerifyingKey};
 pub use revocation::{Revocation, RevocationKind};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, Millis, SystemClock, Timestamp};
 pub use verify::{Verifier, VerifierConfig, VerifyError, MAX_TOKEN_BYTES};

@@ -88,8 +88,11 @@ impl GateService {
             other => other,
         }?;
         let freshness = self.sessions.freshness();
-        if freshness.is_stale(now) && freshness.policy() == StalenessPolicy::FailClosed {
-            return Err(AuthenticateError::Stale);
+        if freshness.is_stale(self.sessions.clock().now_ms()) {
+            freshness.count_stale_answer();
+            if freshness.policy() == StalenessPolicy::FailClosed {
+                return Err(AuthenticateError::Stale);
+            }
         }
         Ok(verified)
     }

@@ -29,13 +29,13 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokengate_axum::{AuthError, AuthObserver};
-use tokengate_core::{Claims, RevocationKind, Timestamp};
+use tokengate_core::{Claims, Proof, RevocationKind, Timestamp};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tower::{Layer, Service};
@@ -385,21 +385,28 @@ impl Metrics {
 struct StateGauges {
     entries: [(RevocationKind, i64); KINDS.len()],
     bytes: i64,
-    lag: i64,
+    /// Seconds (to the millisecond) since the newest proof, -1 if none; then by source.
+    lag: f64,
+    proof_ages: [(Proof, f64); 2],
     stale: bool,
+    stale_answers: u64,
 }
 
 impl StateGauges {
     fn read(state: &AppState) -> Self {
-        let now = state.now();
+        let now = state.sessions.clock().now_ms();
         let index = state.index();
         let freshness = state.gate.freshness();
         let size = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let secs = |age: Option<std::time::Duration>| age.map_or(-1.0, |d| d.as_secs_f64());
         StateGauges {
             entries: KINDS.map(|kind| (kind, size(index.len_of(kind)))),
             bytes: size(index.table_bytes()),
-            lag: freshness.lag_secs(now).unwrap_or(-1),
+            lag: secs(freshness.lag(now)),
+            proof_ages: [Proof::Store, Proof::Bus]
+                .map(|proof| (proof, secs(freshness.lag_of(proof, now)))),
             stale: freshness.is_stale(now),
+            stale_answers: freshness.stale_answers(),
         }
     }
 }
@@ -416,15 +423,33 @@ impl Collector for StateGauges {
             self.bytes,
         )?;
         gauge(
-            "tokengate_revocation_index_lag_seconds",
-            "Seconds since this node's revocation index was last confirmed current (the per-node propagation lag bound); -1 if never.",
-            self.lag,
-        )?;
-        gauge(
             "tokengate_revocation_index_stale",
             "1 while the index counts as stale (older than max_staleness), else 0.",
             i64::from(self.stale),
         )?;
+        let lag = ConstGauge::new(self.lag);
+        lag.encode(encoder.encode_descriptor(
+            "tokengate_revocation_index_lag_seconds",
+            "Age, to the millisecond, of the newest proof that this node's revocation index has seen every acknowledged revocation (the per-node propagation lag bound); -1 if never.",
+            None,
+            lag.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "tokengate_revocation_index_proof_age_seconds",
+            "Age of the newest proof of currency by source: store (a read of the durable record, dated by its start) or bus (this node's heartbeat back through Redis, dated by its sending); -1 if never.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (proof, age) in &self.proof_ages {
+            ConstGauge::new(*age).encode(family.encode_family(&[("source", proof.as_str())])?)?;
+        }
+        let answers = ConstCounter::new(self.stale_answers);
+        answers.encode(encoder.encode_descriptor(
+            "tokengate_stale_answers",
+            "Authenticated requests answered while the revocation index was stale: refused with 503 under fail_closed, served under fail_open.",
+            None,
+            answers.metric_type(),
+        )?)?;
         let mut family = encoder.encode_descriptor(
             "tokengate_revocation_index_entries",
             "Entries in this node's revocation index, by kind.",

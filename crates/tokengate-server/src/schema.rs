@@ -180,6 +180,10 @@ pub struct Readiness {
     /// `current` or `stale`.
     #[schema(example = "current")]
     pub revocation_index: String,
+    /// Age in milliseconds of the newest proof that the index has seen every acknowledged
+    /// revocation (stale once it passes `max_staleness`); null if there never was one.
+    #[schema(example = 312)]
+    pub revocation_index_lag_ms: Option<u64>,
     /// Entries in this node's revocation index.
     pub revocations: u64,
     /// Gate issuers whose keys were never fetched (their tokens get 503 until then).

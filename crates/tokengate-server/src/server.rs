@@ -11,7 +11,7 @@ use tokengate_core::Clock;
 use tokengate_gate::service::KEY_REFRESH_TICK;
 use tokengate_gate::{GateService, Issuers};
 use tokengate_sessions::{MaintenanceEvents, MaintenanceHandle, SessionService};
-use tokengate_store::{PostgresStore, RedisBus, SqliteStore, Store};
+use tokengate_store::{BoundedStore, PostgresStore, RedisBus, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -19,21 +19,24 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::{session_config, AppState};
 
-/// Open the store named by the configuration.
+/// Open the store named by the configuration, each call bounded by `database_timeout`.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
+    let bounded = |store: Arc<dyn Store>| -> Arc<dyn Store> {
+        Arc::new(BoundedStore::new(store, config.database_timeout))
+    };
     if url.starts_with("sqlite:") {
         create_private_dir(&config.data_dir)?;
         let store = SqliteStore::connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open {url}: {e}"))?;
-        Ok(Arc::new(store))
+        Ok(bounded(Arc::new(store)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // The URL may carry a password: never echo it.
         let store = PostgresStore::connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the Postgres database: {e}"))?;
-        Ok(Arc::new(store))
+        Ok(bounded(Arc::new(store)))
     } else {
         anyhow::bail!("unsupported database URL: expected sqlite://PATH or postgres://...")
     }

@@ -13,7 +13,10 @@
 //!   ([`RequestTraceLayer::new`]): those hot paths log nothing, so their span is at DEBUG
 //!   and, by default, costs nothing.
 //! - One line per request that ends in a server error (5xx), at ERROR, with the status and
-//!   the latency (and the request id, method and path as fields when the span is off);
+//!   the latency (and the request id, method and path as fields when the span is off),
+//!   except a 503 refusing a request while the revocation index is stale
+//!   ([`StaleRefusal`]): the outage is logged once when it starts and once when it ends,
+//!   not thousands of times a second;
 //!   with `RUST_LOG` at DEBUG for this module, one line for every request. Other requests
 //!   log nothing here: handlers log what happens (sign-in, sign-out, ...).
 //!
@@ -36,6 +39,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::http::{HeaderName, HeaderValue, Request, Response};
+use tokengate_axum::StaleRefusal;
 use tower::{Layer, Service};
 use tracing::Span;
 
@@ -167,7 +171,10 @@ where
         let mut response = ready!(this.future.poll(cx))?;
         let status = response.status();
         let latency_ms = || this.started.elapsed().as_millis() as u64;
-        if status.is_server_error() {
+        // A refusal for a stale index is expected while an outage lasts; the outage is
+        // logged once when it starts and once when it ends (tokengate_store::sync).
+        let expected = response.extensions().get::<StaleRefusal>().is_some();
+        if status.is_server_error() && !expected {
             match this.quiet_route {
                 // No span to name the request: the line names it itself.
                 Some((method, path)) if this.span.is_disabled() => tracing::error!(
@@ -236,6 +243,10 @@ mod tests {
                 }),
             )
             .route("/v1/verify", get(|| async { StatusCode::OK }))
+            .route(
+                "/v1/auth/sessions",
+                get(|| async { tokengate_axum::AuthError::Stale }),
+            )
             .route(
                 "/v1/auth/me",
                 get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
@@ -370,6 +381,17 @@ mod tests {
             "{}",
             log[0]
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn refusals_for_a_stale_index_are_not_logged_one_per_request() {
+        assert_eq!(
+            send("/v1/auth/sessions", None).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let requests = [("/v1/auth/sessions", "id-of-stale"); 50];
+        let log = log_of("info", &requests).await;
+        assert!(log.is_empty(), "{log:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -2,11 +2,11 @@
 //! with `maintenance.spawn()` and stops it with `handle.stop().await`.
 //!
 //! Each part is a small loop that ends on stop:
-//! - the index sync ([`IndexSync`]): read revocations recorded after the last one seen (by
-//!   the admin CLI or another process on the same database) every 250 ms, and in a cluster
-//!   receive pushed revocations and heartbeats from Redis; it decides when the index
-//!   counts as current;
-//! - the publisher drain (cluster only): pushes this node's revocations to the others;
+//! - the index sync ([`IndexSync`]): independent loops that read revocations recorded after
+//!   the last one seen (by the admin CLI or another process on the same database), and in
+//!   a cluster receive pushed revocations and send and receive heartbeats through Redis;
+//!   each success proves the index current (see [`tokengate_core::Freshness`]), and the
+//!   edges of the stale state are logged;
 //! - index purge: drop expired index entries in bounded batches, every second;
 //! - store purge: delete expired rows in bounded batches, every minute;
 //! - activity flush: write sessions' `last_seen_at` in one batch every
@@ -15,7 +15,6 @@
 //!   second.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +30,6 @@ const INDEX_PURGE_BATCH: usize = 10_000;
 const STORE_PURGE_EVERY: Duration = Duration::from_secs(60);
 const STORE_PURGE_BATCH: u32 = 1_000;
 const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-/// The publisher's drain: sends queued revocations to the bus until its senders are gone.
-pub(crate) type Drain = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What the maintenance task reports, for metrics; every method does nothing by default.
 pub trait MaintenanceEvents: Send + Sync + 'static {
@@ -54,7 +50,6 @@ pub struct Maintenance {
     service: Arc<SessionService>,
     cursor: i64,
     bus: Option<RedisBus>,
-    drain: Option<Drain>,
     events: Arc<dyn MaintenanceEvents>,
 }
 
@@ -68,17 +63,11 @@ impl std::fmt::Debug for Maintenance {
 }
 
 impl Maintenance {
-    pub(crate) fn new(
-        service: Arc<SessionService>,
-        cursor: i64,
-        bus: Option<RedisBus>,
-        drain: Option<Drain>,
-    ) -> Self {
+    pub(crate) fn new(service: Arc<SessionService>, cursor: i64, bus: Option<RedisBus>) -> Self {
         Maintenance {
             service,
             cursor,
             bus,
-            drain,
             events: Arc::new(NoEvents),
         }
     }
@@ -94,15 +83,6 @@ impl Maintenance {
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let service = self.service;
-        if let Some(drain) = self.drain {
-            let mut stop = stop.clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    _ = drain => {}
-                    _ = stop.changed() => {}
-                }
-            });
-        }
         let sync = IndexSync {
             store: service.store().clone(),
             bus: self.bus,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokengate_core::{
-    Claims, Clock, Freshness, Revocation, RevocationIndex, Role, StalenessPolicy, Timestamp,
+    Claims, Clock, Freshness, Proof, Revocation, RevocationIndex, Role, StalenessPolicy, Timestamp,
     Verifier, VerifierConfig,
 };
 use tokengate_store::{
@@ -125,27 +125,24 @@ impl SessionService {
         let keys = Arc::new(KeyRing::load(store.as_ref(), &config, verifier, now).await?);
 
         let index = Arc::new(RevocationIndex::new(config.leeway));
+        // The load proves the index current as of when it started (see Freshness).
+        let load_started = clock.now_ms();
         let live = store.load_live_revocations(now, config.leeway).await?;
         let loaded = index.load(live.revocations, now);
         tracing::info!(revocations = loaded, "revocation index loaded");
 
-        // The index was just loaded from the store, the source of truth: it is current
-        // now. In a cluster it stays so only while the bus is connected (see IndexSync).
+        // The index was just loaded from the store, the source of truth: it is current as
+        // of the load's start, and stays so while the tail or the bus keeps proving it
+        // (see IndexSync).
         let freshness = Arc::new(Freshness::new(
             config.staleness_policy,
             config.max_staleness,
         ));
-        freshness.mark_in_sync(now);
+        freshness.mark_in_sync(Proof::Store, load_started);
 
-        let (publisher, drain) = match bus.clone() {
-            Some(bus) => {
-                let (publisher, drain) = RevocationPublisher::to_bus(bus);
-                (
-                    publisher,
-                    Some(Box::pin(drain) as crate::maintenance::Drain),
-                )
-            }
-            None => (RevocationPublisher::none(), None),
+        let publisher = match bus.clone() {
+            Some(bus) => RevocationPublisher::to_bus(bus),
+            None => RevocationPublisher::none(),
         };
         let passwords = Passwords::new()?;
         let service = Arc::new(SessionService {
@@ -161,7 +158,7 @@ impl SessionService {
             activity: Arc::new(SessionActivity::default()),
             publisher,
         });
-        let maintenance = Maintenance::new(service.clone(), live.cursor, bus, drain);
+        let maintenance = Maintenance::new(service.clone(), live.cursor, bus);
         Ok((service, maintenance))
     }
 
@@ -227,20 +224,23 @@ impl SessionService {
     }
 
     /// Apply revocations the store has just made durable to this node's index, so the
-    /// very next request sees them, and queue them for the other nodes of a cluster (which
-    /// also read them from the store, so a failed push loses nothing).
-    pub fn apply(&self, revocations: &[Revocation]) {
+    /// very next request sees them, and publish them to the other nodes of a cluster
+    /// before returning (bounded by [`PUBLISH_TIMEOUT`](tokengate_store::PUBLISH_TIMEOUT)): a revocation acknowledged after
+    /// this has reached Redis, which is what makes a node's heartbeat round trip a proof
+    /// that it has seen it. A failed push loses nothing: the other nodes also read it from
+    /// the store.
+    pub async fn apply(&self, revocations: &[Revocation]) {
         let now = self.now();
         for revocation in revocations {
             self.index.apply(revocation, now);
         }
-        self.publisher.publish(revocations);
+        self.publisher.publish(revocations).await;
     }
 
     /// Record revocations durably (all or nothing), then [`apply`](Self::apply) them.
     pub async fn record(&self, revocations: &[Revocation]) -> Result<(), Unavailable> {
         self.admin.record(revocations).await?;
-        self.apply(revocations);
+        self.apply(revocations).await;
         Ok(())
     }
 
@@ -428,7 +428,7 @@ impl SessionService {
                 })
             }
             RefreshOutcome::Reused { revocation } => {
-                self.apply(&[revocation]);
+                self.apply(&[revocation]).await;
                 tracing::warn!(session_id = %revocation.subject_id(), "refresh token reused; session revoked");
                 Err(RefreshError::Reused)
             }
@@ -443,7 +443,7 @@ impl SessionService {
     /// then in this node's index. Ending a session already ended does nothing.
     pub async fn sign_out(&self, user_id: Uuid, sid: Uuid) -> Result<(), Unavailable> {
         if let Some(revocation) = self.admin.end_session(sid).await? {
-            self.apply(&[revocation]);
+            self.apply(&[revocation]).await;
         }
         tracing::info!(%user_id, session_id = %sid, "signed out");
         Ok(())
@@ -455,7 +455,7 @@ impl SessionService {
             .store
             .end_user_sessions(user_id, None, self.now())
             .await?;
-        self.apply(&revocations);
+        self.apply(&revocations).await;
         tracing::info!(%user_id, sessions = revocations.len(), "signed out everywhere");
         Ok(revocations.len())
     }
@@ -473,7 +473,7 @@ impl SessionService {
             return Err(EndSessionError::NotFound);
         }
         if let Some(revocation) = self.admin.end_session(sid).await? {
-            self.apply(&[revocation]);
+            self.apply(&[revocation]).await;
         }
         tracing::info!(%user_id, session_id = %sid, "session ended by its owner");
         Ok(())
@@ -527,7 +527,7 @@ impl SessionService {
             )
             .await?
             .ok_or(PasswordChangeError::UnknownUser)?;
-        self.apply(&revocations);
+        self.apply(&revocations).await;
         tracing::info!(user_id = %user.id, revoked_sessions = revocations.len(), "password changed");
         Ok(revocations.len())
     }
@@ -559,7 +559,7 @@ impl SessionService {
     /// An admin ends every session of the user `user_id`; returns how many were live.
     pub async fn revoke_user(&self, admin: Uuid, user_id: Uuid) -> Result<usize, AdminError> {
         let revocations = self.admin.revoke_user(user_id).await?;
-        self.apply(&revocations);
+        self.apply(&revocations).await;
         tracing::info!(%admin, %user_id, sessions = revocations.len(), "admin revoked user's sessions");
         Ok(revocations.len())
     }
@@ -572,7 +572,7 @@ impl SessionService {
             return Err(AdminError::SelfDisable);
         }
         let revocations = self.admin.disable_user(user_id).await?;
-        self.apply(&revocations);
+        self.apply(&revocations).await;
         tracing::info!(%admin, %user_id, sessions = revocations.len(), "admin disabled user");
         Ok(revocations.len())
     }
@@ -586,7 +586,7 @@ impl SessionService {
         revocations: &[Revocation],
     ) -> Result<usize, ImportError> {
         let recorded = self.admin.import(revocations).await?;
-        self.apply(&recorded);
+        self.apply(&recorded).await;
         tracing::info!(%admin, entries = revocations.len(), recorded = recorded.len(), "revocations imported");
         Ok(recorded.len())
     }
@@ -599,7 +599,7 @@ impl SessionService {
         issued_before: Timestamp,
     ) -> Result<(), IssuedBeforeError> {
         let revocation = self.admin.revoke_issued_before(None, issued_before).await?;
-        self.apply(&[revocation]);
+        self.apply(&[revocation]).await;
         tracing::info!(%admin, %issued_before, "admin revoked every token issued before the cutoff");
         Ok(())
     }
@@ -608,8 +608,8 @@ impl SessionService {
     /// its life: the index is current, and an entry covering the token lasts at least to
     /// `exp + leeway`. Every entry of the index was durable before it was applied, so
     /// recording another revocation would add nothing.
-    fn already_revoked(&self, claims: &Claims, now: Timestamp) -> bool {
-        !self.freshness.is_stale(now)
+    fn already_revoked(&self, claims: &Claims) -> bool {
+        !self.freshness.is_stale(self.clock.now_ms())
             && self
                 .index
                 .check(claims, claims.exp.plus(self.config.leeway))
@@ -629,12 +629,12 @@ impl SessionService {
                     return Ok(());
                 }
                 if let Some(revocation) = self.admin.end_session(info.session.id).await? {
-                    self.apply(&[revocation]);
+                    self.apply(&[revocation]).await;
                     tracing::info!(session_id = %info.session.id, "session revoked through its refresh token");
                 }
             }
         } else if let Ok(claims) = self.verifier().verify(token, now) {
-            if self.already_revoked(&claims, now) {
+            if self.already_revoked(&claims) {
                 tracing::debug!(jti = %claims.jti, "access token already revoked");
                 return Ok(());
             }
@@ -667,8 +667,11 @@ impl SessionService {
         let Ok(claims) = self.verifier().verify(token, now) else {
             return Ok(Introspection::Inactive);
         };
-        if self.freshness.is_stale(now) && self.freshness.policy() == StalenessPolicy::FailClosed {
-            return Err(IntrospectError::Stale);
+        if self.freshness.is_stale(self.clock.now_ms()) {
+            self.freshness.count_stale_answer();
+            if self.freshness.policy() == StalenessPolicy::FailClosed {
+                return Err(IntrospectError::Stale);
+            }
         }
         Ok(match self.index.check(&claims, now) {
             Ok(()) => Introspection::Access(claims),

@@ -11,11 +11,15 @@
 //! - [`RedisBus`] pushes each revocation to every node of a cluster within milliseconds; it
 //!   keeps no state in Redis, the store stays the source of truth.
 //! - [`IndexSync`] keeps a node's index current from the store (and the bus, in a cluster);
-//!   [`RevocationPublisher`] hands what a node revokes to the bus.
+//!   [`RevocationPublisher`] publishes what a node revokes on the bus before the node
+//!   acknowledges it.
+//! - [`BoundedStore`] bounds every call of a store in time, so a database that does not
+//!   answer costs a request a clear error after a second or two, not a hang.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
 //! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
 //!   pass; each backend's tests run all of it.
 
+mod bounded;
 pub mod error;
 pub mod model;
 mod postgres;
@@ -28,6 +32,7 @@ pub mod sync;
 #[doc(hidden)]
 pub mod testsuite;
 
+pub use bounded::BoundedStore;
 pub use error::{BoxError, Detail, Result, StoreError};
 pub use model::{
     LiveRevocations, NewSession, NewUser, RefreshOutcome, RefreshRotation, RefreshTokenInfo,
@@ -37,4 +42,4 @@ pub use postgres::PostgresStore;
 pub use redis_bus::{BusEvent, BusSubscription, RedisBus};
 pub use sqlite::SqliteStore;
 pub use store::Store;
-pub use sync::{IndexSync, RevocationPublisher};
+pub use sync::{IndexSync, RevocationPublisher, PUBLISH_TIMEOUT};

@@ -9,8 +9,10 @@
 //! Layout, under a `namespace` (such as `tokengate`):
 //!
 //! - `{ns}:revocations:events`: the pub/sub channel. Each message is one JSON object,
-//!   `{"type":"revocation","revocation":{..}}` or `{"type":"heartbeat","node_id":".."}`.
-//!   Anything else is logged and skipped, so a newer node can add message types.
+//!   `{"type":"revocation","revocation":{..}}` or
+//!   `{"type":"heartbeat","node_id":"..","sent_ms":..}` (`sent_ms`: when the node sent it,
+//!   on its own clock; absent from older nodes' heartbeats). Anything else is logged and
+//!   skipped, so a newer node can add message types.
 //! - `{ns}:revocations`: a sorted set that earlier versions wrote on every publish and
 //!   never trimmed (nothing ever read it: nodes catch up from the SQL store).
 //!   [`RedisBus::connect`] deletes it, so upgrading frees what it held.
@@ -33,8 +35,8 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use serde::{Deserialize, Serialize};
-use tokengate_core::Revocation;
-use tokio::sync::mpsc;
+use tokengate_core::{Millis, Revocation};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, StoreError};
@@ -71,8 +73,14 @@ const EVENT_BUFFER: usize = 1024;
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireMessage {
-    Revocation { revocation: Revocation },
-    Heartbeat { node_id: String },
+    Revocation {
+        revocation: Revocation,
+    },
+    Heartbeat {
+        node_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_ms: Option<i64>,
+    },
 }
 
 /// A connection to the cluster's Redis: the channel that pushes each revocation to every
@@ -116,6 +124,9 @@ pub enum BusEvent {
     Heartbeat {
         /// The node that sent it.
         node_id: String,
+        /// When it was sent, on the sender's clock ([`tokengate_core::Clock::now_ms`]);
+        /// `None` from a node that predates the stamp.
+        sent_ms: Option<Millis>,
     },
     /// The subscription broke; messages may be lost until the next `Connected`.
     Lost,
@@ -126,6 +137,17 @@ pub enum BusEvent {
 #[derive(Debug)]
 pub struct BusSubscription {
     task: JoinHandle<()>,
+    reconnect: Arc<Notify>,
+}
+
+impl BusSubscription {
+    /// Drop the current pub/sub connection and start over (reported as [`BusEvent::Lost`],
+    /// then [`BusEvent::Connected`] once a new one works): for a connection that still
+    /// answers pings but no longer delivers, as the owner notices when its own heartbeats
+    /// stop coming back. Does nothing while no connection is up.
+    pub fn reconnect(&self) {
+        self.reconnect.notify_waiters();
+    }
 }
 
 impl Drop for BusSubscription {
@@ -233,11 +255,13 @@ impl RedisBus {
         .await
     }
 
-    /// Publish a heartbeat from `node_id` on the channel. Each node sends one every second;
-    /// any message received proves the channel works end to end.
-    pub async fn heartbeat(&self, node_id: &str) -> Result<()> {
+    /// Publish a heartbeat from `node_id`, sent at `sent` on its clock, on the channel.
+    /// When a node receives its own heartbeat back, it has received every message that
+    /// reached Redis before `sent` (see `sync`).
+    pub async fn heartbeat(&self, node_id: &str, sent: Millis) -> Result<()> {
         let message = encode(&WireMessage::Heartbeat {
             node_id: node_id.to_owned(),
+            sent_ms: Some(sent.as_millis()),
         })?;
         let cmd = redis::cmd("PUBLISH")
             .arg(&self.names.channel)
@@ -259,12 +283,14 @@ impl RedisBus {
     /// When called outside a Tokio runtime (it spawns the task).
     pub fn subscribe(&self) -> (BusSubscription, mpsc::Receiver<BusEvent>) {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let reconnect = Arc::new(Notify::new());
         let task = tokio::spawn(subscriber(
             self.endpoint.clone(),
             self.names.channel.clone(),
             tx,
+            reconnect.clone(),
         ));
-        (BusSubscription { task }, rx)
+        (BusSubscription { task, reconnect }, rx)
     }
 
     /// Run `op` on the shared connection, bounded in time. A connection error (or a server
@@ -350,7 +376,12 @@ enum Stop {
 
 /// The subscription task: connect, report, pump messages, and on any break report `Lost`
 /// and start over, until the receiver is dropped or the task aborted.
-async fn subscriber(endpoint: Arc<Endpoint>, channel: String, tx: mpsc::Sender<BusEvent>) {
+async fn subscriber(
+    endpoint: Arc<Endpoint>,
+    channel: String,
+    tx: mpsc::Sender<BusEvent>,
+    reconnect: Arc<Notify>,
+) {
     let mut backoff = MIN_BACKOFF;
     // Log the first failed attempt of an outage as a warning and the retries quietly: the
     // `Lost` event already tells the owner, and a 2 s retry loop would flood the log.
@@ -369,7 +400,7 @@ async fn subscriber(endpoint: Arc<Endpoint>, channel: String, tx: mpsc::Sender<B
                 if tx.send(BusEvent::Connected).await.is_err() {
                     return;
                 }
-                match pump(sink, stream, &tx).await {
+                match pump(sink, stream, &tx, &reconnect).await {
                     Stop::ReceiverGone => return,
                     Stop::Broken(reason) => {
                         tracing::warn!(%reason, "redis subscription lost; reconnecting");
@@ -409,9 +440,16 @@ async fn open_subscription(
 }
 
 /// Forward the messages of one subscription until it breaks or nobody listens.
-async fn pump(sink: PubSubSink, mut stream: PubSubStream, tx: &mpsc::Sender<BusEvent>) -> Stop {
+async fn pump(
+    sink: PubSubSink,
+    mut stream: PubSubStream,
+    tx: &mpsc::Sender<BusEvent>,
+    reconnect: &Notify,
+) -> Stop {
     // Polled alongside the stream in this task, not spawned: it ends with the subscription.
     let mut keepalive = Box::pin(keepalive(sink));
+    // Created before the loop: a request made while a message is being forwarded counts.
+    let mut asked = std::pin::pin!(reconnect.notified());
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -425,6 +463,9 @@ async fn pump(sink: PubSubSink, mut stream: PubSubStream, tx: &mpsc::Sender<BusE
                 }
             }
             reason = &mut keepalive => return Stop::Broken(reason),
+            () = &mut asked => {
+                return Stop::Broken("no heartbeat of this node came back".to_owned())
+            }
             () = tx.closed() => return Stop::ReceiverGone,
         }
     }
@@ -448,7 +489,10 @@ async fn keepalive(mut sink: PubSubSink) -> String {
 fn decode(payload: &[u8]) -> Option<BusEvent> {
     match serde_json::from_slice::<WireMessage>(payload) {
         Ok(WireMessage::Revocation { revocation }) => Some(BusEvent::Revocation(revocation)),
-        Ok(WireMessage::Heartbeat { node_id }) => Some(BusEvent::Heartbeat { node_id }),
+        Ok(WireMessage::Heartbeat { node_id, sent_ms }) => Some(BusEvent::Heartbeat {
+            node_id,
+            sent_ms: sent_ms.map(Millis::from_millis),
+        }),
         Err(e) => {
             // The length, not the payload: it is foreign input of any size.
             tracing::warn!(len = payload.len(), error = %e, "skipping a malformed bus message");
@@ -499,12 +543,22 @@ mod tests {
         );
         let json = encode(&WireMessage::Heartbeat {
             node_id: "a".into(),
+            sent_ms: Some(1_700_000_000_250),
         })
         .unwrap();
         assert_eq!(
             decode(json.as_bytes()),
             Some(BusEvent::Heartbeat {
-                node_id: "a".into()
+                node_id: "a".into(),
+                sent_ms: Some(Millis::from_millis(1_700_000_000_250)),
+            })
+        );
+        // An older node's heartbeat, without the stamp, still decodes.
+        assert_eq!(
+            decode(br#"{"type":"heartbeat","node_id":"b"}"#),
+            Some(BusEvent::Heartbeat {
+                node_id: "b".into(),
+                sent_ms: None,
             })
         );
         assert_eq!(decode(b"not json"), None);

@@ -264,12 +264,16 @@ async fn refused(state: &AppState, headers: &HeaderMap, error: AuthError, back: 
         }
         AuthError::Revoked(_) => redirect("/?m=revoked", cleared()),
         AuthError::Invalid(_) => redirect("/?m=expired", cleared()),
-        AuthError::Stale => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Try again in a moment",
-            "This server cannot confirm sessions right now. Please try again in a moment.",
-            back,
-        ),
+        AuthError::Stale => {
+            let mut page = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again in a moment",
+                "This server cannot confirm sessions right now. Please try again in a moment.",
+                back,
+            );
+            page.extensions_mut().insert(tokengate_axum::StaleRefusal);
+            page
+        }
         AuthError::CrossSite => csrf_failed(SESSIONS_PATH),
         AuthError::Forbidden => problem(
             StatusCode::FORBIDDEN,

@@ -30,15 +30,20 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let now = state.now();
     let store_ok = state.sessions.store().ping().await.is_ok();
-    let index_current = !state.gate.freshness().is_stale(now);
+    let now = state.sessions.clock().now_ms();
+    let freshness = state.gate.freshness();
+    let index_current = !freshness.is_stale(now);
+    let lag_ms = freshness
+        .lag(now)
+        .map(|lag| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX));
     let not_ready = state.issuers.issuers().not_ready();
     let ready = store_ok && index_current && not_ready.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "store": if store_ok { "ok" } else { "unreachable" },
         "revocation_index": if index_current { "current" } else { "stale" },
+        "revocation_index_lag_ms": lag_ms,
         "revocations": state.index().len(),
         "issuers_not_ready": not_ready,
     });

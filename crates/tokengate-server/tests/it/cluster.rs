@@ -248,7 +248,7 @@ async fn node_started_after_revocations_refuses_them_from_its_first_request() {
 }
 
 #[tokio::test]
-async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
+async fn redis_outage_keeps_nodes_current_through_the_store_and_signout_reaches_them() {
     let Some(db) = services() else { return };
     let Some(mut redis) = OwnRedis::start(&[]) else {
         skip("cannot start a private redis-server");
@@ -260,55 +260,47 @@ async fn redis_outage_fails_closed_keeps_signout_durable_and_recovers() {
     env.push(("TOKENGATE_MAX_STALENESS", "2s"));
     let a = Server::start_with_env(&env);
     let b = Server::start_with_env(&env);
-    let mut open_env = env.clone();
-    open_env.push(("TOKENGATE_STALENESS_POLICY", "fail_open"));
-    let c = Server::start_with_env(&open_env);
-    let (ca, cb, cc) = (a.client(), b.client(), c.client());
+    let (ca, cb) = (a.client(), b.client());
 
     let email = ca.new_user("outage").await;
     let kept = ca.signin_ok(&email).await;
     let ended = ca.signin_ok(&email).await;
+    let after_heal = ca.signin_ok(&email).await;
     assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
 
     redis.kill();
-    let closed = within(Duration::from_secs(15), async || {
-        cb.me_status(&kept.access_token).await == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    assert!(closed, "fail_closed: B answers 503 once its index is stale");
+    // Past max_staleness without the bus: every read of the durable record (each second)
+    // still proves B's index current, so B keeps serving under fail_closed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        cb.get("/readyz", None).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        cc.me_status(&kept.access_token).await,
+        cb.me_status(&kept.access_token).await,
         StatusCode::OK,
-        "fail_open keeps serving"
+        "the store's tail keeps B current while Redis is down"
     );
+    assert_eq!(cb.get("/readyz", None).await.status, StatusCode::OK);
 
-    // Signing out keeps working during the outage: durable in Postgres, acknowledged.
+    // Signing out keeps working (durable in Postgres, acknowledged after at most 250 ms
+    // trying to publish), and B reads it from the store within max_staleness (2 s; 1 s
+    // of margin for two processes on a shared machine).
     ca.signout(&ended.access_token)
         .await
         .expect(StatusCode::NO_CONTENT);
-    for _ in 0..10 {
-        assert_ne!(
-            cb.me_status(&ended.access_token).await,
-            StatusCode::OK,
-            "never 200 for a revoked token"
-        );
-    }
-
-    assert!(redis.spawn(), "restart the private redis-server");
-    let recovered = within(Duration::from_secs(20), async || {
-        cb.me_status(&kept.access_token).await == StatusCode::OK
+    let refused = within(Duration::from_secs(3), async || {
+        cb.me_status(&ended.access_token).await == StatusCode::UNAUTHORIZED
     })
     .await;
-    assert!(recovered, "B recovers by itself once Redis is back");
-    assert_eq!(
-        cb.me_status(&ended.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "the outage sign-out reached B"
-    );
+    assert!(refused, "the outage sign-out reached B through the store");
+
+    assert!(redis.spawn(), "restart the private redis-server");
+    ca.signout(&after_heal.access_token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let refused = within(Duration::from_secs(3), async || {
+        cb.me_status(&after_heal.access_token).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "a sign-out after the heal reaches B");
+    assert_eq!(cb.me_status(&kept.access_token).await, StatusCode::OK);
     assert_eq!(cb.get("/readyz", None).await.status, StatusCode::OK);
 }
 

@@ -116,6 +116,8 @@ async fn sign_in_sign_out_and_refused_tokens_are_counted() {
         ("tokengate_revocation_index_purged", "counter"),
         ("tokengate_revocation_index_lag_seconds", "gauge"),
         ("tokengate_revocation_index_stale", "gauge"),
+        ("tokengate_revocation_index_proof_age_seconds", "gauge"),
+        ("tokengate_stale_answers", "counter"),
         ("tokengate_store_errors", "counter"),
         ("tokengate_http_request_duration_seconds", "histogram"),
     ] {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokengate_core::{Claims, ManualClock, Timestamp};
 use tokengate_sessions::{Client, Issued, SessionConfig, SessionService, ThrottleLimits};
-use tokengate_store::{SqliteStore, Store, User};
+use tokengate_store::{RedisBus, SqliteStore, Store, User};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -45,6 +45,11 @@ impl Fixture {
     }
 
     pub async fn start_with(config: SessionConfig) -> Fixture {
+        Fixture::start_on(config, None).await
+    }
+
+    /// A node of a cluster whose revocations go out on `bus`.
+    pub async fn start_on(config: SessionConfig, bus: Option<RedisBus>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("sessions.db"))
@@ -53,7 +58,7 @@ impl Fixture {
         );
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
         let (service, maintenance) =
-            SessionService::start(store.clone(), config, clock.clone(), None)
+            SessionService::start(store.clone(), config, clock.clone(), bus)
                 .await
                 .unwrap();
         Fixture {

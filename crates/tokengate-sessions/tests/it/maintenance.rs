@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use tokengate_core::Millis;
 use tokengate_sessions::KeyState;
+use tokengate_store::{BusEvent, RedisBus};
 
 use crate::Fixture;
 
@@ -41,7 +43,7 @@ async fn the_index_learns_what_another_process_records() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
-    assert!(!f.service.freshness().is_stale(f.service.now()));
+    assert!(!f.service.freshness().is_stale(f.service.clock().now_ms()));
     handle.stop().await;
 }
 
@@ -66,4 +68,45 @@ async fn a_rotated_key_verifies_at_once_and_signs_after_the_delay() {
         KeyState::Current
     );
     assert_eq!(f.service.keys().signer(f.service.now()).kid(), kid);
+}
+
+/// A sign-out is acknowledged only once its revocation has reached Redis: a heartbeat
+/// published right after the acknowledgement reaches a subscriber after the revocation.
+/// That order is what makes a node's own heartbeat round trip a proof that it has seen
+/// every revocation acknowledged before the heartbeat was sent.
+#[tokio::test]
+async fn a_sign_out_is_on_the_bus_before_it_is_acknowledged() {
+    let namespace = format!("tokengate-test-{}", uuid::Uuid::new_v4().simple());
+    let bus = match RedisBus::connect("redis://127.0.0.1:6379", &namespace).await {
+        Ok(bus) => bus,
+        Err(e) if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("TOKENGATE_REQUIRE_SERVICES=1 but no Redis: {e}")
+        }
+        Err(e) => {
+            println!("skipped: no Redis: {e}");
+            return;
+        }
+    };
+    let (_subscription, mut events) = bus.subscribe();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("the subscription lives")
+    };
+    assert_eq!(next().await, BusEvent::Connected);
+    let f = Fixture::start_on(crate::config(), Some(bus.clone())).await;
+    let (ada, issued) = f.signed_in("ada@example.com", "192.0.2.1").await;
+
+    f.service.sign_out(ada.id, issued.session_id).await.unwrap();
+    bus.heartbeat("probe", Millis::from_millis(0))
+        .await
+        .unwrap();
+    match next().await {
+        BusEvent::Revocation(revocation) => {
+            assert_eq!(revocation.subject_id(), issued.session_id);
+        }
+        other => panic!("the revocation must come first, got {other:?}"),
+    }
+    assert!(matches!(next().await, BusEvent::Heartbeat { node_id, .. } if node_id == "probe"));
 }

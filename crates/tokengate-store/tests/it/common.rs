@@ -179,3 +179,79 @@ pub async fn exec<'c, E: sqlx::Executor<'c>>(conn: E, sql: &'c str) {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+/// A TCP proxy in front of `upstream` that can stop forwarding bytes, as a hung server (a
+/// SIGSTOPped Redis) or a link that silently drops everything does: connections stay open
+/// and new ones are accepted, but nothing passes until [`thaw`](Self::thaw), when what was
+/// held is delivered. Dropping it closes every connection.
+pub struct FreezableProxy {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    /// Listen on a free loopback port and forward each connection to `upstream`.
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            // Owned here: aborting the accept loop drops every connection with it.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                connections.spawn(pipe(client_read, server_write, watch.clone()));
+                connections.spawn(pipe(server_read, client_write, watch.clone()));
+            }
+        });
+        FreezableProxy { addr, frozen, task }
+    }
+
+    /// `host:port` to connect to instead of the upstream.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stop forwarding (at most one read of each direction is in flight, then held).
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Forward again, held bytes first.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod common;
 mod postgres;
 mod redis_bus;
 mod sqlite;
+mod sync;
 
 /// Every behaviour of the shared suite runs for every backend: `store_testsuite!` lists each
 /// `pub async fn` of `testsuite.rs` (one test each), and each backend's module invokes it.

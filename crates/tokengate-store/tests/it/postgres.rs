@@ -9,18 +9,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 use tokengate_core::{Revocation, Role};
-use tokengate_store::{NewSession, NewUser, PostgresStore, RefreshRotation, Store, StoreError};
+use tokengate_store::{
+    BoundedStore, NewSession, NewUser, PostgresStore, RefreshRotation, Store, StoreError,
+};
 use uuid::Uuid;
 
-use super::common::{self, at, mixed_revocations, token_revocations};
+use super::common::{self, at, mixed_revocations, token_revocations, FreezableProxy};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("TOKENGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
@@ -29,10 +32,10 @@ fn services_required() -> bool {
 }
 
 /// A schema of its own on the shared test database, dropped (best effort) with this.
-struct Schema(String);
+pub(crate) struct Schema(pub(crate) String);
 
 impl Schema {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Schema(format!("tokengate_test_{}", Uuid::new_v4().simple()))
     }
 
@@ -118,7 +121,7 @@ async fn fresh() -> Option<(PostgresStore, Schema)> {
 
 /// Whether Postgres answers; prints `skipped: ...` (or fails under
 /// `TOKENGATE_REQUIRE_SERVICES=1`) when it does not.
-async fn available() -> bool {
+pub(crate) async fn available() -> bool {
     match reachable().await {
         Ok(()) => true,
         Err(reason) if services_required() => panic!("TOKENGATE_REQUIRE_SERVICES=1 but {reason}"),
@@ -127,6 +130,68 @@ async fn available() -> bool {
             false
         }
     }
+}
+
+/// `host:port` of the Postgres `url` names.
+fn host_port(url: &str) -> String {
+    let after_at = url.rsplit('@').next().unwrap_or(url);
+    after_at
+        .trim_start_matches("postgres://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned()
+}
+
+/// A fresh store in a schema of its own, reached through a [`FreezableProxy`], or `None`
+/// (after `skipped: ...`) when Postgres is unreachable.
+pub(crate) async fn proxied() -> Option<(PostgresStore, FreezableProxy, Schema)> {
+    if !available().await {
+        return None;
+    }
+    let url = url();
+    let proxy = FreezableProxy::start(&host_port(&url)).await;
+    let proxied = url.replacen(&host_port(&url), &proxy.addr(), 1);
+    let schema = Schema::new();
+    let store = PostgresStore::connect_with_schema(&proxied, &schema.0)
+        .await
+        .unwrap();
+    Some((store, proxy, schema))
+}
+
+#[tokio::test]
+async fn a_bounded_store_gives_up_on_a_database_that_hangs_and_works_after_the_heal() {
+    let Some((store, proxy, _schema)) = proxied().await else {
+        return;
+    };
+    let limit = Duration::from_millis(500);
+    let store = BoundedStore::new(Arc::new(store), limit);
+    store.ping().await.unwrap();
+
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let err = store.end_session(Uuid::new_v4(), at(0)).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.to_string().contains("did not answer ending a session within 500ms")),
+        "{err:?}"
+    );
+    // Given up at the bound, not after the pool's timeout or the kernel's retransmissions
+    // (which take minutes); 2 s of margin for a busy machine.
+    assert!(waited < limit + Duration::from_secs(2), "{waited:?}");
+
+    proxy.thaw();
+    let recovered = async {
+        while store.ping().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), recovered)
+            .await
+            .is_ok(),
+        "the store answers again after the heal"
+    );
 }
 
 mod suite {

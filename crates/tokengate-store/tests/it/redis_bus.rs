@@ -11,19 +11,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokengate_core::{Revocation, Timestamp};
+use tokengate_core::{Millis, Revocation, Timestamp};
 use tokengate_store::{BusEvent, RedisBus, StoreError};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 /// The bound on every wait for an event.
 const WAIT: Duration = Duration::from_secs(5);
 /// Reconnecting waits out the subscriber's backoff (up to 2 s) first; more slack.
 const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// Skip (or, with `TOKENGATE_REQUIRE_SERVICES=1`, fail) a test whose service is missing.
-fn skip(reason: &str) {
+pub(crate) fn skip(reason: &str) {
     if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
         panic!("TOKENGATE_REQUIRE_SERVICES=1 but {reason}");
     }
@@ -32,10 +32,10 @@ fn skip(reason: &str) {
 
 /// A unique namespace on the shared Redis; any key under it goes when this is dropped (also
 /// when the test fails).
-struct Namespace(String);
+pub(crate) struct Namespace(pub(crate) String);
 
 impl Namespace {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Namespace(format!("tokengate-test-{}", Uuid::new_v4().simple()))
     }
 }
@@ -53,7 +53,7 @@ impl Drop for Namespace {
 }
 
 /// A bus on the shared Redis under a fresh namespace, or `None` (after `skip`) without one.
-async fn shared_bus() -> Option<(RedisBus, Namespace)> {
+pub(crate) async fn shared_bus() -> Option<(RedisBus, Namespace)> {
     let ns = Namespace::new();
     match RedisBus::connect(SHARED_REDIS, &ns.0).await {
         Ok(bus) => Some((bus, ns)),
@@ -283,7 +283,9 @@ async fn publishing_leaves_no_state_in_redis() {
         bus.publish(&batch).await.unwrap();
         published.extend(batch);
     }
-    bus.heartbeat("node-a").await.unwrap();
+    bus.heartbeat("node-a", Millis::from_millis(0))
+        .await
+        .unwrap();
     for expected in &published {
         assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(*expected));
     }
@@ -321,11 +323,13 @@ async fn heartbeat_is_received() {
     };
     let (_subscription, mut rx) = bus.subscribe();
     assert_eq!(next_event(&mut rx).await, BusEvent::Connected);
-    bus.heartbeat("node-a").await.unwrap();
+    let sent = Millis::from_millis(1_700_000_000_123);
+    bus.heartbeat("node-a", sent).await.unwrap();
     assert_eq!(
         next_event(&mut rx).await,
         BusEvent::Heartbeat {
-            node_id: "node-a".to_owned()
+            node_id: "node-a".to_owned(),
+            sent_ms: Some(sent),
         }
     );
 }
