@@ -5,7 +5,7 @@
 //!
 //! Invariants: no acknowledged sign-out is lost (every signed-out token is refused on both
 //! nodes afterwards) nor accepted later than `max_staleness` after its acknowledgement
-//! (plus a margin for the whole-second staleness check, issue 15); no 5xx but 503; both
+//! (plus the test's own request latency); no 5xx but 503; both
 //! nodes serve a live token within `max_staleness + 3 s` of the new master's election; the
 //! sign-outs after the failover travel on the new master's channel.
 //!
@@ -31,9 +31,9 @@ const MASTER_NAME: &str = "tgmaster";
 const MAX_STALENESS: Duration = Duration::from_secs(2);
 /// What the issue promises: both nodes serve again within this of the election.
 const RECOVERY_BOUND: Duration = Duration::from_secs(2 + 3);
-/// `max_staleness` plus the margin of the staleness check's whole-second rounding on this
-/// branch (issue 15, cause 2: a 2 s bound acts as up to 2.7 s).
-const LATE_ACCEPT_BOUND: Duration = Duration::from_millis(2_000 + 1_000);
+/// `max_staleness` (held to the millisecond) plus a margin for the test's own request
+/// latency: an acceptance is timed when its answer arrives, not when the node decided.
+const LATE_ACCEPT_BOUND: Duration = Duration::from_millis(2_000 + 300);
 
 /// Skip (or, under `TOKENGATE_REQUIRE_SENTINEL=1`, fail).
 fn skip(reason: &str) {
