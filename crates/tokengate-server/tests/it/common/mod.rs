@@ -6,9 +6,14 @@
 //! - [`InProcess`] runs the server's router in this process with a [`ManualClock`], for
 //!   tests that set the time or wrap the store.
 //! - [`Client`] speaks the HTTP API and asserts that no answer is ever a 500.
+//! - [`services`]: a PostgreSQL database per test and private `redis-server`s, for clusters.
+//! - [`fault_proxy`]: a TCP proxy that can stop forwarding or refuse, to cut one node off.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
+
+pub mod fault_proxy;
+pub mod services;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
