@@ -6,11 +6,13 @@
 //! unless `TOKENGATE_REQUIRE_SERVICES=1`, which turns a skip into a failure. The shared
 //! services are never stopped or flushed: a test that breaks Redis starts its own.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Where the shared PostgreSQL listens.
+pub const POSTGRES_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
 /// The Redis every node of the ordinary cluster tests shares (each in its own namespace).
 pub const SHARED_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -46,7 +48,12 @@ impl Database {
 
     /// Its URL on the shared PostgreSQL.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        self.url_via(SocketAddr::from(POSTGRES_ADDR))
+    }
+
+    /// Its URL through `addr` (a proxy in front of [`POSTGRES_ADDR`]).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("postgres://postgres@{addr}/{}", self.name)
     }
 }
 
@@ -176,7 +183,8 @@ impl OwnRedis {
         assert!(status.success(), "kill -{signal} redis-server failed");
     }
 
-    /// What `redis-cli -p PORT ARGS...` prints (empty when it cannot run).
+    /// What `redis-cli -p PORT ARGS...` prints (empty when it cannot run). It waits for
+    /// the answer: not while the server is paused.
     pub fn cli(&self, args: &[&str]) -> String {
         Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
@@ -188,7 +196,12 @@ impl OwnRedis {
 
     /// `redis://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", self.addr())
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 }
 
