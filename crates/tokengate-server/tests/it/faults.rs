@@ -66,7 +66,7 @@ const TRAFFIC_PAUSE: Duration = Duration::from_millis(10);
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 const SIGNOUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One sign-out started this often, on A and B in turn, during a fault.
-const SIGNOUT_EVERY: Duration = Duration::from_millis(200);
+const SIGNOUT_EVERY: Duration = Duration::from_millis(100);
 /// Sessions never signed out: the nodes' "serving" signal.
 const LIVE: usize = 2;
 /// Sign-outs in the burst before a SIGKILL, and how many run at once.
@@ -75,9 +75,9 @@ const BURST_CONCURRENCY: usize = 8;
 /// Warnings and errors a node may log over an outage: a constant, however many requests it
 /// refused. (Its INFO lines, such as one per sign-out, are not about the outage.)
 const LOG_LINES_BOUND: usize = 12;
-/// How many of the tokens last handed to sign-out the traffic keeps polling (some 3 s of
-/// sign-outs).
-const RECENT: usize = 15;
+/// The tokens the traffic watches most: those handed to sign-out between 15 and 35
+/// sign-outs ago (some 1.5 to 3.5 s ago), where a late acceptance would show.
+const WATCHED: std::ops::Range<usize> = 15..35;
 /// Sessions one test user holds.
 const SESSIONS_PER_USER: usize = 50;
 
@@ -679,8 +679,7 @@ async fn sign_out(client: &Client, token: &str) -> Answer {
 }
 
 /// One verify client of `node` until stopped: every other request goes to the next of its
-/// share of all the tokens, the others to the [`RECENT`] tokens last handed to sign-out,
-/// where a late acceptance would show.
+/// share of all the tokens, the others to the [`WATCHED`] ones.
 async fn verify_traffic(
     node: usize,
     task: usize,
@@ -695,9 +694,15 @@ async fn verify_traffic(
             break;
         }
         let signed_out = load.next.load(Ordering::SeqCst).min(tokens);
-        let token = if request % 2 == 1 && signed_out > LIVE {
+        let handed = signed_out - LIVE;
+        let token = if request % 2 == 1 && handed > 0 {
             recent += 1;
-            signed_out - 1 - recent % RECENT.min(signed_out - LIVE)
+            let back = if handed > WATCHED.start {
+                WATCHED.start + recent % (WATCHED.end.min(handed) - WATCHED.start)
+            } else {
+                recent % handed
+            };
+            signed_out - 1 - back
         } else {
             any = (any + TRAFFIC_TASKS) % tokens;
             any
