@@ -12,6 +12,9 @@ use tokengate_sessions::{
 };
 use tokengate_store::StoreError;
 
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 /// The `error` code of a JSON error body (RFC 6749 §5.2 names where one fits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -123,12 +126,69 @@ impl From<StoreError> for ApiError {
 pub struct StoreFailure;
 
 impl StoreFailure {
-    /// Log `error` (once per answered request, inside its request span) and mark
-    /// `response` as answering it. For any response built for a store error: the JSON 503
-    /// of [`ApiError`] and the pages' own 503 page.
+    /// Log `error` (inside its request span, at most once per [`STORE_ERROR_LOG_EVERY`]:
+    /// see [`STORE_ERRORS`]) and mark `response` as answering it. For any response built
+    /// for a store error: the JSON 503 of [`ApiError`] and the pages' own 503 page.
     pub fn answer(error: &StoreError, response: &mut Response) {
-        tracing::error!(%error, "store error");
+        if let Some(not_logged) = STORE_ERRORS.admit(Instant::now()) {
+            tracing::error!(
+                %error,
+                not_logged,
+                "store error (the next ones within {}s are counted in tokengate_store_errors_total, not logged)",
+                STORE_ERROR_LOG_EVERY.as_secs()
+            );
+        }
         response.extensions_mut().insert(StoreFailure);
+    }
+}
+
+/// How often a store error answered may be logged.
+pub const STORE_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The store errors answered by this process: an outage of the database refuses every
+/// request that needs it, and a line for each would drown the log (issue 15), so one is
+/// logged per [`STORE_ERROR_LOG_EVERY`] with the number of those not logged before it.
+/// Every one is still counted (`tokengate_store_errors_total`).
+pub static STORE_ERRORS: LogThrottle = LogThrottle::new(STORE_ERROR_LOG_EVERY);
+
+/// Lets one log line through per period and counts the others.
+#[derive(Debug)]
+pub struct LogThrottle {
+    every: Duration,
+    /// When the last line was let through, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    /// A throttle letting one line through per `every`.
+    pub const fn new(every: Duration) -> Self {
+        LogThrottle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Forget the last line (tests that expect one).
+    #[cfg(test)]
+    fn reset(&self) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = (None, 0);
+    }
+
+    /// Whether a line may be written at `now`: `Some(held back since the last one)`, or
+    /// `None` (counted).
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, held) = &mut *state;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < self.every => {
+                *held += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(held))
+            }
+        }
     }
 }
 
@@ -343,6 +403,19 @@ impl From<AdminError> for ApiError {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn a_log_throttle_lets_one_line_through_per_period_and_counts_the_others() {
+        let throttle = LogThrottle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(throttle.admit(start), Some(0));
+        for ms in [1, 500, 9_999] {
+            assert_eq!(throttle.admit(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.admit(start + Duration::from_secs(10)), Some(3));
+        assert_eq!(throttle.admit(start + Duration::from_secs(11)), None);
+        assert_eq!(throttle.admit(start + Duration::from_secs(25)), Some(1));
+    }
     use std::error::Error as _;
 
     use axum::body::Body;
@@ -378,9 +451,14 @@ mod tests {
     }
 
     #[test]
-    fn a_store_error_is_logged_and_marked_once_when_answered() {
-        let (response, log) =
-            logged(|| ApiError::from(StoreError::Unavailable("disk full".into())).into_response());
+    fn a_store_error_is_marked_when_answered_and_logged_once_per_period() {
+        let answer = || ApiError::from(StoreError::Unavailable("disk full".into())).into_response();
+        let (response, log) = logged(|| {
+            STORE_ERRORS.reset();
+            // An outage: the second answer within the period is counted, not logged.
+            let _ = answer();
+            answer()
+        });
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.extensions().get::<StoreFailure>(),

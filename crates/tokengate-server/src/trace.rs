@@ -16,7 +16,8 @@
 //!   the latency (and the request id, method and path as fields when the span is off),
 //!   except a 503 refusing a request while the revocation index is stale
 //!   ([`StaleRefusal`]): the outage is logged once when it starts and once when it ends,
-//!   not thousands of times a second;
+//!   not thousands of times a second; nor a 503 answering a store error
+//!   ([`StoreFailure`], logged where it is built, at most once per ten seconds);
 //!   with `RUST_LOG` at DEBUG for this module, one line for every request. Other requests
 //!   log nothing here: handlers log what happens (sign-in, sign-out, ...).
 //!
@@ -40,6 +41,8 @@ use std::time::Instant;
 
 use axum::http::{HeaderName, HeaderValue, Request, Response};
 use tokengate_axum::StaleRefusal;
+
+use crate::error::StoreFailure;
 use tower::{Layer, Service};
 use tracing::Span;
 
@@ -173,7 +176,10 @@ where
         let latency_ms = || this.started.elapsed().as_millis() as u64;
         // A refusal for a stale index is expected while an outage lasts; the outage is
         // logged once when it starts and once when it ends (tokengate_store::sync).
-        let expected = response.extensions().get::<StaleRefusal>().is_some();
+        // So is a store error, logged (at most once per period) where its answer is built
+        // (crate::error::StoreFailure).
+        let expected = response.extensions().get::<StaleRefusal>().is_some()
+            || response.extensions().get::<StoreFailure>().is_some();
         if status.is_server_error() && !expected {
             match this.quiet_route {
                 // No span to name the request: the line names it itself.

@@ -1,97 +1,17 @@
 //! A cluster: several `tokengate` processes on one Postgres database and one Redis.
 //!
-//! These tests need PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379).
-//! Without them they print `skipped: ...` and pass, unless `TOKENGATE_REQUIRE_SERVICES=1`,
-//! which turns a skip into a failure. Outage tests start their own `redis-server` on a
-//! random port; the shared one is never stopped.
+//! These tests need PostgreSQL and Redis ([`common::services`] says which, and how a test
+//! skips without them). Outage tests start their own `redis-server` on a random port; the
+//! shared one is never stopped. The fault tests under load are in `faults.rs`.
 
 use crate::common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::services::{namespace, node_env, services, skip, OwnRedis, SHARED_REDIS_URL};
 use common::Server;
 use reqwest::StatusCode;
-
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// Skip (or, under `TOKENGATE_REQUIRE_SERVICES=1`, fail) when a service is missing.
-pub(crate) fn skip(reason: &str) -> bool {
-    if std::env::var("TOKENGATE_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{reason}, and TOKENGATE_REQUIRE_SERVICES=1");
-    }
-    eprintln!("skipped: {reason}");
-    true
-}
-
-fn psql(sql: &str) -> bool {
-    Command::new("psql")
-        .args([PG_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A fresh Postgres database, dropped at the end of the test.
-pub(crate) struct Database {
-    name: String,
-}
-
-impl Database {
-    pub(crate) fn create() -> Option<Database> {
-        let name = format!("tg_{}", uuid::Uuid::new_v4().simple());
-        psql(&format!("CREATE DATABASE {name}")).then_some(Database { name })
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
-fn shared_redis_up() -> bool {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("PONG"))
-}
-
-/// Postgres and the shared Redis, or `None` after printing why the test is skipped.
-fn services() -> Option<Database> {
-    if !shared_redis_up() {
-        skip("Redis is not reachable on 127.0.0.1:6379");
-        return None;
-    }
-    match Database::create() {
-        Some(db) => Some(db),
-        None => {
-            skip("PostgreSQL is not reachable on 127.0.0.1:5432");
-            None
-        }
-    }
-}
-
-pub(crate) fn node_env<'a>(
-    db: &'a str,
-    redis: &'a str,
-    namespace: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("TOKENGATE_DATABASE_URL", db),
-        ("TOKENGATE_REDIS_URL", redis),
-        ("TOKENGATE_REDIS_NAMESPACE", namespace),
-    ]
-}
 
 /// Poll `f` until it is true or `limit` passes.
 async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
@@ -105,86 +25,10 @@ async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     false
 }
 
-/// A private `redis-server` on a free port, for outage tests.
-pub(crate) struct OwnRedis {
-    pub(crate) port: u16,
-    child: Option<Child>,
-    extra: Vec<String>,
-}
-
-impl OwnRedis {
-    pub(crate) fn start(extra: &[&str]) -> Option<OwnRedis> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let mut redis = OwnRedis {
-            port,
-            child: None,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        redis.spawn().then_some(redis)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            let pong = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "ping"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
-            if pong {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub(crate) fn namespace() -> String {
-    format!("tgtest{}", uuid::Uuid::new_v4().simple())
-}
-
 /// Two nodes on the database at `db_url` and the shared Redis, in a fresh namespace.
 fn two_nodes(db_url: &str) -> (Server, Server) {
     let ns = namespace();
-    let env = node_env(db_url, "redis://127.0.0.1:6379", &ns);
+    let env = node_env(db_url, SHARED_REDIS_URL, &ns);
     (Server::start_with_env(&env), Server::start_with_env(&env))
 }
 
@@ -228,7 +72,7 @@ async fn node_started_after_revocations_refuses_them_from_its_first_request() {
     let Some(db) = services() else { return };
     let ns = namespace();
     let db_url = db.url();
-    let env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    let env = node_env(&db_url, SHARED_REDIS_URL, &ns);
     let a = Server::start_with_env(&env);
     let ca = a.client();
     let email = ca.new_user("late").await;
@@ -361,7 +205,7 @@ async fn a_gate_sign_out_on_one_node_is_refused_on_the_other() {
     let config = webui_config_file(config_dir.path());
     let ns = namespace();
     let db_url = db.url();
-    let mut env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    let mut env = node_env(&db_url, SHARED_REDIS_URL, &ns);
     env.push(("TOKENGATE_CONFIG", &config));
     let (a, b) = (Server::start_with_env(&env), Server::start_with_env(&env));
     let (ca, cb) = (a.client(), b.client());

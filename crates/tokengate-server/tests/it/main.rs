@@ -16,6 +16,7 @@ mod cli;
 mod clock;
 mod cluster;
 mod connections;
+mod faults;
 mod gate;
 mod gate_nginx;
 mod hardening;

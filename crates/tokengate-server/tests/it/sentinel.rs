@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-use crate::cluster::{namespace, node_env, Database, OwnRedis};
+use crate::common::services::{namespace, node_env, Database, OwnRedis};
 use crate::common::{self, Client, Server, Tokens};
 
 const MASTER_NAME: &str = "tgmaster";
@@ -141,12 +141,12 @@ impl Topology {
         // Replication writes an RDB file into the server's directory: keep it in `dir`.
         let data = dir.path().to_str().ok_or("temp dir is not UTF-8")?;
         let master = OwnRedis::start(&["--dir", data]).ok_or("cannot start a redis-server")?;
-        let master_port = master.port.to_string();
+        let master_port = master.port().to_string();
         let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &master_port, "--dir", data])
             .ok_or("cannot start a replica redis-server")?;
         let mut sentinels = Vec::new();
         for index in 0..3 {
-            let sentinel = SentinelProcess::start(dir.path(), index, master.port)
+            let sentinel = SentinelProcess::start(dir.path(), index, master.port())
                 .ok_or("cannot start redis-sentinel (apt-get install redis-sentinel)")?;
             sentinels.push(sentinel);
         }
@@ -179,7 +179,7 @@ impl Topology {
     /// Every sentinel knows the replica and the two other sentinels, and the replica is
     /// in sync: a failover can be agreed on.
     fn settled(&self) -> bool {
-        let replica_synced = redis_cli(self.replica.port, &["info", "replication"])
+        let replica_synced = redis_cli(self.replica.port(), &["info", "replication"])
             .is_some_and(|info| info.contains("master_link_status:up"));
         replica_synced
             && self.sentinels.iter().all(|s| {
@@ -507,7 +507,7 @@ async fn sentinel_failover_loses_no_sign_out_and_the_cluster_recovers_by_itself(
     };
 
     let elected = loop {
-        if topology.master_port(0) == Some(topology.replica.port) {
+        if topology.master_port(0) == Some(topology.replica.port()) {
             break Instant::now();
         }
         assert!(
@@ -556,7 +556,7 @@ async fn sentinel_failover_loses_no_sign_out_and_the_cluster_recovers_by_itself(
     // After the failover: sign-outs travel on the new master's channel and reach the
     // other node.
     let channel = format!("{ns}:revocations:events");
-    let reader = ChannelReader::subscribe(topology.replica.port, &channel);
+    let reader = ChannelReader::subscribe(topology.replica.port(), &channel);
     common::eventually(Duration::from_secs(5), "redis-cli to subscribe", || async {
         reader.contains(&channel)
     })

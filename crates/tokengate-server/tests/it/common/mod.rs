@@ -6,9 +6,14 @@
 //! - [`InProcess`] runs the server's router in this process with a [`ManualClock`], for
 //!   tests that set the time or wrap the store.
 //! - [`Client`] speaks the HTTP API and asserts that no answer is ever a 500.
+//! - [`services`]: a PostgreSQL database per test and private `redis-server`s, for clusters.
+//! - [`fault_proxy`]: a TCP proxy that can stop forwarding or refuse, to cut one node off.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
+
+pub mod fault_proxy;
+pub mod services;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -551,20 +556,28 @@ impl Client {
 
     /// Send a request; every answer of tokengate must be something other than a 500.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Resp {
-        let response = request.send().await.expect("HTTP request");
+        let resp = self.try_send(request).await.expect("HTTP request");
+        assert_ne!(
+            resp.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "tokengate answered 500: {}",
+            resp.text
+        );
+        resp
+    }
+
+    /// Send a request whose answer may fail to come (a node killed or cut off), and return
+    /// whatever it answered, 500 included: the caller records and judges it.
+    pub async fn try_send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
+        let response = request.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await.expect("read body");
-        assert_ne!(
-            status,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "tokengate answered 500: {text}"
-        );
-        Resp {
+        let text = response.text().await?;
+        Ok(Resp {
             status,
             headers,
             text,
-        }
+        })
     }
 
     /// A request with an optional Bearer token and optional JSON body.
