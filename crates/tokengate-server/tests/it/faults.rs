@@ -127,23 +127,22 @@ async fn redis_restarted_empty_holds_the_staleness_promise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_redis_holds_the_staleness_promise() {
-    let Some(cluster) = Cluster::start(Cut::Redis) else {
-        return;
-    };
-    let load = Load::start(&cluster, signouts_for(OUTAGE)).await;
-    let began = load.fault_begins(&cluster).await;
-    cluster.proxy().set(Fault::Blackhole).await;
-    tokio::time::sleep(OUTAGE).await;
-    cluster.proxy().set(Fault::Pass).await;
-    let name = "node A cut from Redis (blackhole) for 6 s";
-    load.healed(&cluster, name, began, &[0, 1])
-        .await
-        .assert_promise_held();
+    cut_node_a_for_an_outage(Cut::Redis, "node A cut from Redis (blackhole) for 6 s").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_postgres_holds_the_staleness_promise() {
-    let Some(cluster) = Cluster::start(Cut::Postgres) else {
+    cut_node_a_for_an_outage(
+        Cut::Postgres,
+        "node A cut from PostgreSQL (blackhole) for 6 s",
+    )
+    .await;
+}
+
+/// Blackhole node A's link to the service `cut` names for [`OUTAGE`], under load, and judge
+/// the promise on both nodes.
+async fn cut_node_a_for_an_outage(cut: Cut, name: &str) {
+    let Some(cluster) = Cluster::start(cut) else {
         return;
     };
     let load = Load::start(&cluster, signouts_for(OUTAGE)).await;
@@ -151,7 +150,6 @@ async fn a_node_cut_from_postgres_holds_the_staleness_promise() {
     cluster.proxy().set(Fault::Blackhole).await;
     tokio::time::sleep(OUTAGE).await;
     cluster.proxy().set(Fault::Pass).await;
-    let name = "node A cut from PostgreSQL (blackhole) for 6 s";
     load.healed(&cluster, name, began, &[0, 1])
         .await
         .assert_promise_held();
