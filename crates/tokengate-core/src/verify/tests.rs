@@ -1155,6 +1155,18 @@ fn verify_jws_checks_typ_only_as_asked() {
             "{typ:?}"
         );
     }
+    // A logout token or SET: `typ` may be left out, but if given it must be the right one.
+    let logout = TypCheck::IfPresent("logout+jwt");
+    for typ in [None, Some("logout+jwt"), Some("application/Logout+JWT")] {
+        assert_eq!(check(typ, logout), Ok(Algorithm::EdDSA), "{typ:?}");
+    }
+    for typ in ["JWT", "at+jwt", "secevent+jwt", ""] {
+        assert_eq!(
+            check(Some(typ), logout),
+            Err(VerifyError::WrongType),
+            "{typ:?}"
+        );
+    }
     assert_eq!(
         check(Some("JWT"), TypCheck::AccessToken),
         Err(VerifyError::WrongType)
