@@ -180,27 +180,38 @@ impl GateService {
         }
     }
 
-    /// Act on a logout signal delivered to the issuer named `issuer` through `channel`: check
-    /// it ([`Issuer::read_logout_token`], [`Issuer::read_security_event`]), then record its
-    /// revocations and its id in one step, unless the id was seen before (by any node),
-    /// apply them here and publish them to the cluster. Durable before it returns `Ok`.
-    pub async fn signal(
+    /// The issuer named `issuer`, if it takes signals of `channel` (its
+    /// `backchannel_logout` or `ssf` table is configured).
+    pub fn signal_receiver(
         &self,
         issuer: &str,
         channel: SignalChannel,
-        token: &str,
-    ) -> Result<Signal, SignalRefusal> {
-        let issuer = self
+    ) -> Result<&Issuer, SignalRefusal> {
+        let found = self
             .issuers
             .by_name(issuer)
             .ok_or_else(|| SignalRefusal::UnknownIssuer(issuer.to_owned()))?;
         let configured = match channel {
-            SignalChannel::BackchannelLogout => issuer.config().backchannel_logout.is_some(),
-            SignalChannel::SharedSignals => issuer.config().ssf.is_some(),
+            SignalChannel::BackchannelLogout => found.config().backchannel_logout.is_some(),
+            SignalChannel::SharedSignals => found.config().ssf.is_some(),
         };
         if !configured {
-            return Err(SignalRefusal::NotConfigured(issuer.name().to_owned()));
+            return Err(SignalRefusal::NotConfigured(found.name().to_owned()));
         }
+        Ok(found)
+    }
+
+    /// Act on a logout signal delivered to `issuer` (a [`signal_receiver`](Self::signal_receiver)
+    /// of `channel`): check it ([`Issuer::read_logout_token`], [`Issuer::read_security_event`]),
+    /// then record its revocations and its id in one step, unless the id was seen before (by
+    /// any node), apply them here and publish them to the cluster. Durable before it returns
+    /// `Ok`.
+    pub async fn signal(
+        &self,
+        issuer: &Issuer,
+        channel: SignalChannel,
+        token: &str,
+    ) -> Result<Signal, SignalRefusal> {
         let now = self.sessions.now();
         let leeway = self.sessions.config().leeway;
         let signal = self

@@ -136,8 +136,9 @@ impl Fixture {
         channel: SignalChannel,
         token: &str,
     ) -> Result<Vec<SignalEvent>, SignalRefusal> {
+        let issuer = self.service.signal_receiver("sso", channel)?;
         self.service
-            .signal("sso", channel, token)
+            .signal(issuer, channel, token)
             .await
             .map(|signal| signal.events)
     }
@@ -678,13 +679,13 @@ async fn an_email_subject_needs_an_issuer_that_maps_email() {
 #[tokio::test]
 async fn an_issuer_without_the_table_takes_no_signal_of_that_kind() {
     let f = Fixture::start_with(json!({"ssf": null})).await;
-    let set = sign(&f.key, f.set_header(), f.set_claims(json!({})));
     assert!(matches!(
-        f.signal(SSF, &set).await,
+        f.service.signal_receiver("sso", SSF),
         Err(SignalRefusal::NotConfigured(name)) if name == "sso"
     ));
+    assert!(f.service.signal_receiver("sso", BACKCHANNEL).is_ok());
     assert!(matches!(
-        f.service.signal("nobody", BACKCHANNEL, "x.y.z").await,
+        f.service.signal_receiver("nobody", BACKCHANNEL),
         Err(SignalRefusal::UnknownIssuer(_))
     ));
 }

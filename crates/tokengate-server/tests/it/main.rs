@@ -30,4 +30,5 @@ mod pages;
 mod restart;
 mod sentinel;
 mod sessions;
+mod signals;
 mod throttle;
