@@ -67,7 +67,7 @@ fn shared_redis_up() -> bool {
 }
 
 /// Postgres and the shared Redis, or `None` after printing why the test is skipped.
-fn services() -> Option<Database> {
+pub(crate) fn services() -> Option<Database> {
     if !shared_redis_up() {
         skip("Redis is not reachable on 127.0.0.1:6379");
         return None;
@@ -94,7 +94,7 @@ pub(crate) fn node_env<'a>(
 }
 
 /// Poll `f` until it is true or `limit` passes.
-async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if f().await {
