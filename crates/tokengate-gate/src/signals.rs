@@ -46,10 +46,14 @@ pub const RISC_SESSIONS_REVOKED: &str =
 /// transmitter retrying a push delivery gives up well within an hour.
 pub const MAX_SIGNAL_AGE: Duration = Duration::from_secs(3600);
 
-/// The `typ` a logout token may carry (Back-Channel Logout 1.0 §2.4: recommended).
-const LOGOUT_TYP: &str = "logout+jwt";
+/// The `typ` a logout token may carry: `logout+jwt` (Back-Channel Logout 1.0 §2.4:
+/// recommended), or the generic `JWT` that Keycloak before 25 and Authentik before 2025.12
+/// send. Another specific type (`at+jwt`, `secevent+jwt`) is refused; an ID token, which
+/// also says `JWT`, cannot pass for a logout token: it has no back-channel logout event
+/// (§4.1).
+const LOGOUT_TYP: &[&str] = &["logout+jwt", "JWT"];
 /// The `typ` a Security Event Token may carry (RFC 8417 §2.3: recommended).
-const SET_TYP: &str = "secevent+jwt";
+const SET_TYP: &[&str] = &["secevent+jwt"];
 
 /// Where a signal came from: the endpoint it was delivered to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -205,7 +209,7 @@ struct Envelope {
 impl Issuer {
     /// Check an OpenID Connect Back-Channel Logout 1.0 logout token as its §2.6 says, at
     /// `now`: the signature with this issuer's keys and algorithms (`typ`, if present,
-    /// `logout+jwt`), `iss`, `aud` containing the configured `client_id`, `iat`, `exp`
+    /// `logout+jwt` or `JWT`), `iss`, `aud` containing the configured `client_id`, `iat`, `exp`
     /// (required), `jti`, the back-channel logout event, `sid` and/or `sub`, no `nonce`.
     ///
     /// With `sid` it revokes that session (also when `sub` is given too); with `sub` alone,

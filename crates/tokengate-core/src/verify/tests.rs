@@ -1156,11 +1156,16 @@ fn verify_jws_checks_typ_only_as_asked() {
         );
     }
     // A logout token or SET: `typ` may be left out, but if given it must be the right one.
-    let logout = TypCheck::IfPresent("logout+jwt");
-    for typ in [None, Some("logout+jwt"), Some("application/Logout+JWT")] {
+    let logout = TypCheck::IfPresent(&["logout+jwt", "JWT"]);
+    for typ in [
+        None,
+        Some("logout+jwt"),
+        Some("application/Logout+JWT"),
+        Some("jwt"),
+    ] {
         assert_eq!(check(typ, logout), Ok(Algorithm::EdDSA), "{typ:?}");
     }
-    for typ in ["JWT", "at+jwt", "secevent+jwt", ""] {
+    for typ in ["at+jwt", "secevent+jwt", "logout", ""] {
         assert_eq!(
             check(Some(typ), logout),
             Err(VerifyError::WrongType),

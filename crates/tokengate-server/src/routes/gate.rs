@@ -451,9 +451,13 @@ fn signal_answer(
             count(SignalOutcome::Unavailable, &[]);
             ApiError::from(error).into_response()
         }
-        Err(other) => {
+        Err(refusal @ SignalRefusal::NotReady(_)) => {
             count(SignalOutcome::Unavailable, &[]);
-            ApiError::Unavailable(other.to_string()).into_response()
+            ApiError::Unavailable(refusal.to_string()).into_response()
+        }
+        // `signal_receiver` answered these before `signal` was called.
+        Err(refusal @ (SignalRefusal::UnknownIssuer(_) | SignalRefusal::NotConfigured(_))) => {
+            ApiError::NotFound(refusal.to_string()).into_response()
         }
     }
 }
