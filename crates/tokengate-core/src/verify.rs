@@ -279,6 +279,10 @@ pub enum TypCheck<'a> {
     /// Required and equal to this media type, compared as RFC 7515 §4.1.9 says: ASCII
     /// case-insensitively, with or without the `application/` prefix.
     Exactly(&'a str),
+    /// Optional, and one of these media types (compared as for `Exactly`) when present:
+    /// logout tokens (`logout+jwt`) and Security Event Tokens (`secevent+jwt`), whose
+    /// specifications recommend `typ` without requiring it.
+    IfPresent(&'a [&'a str]),
 }
 
 /// Scratch space for [`verify_jws`], on the caller's stack: decoded header and payload
@@ -418,6 +422,11 @@ pub fn verify_jws<'k, 'b>(
             .typ
             .as_ref()
             .is_some_and(|typ| media_type_is(&typ.0, expected)),
+        TypCheck::IfPresent(allowed) => header.typ.as_ref().is_none_or(|typ| {
+            allowed
+                .iter()
+                .any(|expected| media_type_is(&typ.0, expected))
+        }),
     };
     if !typ_ok {
         return Err(VerifyError::WrongType);

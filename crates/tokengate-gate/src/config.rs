@@ -65,6 +65,32 @@ pub struct IssuerConfig {
     /// Clients that may revoke this issuer's tokens (HTTP Basic).
     #[serde(default)]
     pub clients: Vec<RevokeClient>,
+    /// Accept OpenID Connect Back-Channel Logout 1.0 logout tokens from this issuer at
+    /// `POST /v1/gate/{name}/backchannel-logout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout: Option<BackchannelLogout>,
+    /// Accept Shared Signals (CAEP, RISC) Security Event Tokens from this issuer at
+    /// `POST /v1/gate/{name}/ssf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssf: Option<SharedSignals>,
+}
+
+/// `backchannel_logout = { client_id = "..." }`: the logout tokens' `aud` must contain
+/// this client id (the one the app is registered under at the provider).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackchannelLogout {
+    /// The client id the provider puts in the logout token's `aud`.
+    pub client_id: String,
+}
+
+/// `ssf = { audience = "..." }`: the Security Event Tokens' `aud` must contain this
+/// (the audience the transmitter's stream was configured with).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSignals {
+    /// The `aud` of the stream's SETs.
+    pub audience: String,
 }
 
 fn default_max_token_age() -> Duration {
@@ -132,6 +158,8 @@ impl fmt::Debug for IssuerConfig {
                 "clients",
                 &self.clients.iter().map(|c| &c.id).collect::<Vec<_>>(),
             )
+            .field("backchannel_logout", &self.backchannel_logout)
+            .field("ssf", &self.ssf)
             .finish()
     }
 }
@@ -224,6 +252,22 @@ impl IssuerConfig {
                     "each client needs an `id` without `:` and a lower-case hex `secret_sha256`",
                 ));
             }
+        }
+        let signals = self.backchannel_logout.is_some() || self.ssf.is_some();
+        if signals && self.issuer.is_none() {
+            return Err(self.error(
+                "`backchannel_logout` and `ssf` need `issuer`: their tokens' `iss` must equal it",
+            ));
+        }
+        if self
+            .backchannel_logout
+            .as_ref()
+            .is_some_and(|b| b.client_id.is_empty())
+        {
+            return Err(self.error("`backchannel_logout.client_id` must not be empty"));
+        }
+        if self.ssf.as_ref().is_some_and(|s| s.audience.is_empty()) {
+            return Err(self.error("`ssf.audience` must not be empty"));
         }
         Ok(source)
     }
@@ -376,10 +420,34 @@ mod tests {
             serde_json::json!({"clients": [{"id": "a", "secret_sha256": "XYZ"}]}),
             "secret_sha256",
         );
+        refused(
+            serde_json::json!({"backchannel_logout": {"client_id": ""}}),
+            "client_id",
+        );
+        refused(serde_json::json!({"ssf": {"audience": ""}}), "ssf.audience");
         // Plain HTTP is fine to a loopback provider (tests, sidecars).
         let mut local = sso();
         local["discovery"] = "http://127.0.0.1:9000/.well-known/openid-configuration".into();
         assert!(entry(local).key_source().is_ok());
+    }
+
+    #[test]
+    fn signal_tables_are_read_and_need_an_issuer() {
+        let mut value = sso();
+        value["backchannel_logout"] = serde_json::json!({"client_id": "my-app"});
+        value["ssf"] = serde_json::json!({"audience": "https://gate.example.com"});
+        let sso = entry(value.clone());
+        assert!(sso.key_source().is_ok());
+        assert_eq!(sso.backchannel_logout.unwrap().client_id, "my-app");
+        assert_eq!(sso.ssf.unwrap().audience, "https://gate.example.com");
+        value["ssf"] = serde_json::json!({"audience": "a", "aud": "b"});
+        assert!(serde_json::from_value::<IssuerConfig>(value).is_err());
+        let app = entry(serde_json::json!({
+            "name": "app", "hs256_secret": "a shared secret of at least 32 bytes!!",
+            "audience_optional": true, "backchannel_logout": {"client_id": "app"},
+        }));
+        let error = app.key_source().unwrap_err().to_string();
+        assert!(error.contains("need `issuer`"), "{error}");
     }
 
     #[test]

@@ -10,13 +10,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokengate_core::cache::{CacheLimits, VerifiedCache};
-use tokengate_core::verify::{verify_jws, JwsBuffers, TypCheck};
+use tokengate_core::verify::{verify_jws, JwsBuffers, TypCheck, VerifiedJws};
 use tokengate_core::{
-    Algorithm, Revocation, RevocationIndex, RevocationKind, SigningKey, Timestamp, VerifyError,
+    Algorithm, Revocation, RevocationIndex, RevocationKind, SigningKey, Timestamp, TokenIds,
+    VerifyError,
 };
 
 use crate::config::{IssuerConfig, KeySource};
-use crate::ids::{digest, IdKind};
+use crate::ids::{digest, email_id, IdKind};
 use crate::keyset::{FetchError, Fetcher, KeySet, KeyStatus};
 use crate::token::{ClaimRules, ClaimsError, GateToken};
 
@@ -59,6 +60,11 @@ impl Issuer {
     /// The cache `key_id` of tokens verified with key-set generation `generation`.
     fn key_id(&self, generation: u64) -> u64 {
         (self.position << 32) | (generation & 0xffff_ffff)
+    }
+
+    /// Its configured `issuer` (`iss`), if any.
+    pub fn iss(&self) -> Option<&str> {
+        self.config.issuer.as_deref()
     }
 
     /// Its configured `name`.
@@ -141,34 +147,64 @@ impl Issuer {
         })
     }
 
+    /// Check the JOSE layer of `token` with this issuer's keys and allowed algorithms, `typ`
+    /// as `typ` says, then hand the verified JWS to `read`.
+    pub(crate) fn with_verified<T, E: From<GateError>>(
+        &self,
+        token: &str,
+        typ: TypCheck<'_>,
+        read: impl FnOnce(VerifiedJws<'_, '_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if !self.keys.is_ready() {
+            return Err(GateError::NotReady(self.config.name.clone()).into());
+        }
+        let keys = self.keys.keys();
+        let mut buffers = JwsBuffers::new();
+        let jws = verify_jws(token, &keys, typ, &mut buffers).map_err(GateError::Jose)?;
+        if !self.allowed.contains(&jws.alg) {
+            return Err(GateError::Jose(VerifyError::UnsupportedAlgorithm).into());
+        }
+        read(jws)
+    }
+
     fn verify(
         &self,
         token: &str,
         leeway: Duration,
         now: Timestamp,
     ) -> Result<GateToken, GateError> {
-        if !self.keys.is_ready() {
-            return Err(GateError::NotReady(self.config.name.clone()));
-        }
         let typ = match &self.config.typ {
             Some(typ) => TypCheck::Exactly(typ),
             None => TypCheck::Unchecked,
         };
-        let keys = self.keys.keys();
-        let mut buffers = JwsBuffers::new();
-        let jws = verify_jws(token, &keys, typ, &mut buffers)?;
-        if !self.allowed.contains(&jws.alg) {
-            return Err(GateError::Jose(VerifyError::UnsupportedAlgorithm));
+        self.with_verified(token, typ, |jws| {
+            let rules = ClaimRules {
+                issuer_name: &self.config.name,
+                names: &self.config.claims,
+                audiences: &self.config.audiences,
+                audience_optional: self.config.audience_optional,
+                max_token_age: self.config.max_token_age,
+                leeway,
+                email_revocable: self.email_revocable(),
+            };
+            Ok(rules.read(jws.payload, jws.signature, now)?)
+        })
+    }
+
+    /// Whether a signal may revoke this issuer's tokens by email: it takes Shared Signals
+    /// events and maps an email claim. Only then does the token path look the email up.
+    pub fn email_revocable(&self) -> bool {
+        self.config.ssf.is_some() && !self.config.claims.email.is_empty()
+    }
+
+    /// The revocation that refuses every token carrying `email` (compared in ASCII lower
+    /// case) issued before `cutoff`: a Shared Signals event about an `email` subject.
+    pub fn revoke_email(&self, email: &str, cutoff: Timestamp) -> Revocation {
+        Revocation::User {
+            sub: email_id(&self.config.name, email),
+            issued_before: cutoff,
+            exp: cutoff.plus(self.config.max_token_age),
         }
-        let rules = ClaimRules {
-            issuer_name: &self.config.name,
-            names: &self.config.claims,
-            audiences: &self.config.audiences,
-            audience_optional: self.config.audience_optional,
-            max_token_age: self.config.max_token_age,
-            leeway,
-        };
-        Ok(rules.read(jws.payload, jws.signature, now)?)
     }
 }
 
@@ -282,6 +318,20 @@ impl Issuers {
         index
             .check_ids(&verified.ids, now)
             .map_err(GateError::Revoked)?;
+        if let Some(email) = verified.email_id {
+            // A user cutoff recorded under the email's id (a Shared Signals event about an
+            // `email` subject). The token and session slots get the email's id too, which
+            // no token or session revocation ever carries: one more lookup per slot.
+            let by_email = TokenIds {
+                jti: email,
+                sid: email,
+                sub: email,
+                ..verified.ids
+            };
+            index
+                .check_ids(&by_email, now)
+                .map_err(|_| GateError::Revoked(RevocationKind::User))?;
+        }
         Ok(verified)
     }
 

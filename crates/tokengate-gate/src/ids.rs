@@ -25,6 +25,11 @@ pub enum IdKind {
     Signature,
     /// The whole issuer: the user-cutoff slot that acts as "everything issued before".
     Issuer,
+    /// A user known by email (in ASCII lower case): the user-cutoff slot of Shared
+    /// Signals events about an `email` subject.
+    Email,
+    /// A logout token or Security Event Token, by its `jti`: the replay record.
+    Signal,
 }
 
 impl IdKind {
@@ -35,6 +40,8 @@ impl IdKind {
             IdKind::TokenId => b"jti",
             IdKind::Signature => b"sig",
             IdKind::Issuer => b"iss",
+            IdKind::Email => b"email",
+            IdKind::Signal => b"signal",
         }
     }
 }
@@ -54,6 +61,12 @@ pub fn digest(issuer: &str, kind: IdKind, value: &[u8]) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// The index id of the user with `email` at the issuer named `issuer`: the email in ASCII
+/// lower case, as providers and users write the same address in different cases.
+pub fn email_id(issuer: &str, email: &str) -> Uuid {
+    digest(issuer, IdKind::Email, email.to_ascii_lowercase().as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +77,11 @@ mod tests {
         assert_eq!(a, digest("sso", IdKind::Subject, b"alice"));
         assert_ne!(a, digest("other", IdKind::Subject, b"alice"));
         assert_ne!(a, digest("sso", IdKind::Session, b"alice"));
+        assert_ne!(a, digest("sso", IdKind::Email, b"alice"));
+        assert_eq!(
+            email_id("sso", "Alice@Example.COM"),
+            email_id("sso", "alice@example.com")
+        );
         assert_ne!(a, digest("sso", IdKind::Subject, b"alice2"));
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(

@@ -8,6 +8,10 @@
 //! it against the same [`RevocationIndex`](tokengate_core::RevocationIndex) as own tokens,
 //! under 16-byte ids scoped by issuer ([`ids`]).
 //!
+//! An issuer's own logout signals ([`signals`]: OpenID Connect back-channel logout tokens,
+//! Shared Signals security events) are checked here too and become revocations of the
+//! same kinds.
+//!
 //! Nothing here serves HTTP or writes to a store: the server records the
 //! [`Revocation`](tokengate_core::Revocation)s that [`Issuer`] builds durably, then applies
 //! them, like every other revocation.
@@ -18,12 +22,16 @@ pub mod gate;
 pub mod ids;
 pub mod keyset;
 pub mod service;
+pub mod signals;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;
 
-pub use config::{ClaimNames, IssuerConfig, KeySource, RevokeClient};
+pub use config::{
+    BackchannelLogout, ClaimNames, IssuerConfig, KeySource, RevokeClient, SharedSignals,
+};
 pub use gate::{GateError, Issuer, Issuers};
 pub use keyset::{FetchError, KeyStatus};
-pub use service::{AuthenticateError, GateRevocation, GateRevokeError, GateService};
+pub use service::{AuthenticateError, GateRevocation, GateRevokeError, GateService, SignalRefusal};
+pub use signals::{Signal, SignalChannel, SignalError, SignalEvent};
 pub use token::{ClaimsError, GateToken};

@@ -10,6 +10,7 @@ use tokengate_core::{Revocation, StalenessPolicy, Timestamp, VerifyError};
 use tokengate_sessions::{SessionService, Unavailable};
 
 use crate::gate::{GateError, Issuer, Issuers};
+use crate::signals::{Signal, SignalChannel, SignalError};
 use crate::token::GateToken;
 
 /// How often the key-refresh task looks for due fetches.
@@ -79,14 +80,14 @@ impl GateService {
     ) -> Result<GateToken, AuthenticateError> {
         let now = self.sessions.now();
         let index = self.sessions.index();
-        let verified = match self.issuers.verify(issuer, token, index, now) {
-            Err(GateError::Jose(VerifyError::UnknownKey))
-                if self.issuers.fetch_for_unknown_kid(issuer, now).await =>
-            {
-                self.issuers.verify(issuer, token, index, now)
-            }
-            other => other,
-        }?;
+        let verified = self
+            .once_more_on_unknown_kid(
+                issuer,
+                now,
+                || self.issuers.verify(issuer, token, index, now),
+                |error| matches!(error, GateError::Jose(VerifyError::UnknownKey)),
+            )
+            .await?;
         let freshness = self.sessions.freshness();
         if freshness.is_stale(self.sessions.clock().now_ms()) {
             freshness.count_stale_answer();
@@ -160,6 +161,93 @@ impl GateService {
         Ok(revocation)
     }
 
+    /// `attempt`, and once more if it failed on a `kid` the issuer's key set lacks and a
+    /// refetch (at most one per 30 s per issuer) changed the set.
+    async fn once_more_on_unknown_kid<T, E>(
+        &self,
+        issuer: &Issuer,
+        now: Timestamp,
+        attempt: impl Fn() -> Result<T, E>,
+        unknown_kid: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
+        match attempt() {
+            Err(error)
+                if unknown_kid(&error) && self.issuers.fetch_for_unknown_kid(issuer, now).await =>
+            {
+                attempt()
+            }
+            other => other,
+        }
+    }
+
+    /// The issuer named `issuer`, if it takes signals of `channel` (its
+    /// `backchannel_logout` or `ssf` table is configured).
+    pub fn signal_receiver(
+        &self,
+        issuer: &str,
+        channel: SignalChannel,
+    ) -> Result<&Issuer, SignalRefusal> {
+        let found = self
+            .issuers
+            .by_name(issuer)
+            .ok_or_else(|| SignalRefusal::UnknownIssuer(issuer.to_owned()))?;
+        let configured = match channel {
+            SignalChannel::BackchannelLogout => found.config().backchannel_logout.is_some(),
+            SignalChannel::SharedSignals => found.config().ssf.is_some(),
+        };
+        if !configured {
+            return Err(SignalRefusal::NotConfigured(found.name().to_owned()));
+        }
+        Ok(found)
+    }
+
+    /// Act on a logout signal delivered to `issuer` (a [`signal_receiver`](Self::signal_receiver)
+    /// of `channel`): check it ([`Issuer::read_logout_token`], [`Issuer::read_security_event`]),
+    /// then record its revocations and its id in one step, unless the id was seen before (by
+    /// any node), apply them here and publish them to the cluster. Durable before it returns
+    /// `Ok`.
+    pub async fn signal(
+        &self,
+        issuer: &Issuer,
+        channel: SignalChannel,
+        token: &str,
+    ) -> Result<Signal, SignalRefusal> {
+        let now = self.sessions.now();
+        let leeway = self.sessions.config().leeway;
+        let signal = self
+            .once_more_on_unknown_kid(
+                issuer,
+                now,
+                || match channel {
+                    SignalChannel::BackchannelLogout => {
+                        issuer.read_logout_token(token, leeway, now)
+                    }
+                    SignalChannel::SharedSignals => issuer.read_security_event(token, leeway, now),
+                },
+                SignalError::is_unknown_kid,
+            )
+            .await
+            .map_err(|error| match error {
+                SignalError::Token(GateError::NotReady(name)) => SignalRefusal::NotReady(name),
+                other => SignalRefusal::Invalid(other),
+            })?;
+        let first = self
+            .sessions
+            .record_once(signal.id, signal.remember_until, &signal.revocations)
+            .await?;
+        if !first {
+            return Err(SignalRefusal::Invalid(SignalError::Replayed));
+        }
+        tracing::info!(
+            issuer = %issuer.name(),
+            channel = channel.as_str(),
+            events = ?signal.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+            revocations = signal.revocations.len(),
+            "issuer signal recorded"
+        );
+        Ok(signal)
+    }
+
     /// Fetch the keys of every issuer whose fetch is due now; returns how many fetches
     /// failed. Call it every [`KEY_REFRESH_TICK`] (the server does, from start-up on).
     pub async fn refresh_keys(&self) -> usize {
@@ -182,6 +270,26 @@ pub fn revocation_for(
         }
         GateRevocation::IssuedBefore(cutoff) => issuer.revoke_issued_before(*cutoff),
     })
+}
+
+/// Why [`GateService::signal`] acted on nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalRefusal {
+    /// No issuer of that name.
+    #[error("no issuer is named {0:?}")]
+    UnknownIssuer(String),
+    /// The issuer does not take signals of this channel.
+    #[error("issuer {0:?} does not accept this kind of signal")]
+    NotConfigured(String),
+    /// The issuer's keys were never fetched: the signal cannot be checked yet.
+    #[error("the keys of issuer {0} are not available yet")]
+    NotReady(String),
+    /// The signal failed a check, or is a replay.
+    #[error(transparent)]
+    Invalid(SignalError),
+    /// Nothing was recorded.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
 /// Why [`GateService::authenticate`] refused.

@@ -9,7 +9,7 @@ use tokengate_core::cache::allocation_cost;
 use tokengate_core::{Timestamp, TokenIds};
 
 use crate::config::ClaimNames;
-use crate::ids::{digest, IdKind};
+use crate::ids::{digest, email_id, IdKind};
 
 /// A verified token of a gate issuer, with what the proxy and the revocations need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct GateToken {
     pub expires: Timestamp,
     /// The ids the index checks, digests scoped by the issuer.
     pub ids: TokenIds,
+    /// The id of its email, checked as a user cutoff too, where the issuer takes Shared
+    /// Signals events that may name a user by email ([`crate::Issuer::email_revocable`]).
+    pub email_id: Option<uuid::Uuid>,
 }
 
 impl GateToken {
@@ -86,6 +89,8 @@ pub(crate) struct ClaimRules<'a> {
     pub audience_optional: bool,
     pub max_token_age: Duration,
     pub leeway: Duration,
+    /// Compute the token's [`GateToken::email_id`].
+    pub email_revocable: bool,
 }
 
 impl ClaimRules<'_> {
@@ -97,12 +102,7 @@ impl ClaimRules<'_> {
         signature: &[u8],
         now: Timestamp,
     ) -> Result<GateToken, ClaimsError> {
-        let mut de = serde_json::Deserializer::from_slice(payload);
-        let claims = de
-            .deserialize_map(UniqueObject)
-            .map_err(|_| ClaimsError::NotAnObject)?;
-        de.end().map_err(|_| ClaimsError::NotAnObject)?;
-
+        let claims = claims_object(payload)?;
         let subject = text(&claims, &self.names.subject, "subject")?
             .ok_or(ClaimsError::Missing("subject"))?;
         if subject.is_empty() {
@@ -158,7 +158,12 @@ impl ClaimRules<'_> {
             iat: iat.unwrap_or(Timestamp::MIN),
             scope: Some(digest(issuer, IdKind::Issuer, b"")),
         };
+        let email_id = match &email {
+            Some(email) if self.email_revocable => Some(email_id(issuer, email)),
+            _ => None,
+        };
         Ok(GateToken {
+            email_id,
             issuer: issuer.to_owned(),
             subject,
             session,
@@ -188,6 +193,16 @@ impl ClaimRules<'_> {
     }
 }
 
+/// A verified payload as a JSON object whose every member name is given once.
+pub(crate) fn claims_object(payload: &[u8]) -> Result<Map<String, Value>, ClaimsError> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let claims = de
+        .deserialize_map(UniqueObject)
+        .map_err(|_| ClaimsError::NotAnObject)?;
+    de.end().map_err(|_| ClaimsError::NotAnObject)?;
+    Ok(claims)
+}
+
 /// The claim at `path` (a name, or dotted names into nested objects).
 fn lookup<'v>(claims: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
     if let Some(value) = claims.get(path) {
@@ -202,7 +217,7 @@ fn lookup<'v>(claims: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
 }
 
 /// A string claim (a number is taken as its decimal text: some apps use numeric ids).
-fn text(
+pub(crate) fn text(
     claims: &Map<String, Value>,
     path: &str,
     role: &'static str,
@@ -230,7 +245,7 @@ fn roles(claims: &Map<String, Value>, path: &str) -> Result<Option<String>, Clai
 }
 
 /// A NumericDate claim (RFC 7519 §2): whole seconds; fractions are cut off.
-fn instant(
+pub(crate) fn instant(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<Timestamp>, ClaimsError> {
@@ -286,6 +301,7 @@ mod tests {
             audience_optional: false,
             max_token_age: Duration::from_secs(86_400),
             leeway: Duration::from_secs(30),
+            email_revocable: false,
         }
     }
 

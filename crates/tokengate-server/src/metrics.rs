@@ -14,7 +14,8 @@
 //! - [`count_revocations`]: a task subscribed to the revocation index, so revocations made
 //!   here, read from the store, or pushed by other nodes are all counted, each once (the
 //!   index tells only of entries it newly applies);
-//! - the pages' sign-ins ([`Metrics::signin`]) and the purge task ([`Metrics::index_purged`]).
+//! - the pages' sign-ins ([`Metrics::signin`]) and the purge task ([`Metrics::index_purged`]);
+//! - the gate issuers' logout signals ([`Metrics::signal`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokengate_axum::{AuthError, AuthObserver};
 use tokengate_core::{Claims, Proof, RevocationKind, Timestamp};
+use tokengate_gate::{SignalChannel, SignalEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tower::{Layer, Service};
@@ -90,6 +92,46 @@ pub enum SigninOutcome {
     Disabled,
     /// Refused by the throttle (429).
     Throttled,
+}
+
+/// How a logout signal from an issuer ended, for `tokengate_gate_signals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalOutcome {
+    /// Checked and recorded (its revocations applied, or every event ignored).
+    Accepted,
+    /// Refused as a replay of a signal seen before.
+    Replayed,
+    /// Refused by a check (400).
+    Refused,
+    /// Not acted on because the store or the issuer's keys were unavailable (503).
+    Unavailable,
+}
+
+impl SignalOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            SignalOutcome::Accepted => "accepted",
+            SignalOutcome::Replayed => "replayed",
+            SignalOutcome::Refused => "refused",
+            SignalOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The labels of `tokengate_gate_signals_total`. `issuer` is a configured issuer's name
+/// (a signal for an unknown issuer is answered 404 and not counted), so the set is bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SignalLabels {
+    issuer: String,
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// The labels of `tokengate_gate_signal_events_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SignalEventLabels {
+    issuer: String,
+    event: &'static str,
 }
 
 /// The labels of `tokengate_http_request_duration_seconds`.
@@ -193,6 +235,8 @@ pub struct Metrics {
     revocation_events_missed: Counter,
     index_purged: Counter,
     store_errors: Counter,
+    signals: Family<SignalLabels, Counter>,
+    signal_events: Family<SignalEventLabels, Counter>,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -220,6 +264,8 @@ impl Metrics {
             revocation_events_missed: Counter::default(),
             index_purged: Counter::default(),
             store_errors: Counter::default(),
+            signals: Family::default(),
+            signal_events: Family::default(),
             requests,
         };
         metrics.registered()
@@ -281,6 +327,16 @@ impl Metrics {
             self.store_errors.clone(),
         );
         registry.register(
+            "tokengate_gate_signals",
+            "Logout signals from gate issuers (back-channel logout tokens, Shared Signals SETs), by issuer, kind (backchannel_logout, ssf) and outcome (accepted, replayed, refused, unavailable)",
+            self.signals.clone(),
+        );
+        registry.register(
+            "tokengate_gate_signal_events",
+            "Events of accepted issuer signals, by issuer and event (backchannel_logout, session_revoked, credential_change, account_disabled, sessions_revoked, ignored)",
+            self.signal_events.clone(),
+        );
+        registry.register(
             "tokengate_http_request_duration_seconds",
             "HTTP request latency by matched route, method and status",
             self.requests.clone(),
@@ -331,6 +387,31 @@ impl Metrics {
     /// Count one store error answered (as a 503).
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Count one logout signal of a configured issuer, and the events of an accepted one.
+    pub fn signal(
+        &self,
+        issuer: &str,
+        channel: SignalChannel,
+        outcome: SignalOutcome,
+        events: &[SignalEvent],
+    ) {
+        self.signals
+            .get_or_create(&SignalLabels {
+                issuer: issuer.to_owned(),
+                kind: channel.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        for event in events {
+            self.signal_events
+                .get_or_create(&SignalEventLabels {
+                    issuer: issuer.to_owned(),
+                    event: event.as_str(),
+                })
+                .inc();
+        }
     }
 
     /// Count one answered request; `signin` tells whether it was an API sign-in.

@@ -198,6 +198,21 @@ impl Admin {
             .await?)
     }
 
+    /// Record revocations durably together with the id of the signal that caused them,
+    /// unless that id was recorded before (a replay): then nothing is recorded and the
+    /// answer is `false`. See [`Store::record_revocations_once`](tokengate_store::Store::record_revocations_once).
+    pub async fn record_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+    ) -> Result<bool, Unavailable> {
+        Ok(self
+            .store
+            .record_revocations_once(signal, signal_exp, revocations, self.now())
+            .await?)
+    }
+
     /// The latest `exp` an imported revocation may carry at `now`: no token minted here
     /// outlives `now + refresh_ttl` (plus the verifier's leeway), so a later one only pins
     /// memory.

@@ -244,6 +244,25 @@ impl SessionService {
         Ok(())
     }
 
+    /// [`record`](Self::record) for revocations caused by a signal (a logout token, a
+    /// security event) whose id is `signal`: recorded and applied only the first time that
+    /// id is seen, by any node; `false` (nothing done) for a replay.
+    pub async fn record_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+    ) -> Result<bool, Unavailable> {
+        let first = self
+            .admin
+            .record_once(signal, signal_exp, revocations)
+            .await?;
+        if first {
+            self.apply(revocations).await;
+        }
+        Ok(first)
+    }
+
     /// Sign an access token for `user` in session `sid`, issued at `now`, expiring at `exp`.
     pub async fn mint(
         &self,

@@ -154,6 +154,23 @@ impl<S: Store + ?Sized> Store for BoundedStore<S> {
         .await
     }
 
+    async fn record_revocations_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> Result<bool> {
+        // A signal given up on may still commit: its revocations then take effect, and a
+        // redelivery of it is refused as a replay.
+        self.bounded(
+            "recording a signal's revocations",
+            self.inner
+                .record_revocations_once(signal, signal_exp, revocations, now),
+        )
+        .await
+    }
+
     async fn load_live_revocations(
         &self,
         now: Timestamp,

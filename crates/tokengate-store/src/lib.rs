@@ -16,6 +16,9 @@
 //! - [`BoundedStore`] bounds every call of a store in time, so a database that does not
 //!   answer costs a request a clear error after a second or two, not a hang.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
+//! - [`Store::record_revocations_once`] records the revocations a gate issuer's logout
+//!   signal asks for together with the signal's id, so that a replay is refused on every
+//!   node (the `seen_signals` table, purged like the rest).
 //! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
 //!   pass; each backend's tests run all of it.
 

@@ -185,7 +185,7 @@ impl Dialect for Postgres {
     // SKIP LOCKED: nodes purging at the same time split the work instead of queueing on
     // each other, and a purge never waits for a request (a row locked by a rotation is
     // left for the next round).
-    const PURGE: [&'static str; 4] = [
+    const PURGE: [&'static str; 5] = [
         "DELETE FROM revocations WHERE seq IN (
             SELECT seq FROM revocations WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         "DELETE FROM refresh_tokens WHERE hash IN (
@@ -199,6 +199,8 @@ impl Dialect for Postgres {
             WHERE GREATEST(s.access_exp, s.refresh_exp) < $1
               AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
             LIMIT $2 FOR UPDATE OF s SKIP LOCKED)",
+        "DELETE FROM seen_signals WHERE id IN (
+            SELECT id FROM seen_signals WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
     ];
 
     fn rows_affected(done: &PgQueryResult) -> u64 {

@@ -266,10 +266,11 @@ where
     const LOCK_FOR_SHARE: &'static str;
     /// The column that orders rows inserted in the same second: insertion order.
     const INSERTION_ORDER: &'static str;
-    /// The four statements of a purge, each taking `$1` = before and `$2` = limit:
+    /// The five statements of a purge, each taking `$1` = before and `$2` = limit:
     /// expired revocations, expired refresh tokens, then (in one transaction) the refresh
-    /// tokens of dead sessions and the dead sessions left without tokens.
-    const PURGE: [&'static str; 4];
+    /// tokens of dead sessions and the dead sessions left without tokens, and last the
+    /// expired records of seen signals.
+    const PURGE: [&'static str; 5];
     /// Connections per node.
     const POOL_SIZE: u32;
     /// How long an operation waits for a pooled connection (or, while connecting, for the
@@ -1098,6 +1099,37 @@ where
         finish(tx, body).await
     }
 
+    async fn record_revocations_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = async {
+            // Insert-if-absent: of two deliveries of one signal, on one node or on two,
+            // exactly one inserts the row (the other waits for its commit, then finds it).
+            let done = sqlx::query(
+                "INSERT INTO seen_signals (id, exp) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(signal)
+            .bind(signal_exp.as_secs())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if DB::rows_affected(&done) == 0 {
+                return Ok(End::Rollback(false));
+            }
+            if !revocations.is_empty() {
+                DB::insert_revocations(&mut tx, revocations, now).await?;
+            }
+            Ok(End::Commit(true))
+        }
+        .await;
+        finish(tx, body).await
+    }
+
     async fn load_live_revocations(
         &self,
         now: Timestamp,
@@ -1130,6 +1162,8 @@ where
             let body = DB::purge_sessions_in(&mut tx, before, &mut budget).await;
             finish(tx, body).await?;
         }
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        DB::purge_step(&mut conn, DB::PURGE[4], before, &mut budget).await?;
         Ok(budget.deleted())
     }
 

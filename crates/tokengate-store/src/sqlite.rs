@@ -231,7 +231,7 @@ impl Dialect for Sqlite {
     const REVOCATIONS_PER_INSERT: usize = 2_000;
     // Each deletes through a bounded rowid subquery, so no statement holds the write lock
     // for long.
-    const PURGE: [&'static str; 4] = [
+    const PURGE: [&'static str; 5] = [
         "DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations WHERE exp < $1 LIMIT $2)",
         "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens WHERE exp < $1 LIMIT $2)",
         "DELETE FROM refresh_tokens WHERE rowid IN (
@@ -242,6 +242,7 @@ impl Dialect for Sqlite {
             WHERE max(s.access_exp, s.refresh_exp) < $1
               AND NOT EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = s.id)
             LIMIT $2)",
+        "DELETE FROM seen_signals WHERE rowid IN (SELECT rowid FROM seen_signals WHERE exp < $1 LIMIT $2)",
     ];
 
     /// A write transaction takes the write lock up front. A deferred transaction that

@@ -88,6 +88,19 @@ pub trait Store: Send + Sync + 'static {
     /// Record revocations durably, all or none.
     async fn record_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()>;
 
+    /// Record revocations durably together with the id of the signal that caused them (a
+    /// logout token or Security Event Token, by a digest of its issuer and `jti`), unless
+    /// that id was recorded before: then nothing is recorded and the answer is `false`.
+    /// One transaction; `signal_exp` is when the id stops mattering (the signal itself is
+    /// refused from then on), after which [`purge_expired`](Self::purge_expired) deletes it.
+    async fn record_revocations_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> Result<bool>;
+
     /// Every revocation that still matters at `now` (`exp >= now - leeway`), and the
     /// cursor of the newest record.
     async fn load_live_revocations(
@@ -100,8 +113,8 @@ pub trait Store: Send + Sync + 'static {
     /// the admin CLI), oldest first, at most `limit`, each with its sequence number.
     async fn revocations_after(&self, cursor: i64, limit: u32) -> Result<Vec<(i64, Revocation)>>;
 
-    /// Delete up to `limit` revocation records, refresh tokens and sessions that expired
-    /// before `before`; returns how many rows went. Called repeatedly in small batches.
+    /// Delete up to `limit` revocation records, refresh tokens, sessions and seen-signal
+    /// records that expired before `before`; returns how many rows went. Called repeatedly in small batches.
     async fn purge_expired(&self, before: Timestamp, limit: u32) -> Result<u64>;
 
     // ---- signing keys ----

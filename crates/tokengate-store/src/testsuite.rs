@@ -80,6 +80,9 @@ macro_rules! store_testsuite {
             a_session_for_an_unknown_user_is_not_created,
             unknown_refresh_token_is_unknown,
             record_revocations_is_all_or_nothing,
+            a_signal_is_recorded_once_with_its_revocations,
+            concurrent_deliveries_of_one_signal_record_it_once,
+            seen_signals_are_purged_after_they_expire,
             load_live_revocations_skips_expired_and_returns_cursor,
             revocations_after_tails_new_records_in_order,
             purge_expired_deletes_in_bounded_batches,
@@ -998,6 +1001,98 @@ pub async fn record_revocations_is_all_or_nothing(store: &dyn Store) {
         records.windows(2).all(|w| w[1].0 == w[0].0 + 1),
         "one batch gets consecutive sequence numbers"
     );
+}
+
+/// A signal's id is recorded with its revocations in one step; the same id again records
+/// nothing and answers `false`, whatever revocations it carries; a signal with no
+/// revocation (only events tokengate ignores) is still remembered.
+pub async fn a_signal_is_recorded_once_with_its_revocations(store: &dyn Store) {
+    let signal = Uuid::new_v4();
+    let revocations = one_of_each(10_000);
+    assert!(store
+        .record_revocations_once(signal, at(500), &revocations, at(1))
+        .await
+        .unwrap());
+    let recorded: Vec<Revocation> = all_records(store)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(recorded, revocations);
+
+    let replay = one_of_each(20_000);
+    assert!(!store
+        .record_revocations_once(signal, at(500), &replay, at(2))
+        .await
+        .unwrap());
+    assert_eq!(
+        all_records(store).await.len(),
+        revocations.len(),
+        "a replayed signal records nothing"
+    );
+
+    let ignored = Uuid::new_v4();
+    assert!(store
+        .record_revocations_once(ignored, at(500), &[], at(3))
+        .await
+        .unwrap());
+    assert!(!store
+        .record_revocations_once(ignored, at(500), &[], at(4))
+        .await
+        .unwrap());
+    assert_eq!(all_records(store).await.len(), revocations.len());
+}
+
+/// Several deliveries of one signal at once (two nodes, or a provider retrying while
+/// the first attempt is in flight): exactly one records it.
+pub async fn concurrent_deliveries_of_one_signal_record_it_once(store: &dyn Store) {
+    let signal = Uuid::new_v4();
+    let deliver = |i: i64| {
+        let revocations = vec![Revocation::Session {
+            sid: Uuid::new_v4(),
+            exp: at(1_000 + i),
+        }];
+        async move {
+            store
+                .record_revocations_once(signal, at(600), &revocations, at(1))
+                .await
+                .unwrap()
+        }
+    };
+    let answers = tokio::join!(deliver(0), deliver(1), deliver(2), deliver(3));
+    let answers = [answers.0, answers.1, answers.2, answers.3];
+    assert_eq!(
+        answers.iter().filter(|&&first| first).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(all_records(store).await.len(), 1);
+}
+
+/// A seen signal's record goes with the purge once its `exp` has passed, within the
+/// purge's row budget; until then it still refuses a replay.
+pub async fn seen_signals_are_purged_after_they_expire(store: &dyn Store) {
+    let (old, young) = (Uuid::new_v4(), Uuid::new_v4());
+    for (signal, exp) in [(old, 100), (young, 10_000)] {
+        assert!(store
+            .record_revocations_once(signal, at(exp), &[], at(0))
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.purge_expired(at(1_000), 0).await.unwrap(), 0);
+    assert_eq!(store.purge_expired(at(1_000), 10).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(at(1_000), 10).await.unwrap(), 0);
+    assert!(
+        store
+            .record_revocations_once(old, at(2_000), &[], at(1_000))
+            .await
+            .unwrap(),
+        "the purged id is free again (its signal is refused as expired before this)"
+    );
+    assert!(!store
+        .record_revocations_once(young, at(10_000), &[], at(1_000))
+        .await
+        .unwrap());
 }
 
 /// `exp + leeway >= now` is live; the cursor is the newest record's sequence number

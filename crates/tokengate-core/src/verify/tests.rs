@@ -1155,6 +1155,23 @@ fn verify_jws_checks_typ_only_as_asked() {
             "{typ:?}"
         );
     }
+    // A logout token or SET: `typ` may be left out, but if given it must be the right one.
+    let logout = TypCheck::IfPresent(&["logout+jwt", "JWT"]);
+    for typ in [
+        None,
+        Some("logout+jwt"),
+        Some("application/Logout+JWT"),
+        Some("jwt"),
+    ] {
+        assert_eq!(check(typ, logout), Ok(Algorithm::EdDSA), "{typ:?}");
+    }
+    for typ in ["at+jwt", "secevent+jwt", "logout", ""] {
+        assert_eq!(
+            check(Some(typ), logout),
+            Err(VerifyError::WrongType),
+            "{typ:?}"
+        );
+    }
     assert_eq!(
         check(Some("JWT"), TypCheck::AccessToken),
         Err(VerifyError::WrongType)

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod signals;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};

@@ -1,7 +1,9 @@
 //! Gate mode over HTTP: forward auth for other issuers' tokens, the sign-out hook, the
-//! revocation endpoint of an issuer's clients and admins, and the RFC 8414 metadata.
+//! revocation endpoint of an issuer's clients and admins, the issuers' logout signals
+//! (back-channel logout, Shared Signals), and the RFC 8414 metadata.
 //! Every decision is `tokengate_gate::GateService`'s; these handlers translate.
 
+use axum::extract::rejection::{BytesRejection, FormRejection};
 use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
@@ -15,9 +17,11 @@ use tokengate_axum::{error_response, AuthError, Principal, SESSION_COOKIE};
 use tokengate_core::{Role, Timestamp};
 use tokengate_gate::{
     AuthenticateError, GateError, GateRevocation, GateRevokeError, GateToken, Issuer,
+    SignalChannel, SignalError, SignalRefusal,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorCode, Json};
+use crate::metrics::SignalOutcome;
 use crate::schema::{ErrorBody, IssuerCallerRefusals, JsonBodyRefusals};
 use crate::state::AppState;
 
@@ -386,4 +390,214 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         axum::Json(body),
     )
         .into_response()
+}
+
+/// The form of a back-channel logout request (`application/x-www-form-urlencoded`).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LogoutForm {
+    /// The logout token: a JWT signed by the issuer (OpenID Connect Back-Channel Logout
+    /// 1.0 §2.4).
+    #[schema(required = true, nullable = false)]
+    logout_token: Option<String>,
+}
+
+/// A refused back-channel logout: 400 `invalid_request` (Back-Channel Logout 1.0 §2.8),
+/// with `Cache-Control: no-store` like every answer of the route.
+fn logout_refused(description: &str) -> Response {
+    no_store(error_response(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest.as_str(),
+        description,
+    ))
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The answer to what `GateService::signal` did with a signal to `issuer`, counted:
+/// `accepted` for an accepted one, `refused` for one that failed a check or is a replay,
+/// 503 when the issuer's keys or the store are unavailable.
+fn signal_answer(
+    state: &AppState,
+    issuer: &Issuer,
+    channel: SignalChannel,
+    result: Result<tokengate_gate::Signal, SignalRefusal>,
+    accepted: StatusCode,
+    refused: impl FnOnce(&SignalError) -> Response,
+) -> Response {
+    let count = |outcome, events: &[_]| {
+        state
+            .metrics
+            .signal(issuer.name(), channel, outcome, events)
+    };
+    match result {
+        Ok(signal) => {
+            count(SignalOutcome::Accepted, &signal.events);
+            accepted.into_response()
+        }
+        Err(SignalRefusal::Invalid(error)) => {
+            let outcome = match error {
+                SignalError::Replayed => SignalOutcome::Replayed,
+                _ => SignalOutcome::Refused,
+            };
+            count(outcome, &[]);
+            refused(&error)
+        }
+        Err(SignalRefusal::Unavailable(error)) => {
+            count(SignalOutcome::Unavailable, &[]);
+            ApiError::from(error).into_response()
+        }
+        Err(refusal @ SignalRefusal::NotReady(_)) => {
+            count(SignalOutcome::Unavailable, &[]);
+            ApiError::Unavailable(refusal.to_string()).into_response()
+        }
+        // `signal_receiver` answered these before `signal` was called.
+        Err(refusal @ (SignalRefusal::UnknownIssuer(_) | SignalRefusal::NotConfigured(_))) => {
+            ApiError::NotFound(refusal.to_string()).into_response()
+        }
+    }
+}
+
+/// `POST /v1/gate/{issuer}/backchannel-logout`: OpenID Connect Back-Channel Logout 1.0.
+/// The identity provider posts a logout token; once it passes every check of §2.6 and its
+/// `jti` was never seen, its session (`sid`) or user (`sub` alone) is revoked durably, on
+/// every node. 200 then, or 400 and nothing revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/gate/{issuer}/backchannel-logout",
+    tag = "gate",
+    params(("issuer" = String, Path, description = "The issuer's configured `name`")),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The logout token was valid and its session or user is revoked (durable, and on its way to every node)", headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Not a form with one `logout_token`, or a logout token that fails a check of Back-Channel Logout 1.0 §2.6 (signature, iss, aud, iat, exp, jti, events, sid/sub, nonce) or was received before; nothing was revoked", body = ErrorBody),
+        (status = 404, description = "No issuer of that name, or it has no `backchannel_logout` table", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The issuer's keys were never fetched, or the store is unavailable; nothing was revoked", body = ErrorBody),
+    )
+)]
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    form: Result<axum::Form<LogoutForm>, FormRejection>,
+) -> Response {
+    let channel = SignalChannel::BackchannelLogout;
+    let issuer = match state.issuers.signal_receiver(&name, channel) {
+        Ok(issuer) => issuer,
+        Err(refusal) => return ApiError::NotFound(refusal.to_string()).into_response(),
+    };
+    let token = match form {
+        Ok(axum::Form(LogoutForm {
+            logout_token: Some(token),
+        })) if !token.is_empty() => token,
+        Ok(_) => return logout_refused("missing form parameter `logout_token`"),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::TooLarge.into_response()
+        }
+        Err(FormRejection::InvalidFormContentType(_)) => {
+            return logout_refused("expected Content-Type: application/x-www-form-urlencoded")
+        }
+        Err(_) => return logout_refused("the body is not a form with one `logout_token`"),
+    };
+    let result = state.issuers.signal(issuer, channel, &token).await;
+    no_store(signal_answer(
+        &state,
+        issuer,
+        channel,
+        result,
+        StatusCode::OK,
+        |error| logout_refused(&error.to_string()),
+    ))
+}
+
+/// The media type of a pushed Security Event Token (RFC 8935 §2).
+const SECEVENT_JWT: &str = "application/secevent+jwt";
+
+/// An RFC 8935 §2.3 error: 400 `{"err","description"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"err": "invalid_audience", "description": "token audience is not accepted"}))]
+pub struct SetErrorBody {
+    /// `invalid_request`, `invalid_key`, `invalid_issuer` or `invalid_audience` (RFC 8935
+    /// §2.4).
+    err: &'static str,
+    /// A sentence for humans.
+    description: String,
+}
+
+fn set_refused(err: &'static str, description: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(SetErrorBody { err, description }),
+    )
+        .into_response()
+}
+
+/// Whether `headers` say the body is a Security Event Token (parameters ignored).
+fn is_secevent(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(SECEVENT_JWT))
+}
+
+/// `POST /v1/gate/{issuer}/ssf`: RFC 8935 push delivery of a Security Event Token
+/// (RFC 8417) from the issuer's Shared Signals transmitter. CAEP `session-revoked` and
+/// `credential-change`, RISC `account-disabled` and `sessions-revoked` revoke their
+/// subject's session or tokens durably, on every node; other events are accepted and
+/// ignored. 202 then, or 400 with RFC 8935's `{"err","description"}` and nothing revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/gate/{issuer}/ssf",
+    tag = "gate",
+    params(("issuer" = String, Path, description = "The issuer's configured `name`")),
+    request_body(content = String, content_type = "application/secevent+jwt", description = "The SET: a JWS in compact form"),
+    responses(
+        (status = 202, description = "The SET was valid and its events are acted on (durable, and on its way to every node); events tokengate does not know are ignored"),
+        (status = 400, description = "Not `application/secevent+jwt`, or a SET that fails a check (`invalid_request`, `invalid_key`, `invalid_issuer`, `invalid_audience`) or was received before; nothing was revoked", body = SetErrorBody),
+        (status = 404, description = "No issuer of that name, or it has no `ssf` table", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The issuer's keys were never fetched, or the store is unavailable; nothing was revoked", body = ErrorBody),
+    )
+)]
+pub async fn security_event(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let channel = SignalChannel::SharedSignals;
+    let issuer = match state.issuers.signal_receiver(&name, channel) {
+        Ok(issuer) => issuer,
+        Err(refusal) => return ApiError::NotFound(refusal.to_string()).into_response(),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::TooLarge.into_response()
+        }
+        Err(rejection) => return set_refused("invalid_request", rejection.body_text()),
+    };
+    if !is_secevent(&headers) {
+        return set_refused(
+            "invalid_request",
+            format!("expected Content-Type: {SECEVENT_JWT}"),
+        );
+    }
+    let Ok(token) = std::str::from_utf8(&body) else {
+        return set_refused("invalid_request", "the body is not UTF-8".into());
+    };
+    let result = state.issuers.signal(issuer, channel, token.trim()).await;
+    signal_answer(
+        &state,
+        issuer,
+        channel,
+        result,
+        StatusCode::ACCEPTED,
+        |error| set_refused(error.set_error_code(), error.to_string()),
+    )
 }

@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/oauth-authorization-server"),
     ("POST", "/v1/gate/signout"),
     ("POST", "/v1/gate/{issuer}/revocations"),
+    ("POST", "/v1/gate/{issuer}/backchannel-logout"),
+    ("POST", "/v1/gate/{issuer}/ssf"),
     ("POST", "/v1/auth/signup"),
     ("POST", "/v1/auth/signin"),
     ("GET", "/v1/auth/me"),
@@ -94,6 +96,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(gate::metadata))
         .routes(routes!(gate::signout))
         .routes(routes!(gate::revocations))
+        .routes(routes!(gate::backchannel_logout))
+        .routes(routes!(gate::security_event))
         .routes(routes!(auth::signup))
         .routes(routes!(auth::signin))
         .routes(routes!(auth::me))

@@ -114,6 +114,18 @@ impl Store for FailingStore {
         self.write()?;
         self.inner.record_revocations(revocations, now).await
     }
+    async fn record_revocations_once(
+        &self,
+        signal: Uuid,
+        signal_exp: Timestamp,
+        revocations: &[Revocation],
+        now: Timestamp,
+    ) -> tokengate_store::Result<bool> {
+        self.write()?;
+        self.inner
+            .record_revocations_once(signal, signal_exp, revocations, now)
+            .await
+    }
     async fn load_live_revocations(
         &self,
         now: Timestamp,

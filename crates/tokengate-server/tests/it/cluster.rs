@@ -14,7 +14,7 @@ use common::Server;
 use reqwest::StatusCode;
 
 /// Poll `f` until it is true or `limit` passes.
-async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn within(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if f().await {

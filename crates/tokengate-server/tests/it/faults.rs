@@ -141,7 +141,7 @@ async fn a_node_cut_from_postgres_holds_the_staleness_promise() {
 
 /// Blackhole node A's link to the service `cut` names for [`OUTAGE`], under load, and judge
 /// the promise on both nodes.
-async fn cut_node_a_for_an_outage(cut: Cut, name: &str) {
+async fn cut_node_a_for_an_outage(cut: Cut, name: &'static str) {
     let Some(cluster) = Cluster::start(cut) else {
         return;
     };

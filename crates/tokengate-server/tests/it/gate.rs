@@ -268,7 +268,7 @@ async fn authorization_server_metadata_names_the_endpoints() {
     }
 }
 
-fn sso_issuer(iss: &str) -> IssuerConfig {
+pub(crate) fn sso_issuer(iss: &str) -> IssuerConfig {
     serde_json::from_value(json!({
         "name": "sso", "issuer": iss,
         "discovery": format!("{iss}/.well-known/openid-configuration"),

@@ -639,6 +639,31 @@ fn revocation_event(text: &str, id: &str) -> Option<Value> {
     None
 }
 
+/// Read the open event `stream` until a `revocation` event for `id` arrives (its `data`),
+/// panicking after `bound`.
+pub(crate) async fn next_revocation_event(
+    stream: &mut reqwest::Response,
+    id: &str,
+    bound: Duration,
+) -> Value {
+    let deadline = Instant::now() + bound;
+    let mut received = String::new();
+    loop {
+        if let Some(event) = revocation_event(&received, id) {
+            return event;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.chunk()).await {
+            Ok(Ok(Some(bytes))) => received.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) => panic!("the event stream ended; received {received:?}"),
+            Ok(Err(error)) => panic!("reading the event stream: {error}; received {received:?}"),
+            Err(_) => {
+                panic!("no revocation event for {id} within {bound:?}; received {received:?}")
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn revocation_events_stream_a_session_revocation_on_signout() {
     let server = Server::start();
@@ -671,22 +696,7 @@ async fn revocation_events_stream_a_session_revocation_on_signout() {
         .expect(StatusCode::NO_CONTENT);
 
     let sid = people.user_tokens.session_id.as_str();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut received = String::new();
-    let event = loop {
-        if let Some(event) = revocation_event(&received, sid) {
-            break event;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.chunk()).await {
-            Ok(Ok(Some(bytes))) => received.push_str(&String::from_utf8_lossy(&bytes)),
-            Ok(Ok(None)) => panic!("the event stream ended; received {received:?}"),
-            Ok(Err(error)) => panic!("reading the event stream: {error}; received {received:?}"),
-            Err(_) => {
-                panic!("no revocation event for session {sid} within 5 s; received {received:?}")
-            }
-        }
-    };
+    let event = next_revocation_event(&mut stream, sid, Duration::from_secs(5)).await;
     assert_eq!(event["kind"], "session", "{event}");
     assert_eq!(event["id"], sid, "{event}");
     assert!(event["exp"].is_i64(), "{event}");

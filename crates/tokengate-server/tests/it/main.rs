@@ -31,4 +31,5 @@ mod pages;
 mod restart;
 mod sentinel;
 mod sessions;
+mod signals;
 mod throttle;

@@ -99,12 +99,13 @@ struct Provider {
 
 impl Provider {
     /// Start the provider on `port` (0: any free one) with the keys of `keys` (a fresh key
-    /// when `None`). A fixed port that is still taken (the previous provider on it is
-    /// going away) is tried again until the deadline.
-    fn start(port: u16, keys: Option<&Path>) -> Provider {
+    /// when `None`), sending back-channel logouts of client `web` to `backchannel` if given.
+    /// A fixed port that is still taken (the previous provider on it is going away) is
+    /// tried again until the deadline.
+    fn start(port: u16, keys: Option<&Path>, backchannel: Option<&str>) -> Provider {
         let deadline = Instant::now() + NODE_DEADLINE;
         loop {
-            match Provider::try_start(port, keys, deadline) {
+            match Provider::try_start(port, keys, backchannel, deadline) {
                 Ok(provider) => return provider,
                 Err(error) if port != 0 && Instant::now() < deadline => {
                     eprintln!("provider did not start on port {port}, trying again: {error}");
@@ -115,7 +116,12 @@ impl Provider {
         }
     }
 
-    fn try_start(port: u16, keys: Option<&Path>, deadline: Instant) -> Result<Provider, String> {
+    fn try_start(
+        port: u16,
+        keys: Option<&Path>,
+        backchannel: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Provider, String> {
         let log = tempfile::NamedTempFile::new().expect("create provider log");
         let mut command = Command::new("node");
         command
@@ -123,6 +129,9 @@ impl Provider {
             .args(["--port", &port.to_string()]);
         if let Some(keys) = keys {
             command.arg("--keys").arg(keys);
+        }
+        if let Some(uri) = backchannel {
+            command.args(["--backchannel-uri", uri]);
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -202,7 +211,7 @@ impl Drop for Provider {
 
 /// Start a provider without blocking the runtime.
 async fn start_provider(port: u16, keys: Option<PathBuf>) -> Provider {
-    blocking(move || Provider::start(port, keys.as_deref())).await
+    blocking(move || Provider::start(port, keys.as_deref(), None)).await
 }
 
 /// Run `node SCRIPT ARGS...` in the harness (bounded by [`NODE_DEADLINE`]) and parse the
@@ -273,6 +282,8 @@ struct Login {
     access_token: String,
     sub: String,
     sid: String,
+    /// The provider session's cookies, for `flow.mjs logout`.
+    cookies: Value,
 }
 
 async fn login(provider: &Provider, user: &str) -> Login {
@@ -287,6 +298,7 @@ async fn login(provider: &Provider, user: &str) -> Login {
         access_token: field("access_token"),
         sub: field("sub"),
         sid: field("sid"),
+        cookies: answer["cookies"].clone(),
     };
     assert_eq!(jwt_claims(&login.access_token)["sid"], login.sid.as_str());
     login
@@ -667,4 +679,114 @@ fn the_recipes_issuer_entry_is_a_valid_configuration() {
         "a partial table keeps the defaults"
     );
     assert_eq!(sso.clients.len(), 1);
+}
+
+/// The `toml` block of the oidc-provider section of docs/recipes/logout-signals.md, with
+/// the recipe's provider address replaced by `issuer`'s.
+fn logout_recipe_entry(issuer: &str) -> String {
+    const DOC: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/recipes/logout-signals.md"
+    );
+    let doc = std::fs::read_to_string(DOC).unwrap_or_else(|e| panic!("read {DOC}: {e}"));
+    let section = &doc[doc
+        .find("## oidc-provider")
+        .expect("an oidc-provider section")..];
+    let start = section.find("```toml\n").expect("a ```toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("closed block")];
+    assert!(
+        block.contains("http://127.0.0.1:9400"),
+        "the recipe's provider address changed: {block}"
+    );
+    block.replace("http://127.0.0.1:9400", issuer)
+}
+
+/// A port free now, for a server the provider must know the URL of before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_at_the_provider_is_refused_on_both_nodes_within_a_second_and_the_other_device_still_verifies(
+) {
+    use crate::cluster::within;
+    use crate::common::services::{namespace, node_env, services};
+    if !provider_available() {
+        return;
+    }
+    let Some(db) = services() else { return };
+
+    // The provider calls node A back: the recipe's command line, with A's port.
+    let port_a = free_port();
+    let backchannel = format!("http://127.0.0.1:{port_a}/v1/gate/idp/backchannel-logout");
+    let provider = blocking(move || Provider::start(0, None, Some(&backchannel))).await;
+    let dir = tempfile::tempdir().expect("config dir");
+    let config = dir.path().join("tokengate.toml");
+    std::fs::write(&config, logout_recipe_entry(provider.issuer())).expect("write config");
+    let (db_url, ns, listen_a) = (db.url(), namespace(), format!("127.0.0.1:{port_a}"));
+    let config = config.to_str().expect("UTF-8 path");
+    let mut env = node_env(&db_url, "redis://127.0.0.1:6379", &ns);
+    env.push(("TOKENGATE_CONFIG", config));
+    let b = Server::start_with_env(&env);
+    env.push(("TOKENGATE_LISTEN", &listen_a));
+    let a = Server::start_with_env(&env);
+    let nodes = [("A", a.client()), ("B", b.client())];
+
+    // Two devices: two logins of alice, two provider sessions.
+    let laptop = login(&provider, "alice").await;
+    let phone = login(&provider, "alice").await;
+    assert_ne!(laptop.sid, phone.sid);
+    for (node, client) in &nodes {
+        for device in [&laptop, &phone] {
+            // The first request may come before the node's first key fetch (503).
+            let verified = within(Duration::from_secs(10), async || {
+                client
+                    .get("/v1/verify", Some(&device.access_token))
+                    .await
+                    .status
+                    == StatusCode::OK
+            })
+            .await;
+            assert!(
+                verified,
+                "node {node} does not accept the {} token",
+                device.sid
+            );
+        }
+    }
+
+    // Sign out on the laptop at the provider: it calls node A before it answers.
+    let answer = flow(&[
+        "logout",
+        "--issuer",
+        provider.issuer(),
+        "--cookies",
+        &laptop.cookies.to_string(),
+    ])
+    .await;
+    assert_eq!(answer, json!({"ok": true}));
+    // The promise: refused on every node within a second of the provider's logout.
+    for (node, client) in &nodes {
+        let refused = within(Duration::from_secs(1), async || {
+            client
+                .get("/v1/verify", Some(&laptop.access_token))
+                .await
+                .status
+                == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(
+            refused,
+            "node {node} still accepts the laptop's token 1 s after the logout; A's log:\n{}",
+            a.log()
+        );
+        let resp = client.get("/v1/verify", Some(&phone.access_token)).await;
+        assert_verified(&resp, "alice", Some(&phone.sid), "the phone's session");
+    }
+    let metrics = nodes[0].1.get("/metrics", None).await.text;
+    let accepted = r#"tokengate_gate_signals_total{issuer="idp",kind="backchannel_logout",outcome="accepted"} 1"#;
+    assert!(metrics.contains(accepted), "{metrics}");
 }

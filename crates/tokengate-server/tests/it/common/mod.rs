@@ -136,11 +136,18 @@ impl Server {
             .expect("open server log");
         let mut log_header = log.try_clone().expect("clone log handle");
         let _ = writeln!(log_header, "---- start #{} ----", self.starts);
+        // Any free port, unless the test chose one (a provider must know the URL first).
+        let listen = self
+            .env
+            .iter()
+            .find(|(key, _)| key == "TOKENGATE_LISTEN")
+            .map_or("127.0.0.1:0", |(_, addr)| addr.as_str())
+            .to_owned();
         let mut child = self
             .command()
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(self.data_dir())
             .stdin(Stdio::null())
