@@ -68,6 +68,20 @@ pub enum Command {
     /// Gate mode's issuers (`[[issuers]]` in the configuration).
     #[command(subcommand)]
     Issuers(IssuersCommand),
+    /// Copy the SQLite database to FILE while a server keeps running on it (see
+    /// docs/operations.md for the restore procedure; on Postgres use pg_dump).
+    Backup(BackupArgs),
+}
+
+/// `tokengate backup --to FILE [--force]`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (created 0600: it holds the signing keys).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tokengate issuers ...`
@@ -198,6 +212,7 @@ pub async fn run_admin(
     let mut recorded = Vec::new();
     match command {
         Command::Serve { .. } => anyhow::bail!("serve is not an admin command"),
+        Command::Backup(_) => anyhow::bail!("backup works on the database file, not the store"),
         Command::User(UserCommand::Create {
             email,
             admin: make_admin,
@@ -263,6 +278,38 @@ pub async fn run_admin(
         }
     }
     Ok(recorded)
+}
+
+/// `tokengate backup`: an online copy of the SQLite database (never of Postgres, whose own
+/// tools do it better). Prints the time the snapshot was taken at the earliest, which the
+/// restore procedure needs.
+pub async fn backup(config: &Config, args: BackupArgs) -> anyhow::Result<()> {
+    let url = config.database_url();
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "tokengate backup copies a SQLite database; this one is Postgres: back it up with \
+             pg_dump (or point-in-time recovery), see docs/operations.md"
+        );
+    }
+    let Some(db) = tokengate_store::SqliteStore::file_of_url(&url)? else {
+        anyhow::bail!("an in-memory database cannot be backed up");
+    };
+    let started = SystemClock.now();
+    let file = tokengate_store::backup::backup_sqlite(&db, &args.to, args.force).await?;
+    let at = time::OffsetDateTime::from_unix_timestamp(started.as_secs())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| started.to_string());
+    println!(
+        "backed up {} to {} ({} bytes); snapshot taken at {at} (Unix {started})",
+        db.display(),
+        file.path.display(),
+        file.bytes,
+    );
+    Ok(())
 }
 
 /// `tokengate revoke --issuer ...`: the revocation the gate issuer's endpoint would record.

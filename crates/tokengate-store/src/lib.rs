@@ -16,9 +16,12 @@
 //! - [`BoundedStore`] bounds every call of a store in time, so a database that does not
 //!   answer costs a request a clear error after a second or two, not a hang.
 //! - [`model`] holds the records: users, sessions, refresh rotations, signing keys.
+//! - [`backup`]: an online copy of the SQLite database that a running server does not
+//!   notice (`tokengate backup`).
 //! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
 //!   pass; each backend's tests run all of it.
 
+pub mod backup;
 mod bounded;
 pub mod error;
 pub mod model;
