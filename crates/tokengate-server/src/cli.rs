@@ -110,7 +110,8 @@ pub enum UserCommand {
     },
 }
 
-/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E]`,
+/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E |
+/// --sessions]`,
 /// or for a gate issuer `tokengate revoke --issuer NAME (--sub S | --sid S | --jti J [--exp T]
 /// | --issued-before TIME)`
 #[derive(Debug, Args)]
@@ -144,6 +145,10 @@ pub struct RevokeArgs {
     /// signing key was compromised: RFC 3339 (`2026-12-01T00:00:00Z`) or Unix seconds.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub issued_before: Option<Timestamp>,
+    /// With --issued-before (and no --user): also end every session created before TIME,
+    /// so their refresh tokens stop working too; after restoring a backup.
+    #[arg(long, requires = "issued_before", conflicts_with_all = ["user", "issuer"])]
+    pub sessions: bool,
 }
 
 /// A point in time given as RFC 3339 or as Unix seconds.
@@ -353,7 +358,11 @@ async fn revoke(
     if args.sub.is_some() || args.sid.is_some() || args.exp.is_some() {
         anyhow::bail!("--sub, --sid and --exp go with --issuer");
     }
-    if let Some(issued_before) = args.issued_before {
+    if let (Some(cutoff), true) = (args.issued_before, args.sessions) {
+        let (revocation, ended) = admin.revoke_everything_before(cutoff).await?;
+        println!("revoked every token issued before {cutoff} and ended {ended} session(s) created before it");
+        Ok(vec![revocation])
+    } else if let Some(issued_before) = args.issued_before {
         let user = match &args.user {
             Some(email) => Some(user_by_email(admin, email).await?),
             None => None,
@@ -562,6 +571,18 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["tokengate", "revoke"]).is_err());
+        assert!(parse(&["tokengate", "revoke", "--issued-before", "1", "--sessions"]).is_ok());
+        assert!(parse(&["tokengate", "revoke", "--sessions"]).is_err());
+        assert!(parse(&[
+            "tokengate",
+            "revoke",
+            "--user",
+            "a@example.com",
+            "--issued-before",
+            "1",
+            "--sessions"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -104,15 +104,22 @@ async fn a_backup_taken_during_sign_outs_restores_the_revocations_made_before_it
             .await
             .expect(StatusCode::OK);
     }
+    let revived = client.refresh_ok(&after[0].refresh_token).await;
 
-    // The procedure: revoke every token issued before the restore. The cutoff is in whole
-    // seconds (`iat < cutoff`): taken at least a second after the old server last signed.
+    // The procedure: revoke every token issued, and end every session created, before the
+    // restore. The cutoff is in whole seconds (`iat < cutoff`): taken at least a second
+    // after the last token was issued.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    restored.cli_ok(
-        &["revoke", "--issued-before", &unix_now().to_string()],
-        None,
+    let cutoff = unix_now().to_string();
+    let out = restored.cli_ok(&["revoke", "--issued-before", &cutoff, "--sessions"], None);
+    // `after` and `kept`, and a session of the traffic if the snapshot caught it live.
+    let ended = ["ended 6 session(s)", "ended 7 session(s)"];
+    assert!(
+        ended.iter().any(|e| out.stdout.contains(e)),
+        "{}",
+        out.stdout
     );
-    for signed_out in after.iter().chain([&kept]) {
+    for signed_out in after.iter().chain([&kept, &revived]) {
         until_refused(
             &client,
             &signed_out.access_token,
@@ -120,6 +127,12 @@ async fn a_backup_taken_during_sign_outs_restores_the_revocations_made_before_it
             "the cutoff to reach the restored server",
         )
         .await;
+    }
+    for signed_out in after[1..].iter().chain([&kept, &revived]) {
+        client
+            .refresh(&signed_out.refresh_token)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED);
     }
     // Signing in again works at once.
     let fresh = client.signin_ok(&email).await;
