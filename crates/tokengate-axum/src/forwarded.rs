@@ -751,6 +751,99 @@ mod tests {
         assert_eq!(resolve("10.0.0.1", &both), "10.0.0.1");
     }
 
+    /// Addresses for the generated chains: trusted ones (in the test's proxy list) and
+    /// untrusted ones, IPv4, IPv6 and IPv4-mapped.
+    const POOL: &[&str] = &[
+        "10.0.0.2",
+        "10.9.9.9",
+        "2001:db8:ffff::7",
+        "::ffff:10.1.1.1",
+        "198.51.100.1",
+        "203.0.113.5",
+        "2001:db8::1",
+        "::ffff:192.0.2.33",
+    ];
+
+    /// One hop as a proxy could write it, in `Forwarded` (`forwarded`) or
+    /// `X-Forwarded-For` form, with or without a port.
+    fn render(ip: IpAddr, port: Option<u16>, forwarded: bool) -> String {
+        let node = match (ip, port) {
+            (IpAddr::V4(v4), None) => v4.to_string(),
+            (IpAddr::V4(v4), Some(port)) => format!("{v4}:{port}"),
+            (IpAddr::V6(v6), None) if forwarded => format!("[{v6}]"),
+            (IpAddr::V6(v6), None) => v6.to_string(),
+            (IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
+        };
+        if !forwarded {
+            return node;
+        }
+        // RFC 7239: an IPv4 node without a port may be a token; anything else is quoted.
+        if node.contains([':', '[']) {
+            format!("for=\"{node}\"")
+        } else {
+            format!("for={node}")
+        }
+    }
+
+    proptest::proptest! {
+        /// Any chain of addresses, written either way, split across header lines, with
+        /// ports and spacing as proxies write them, resolves to the right-most untrusted
+        /// hop (or the left-most when all are trusted), and to the peer when the peer is
+        /// not trusted.
+        #[test]
+        fn generated_chains_resolve_as_the_algorithm_says(
+            hops in proptest::collection::vec((0..POOL.len(), proptest::option::of(1u16..)), 1..6),
+            peer_trusted: bool,
+            forwarded: bool,
+            split in 0usize..6,
+            spacing in 0usize..3,
+        ) {
+            let list = proxies("10.0.0.0/8, 2001:db8:ffff::/48");
+            let peer = ip(if peer_trusted { "10.0.0.1" } else { "203.0.113.200" });
+            let chain: Vec<IpAddr> = hops.iter().map(|(i, _)| ip(POOL[*i])).collect();
+            let entries: Vec<String> = hops
+                .iter()
+                .map(|(i, port)| render(ip(POOL[*i]), *port, forwarded))
+                .collect();
+            let separator = [",", ", ", " ,\t"][spacing];
+            let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
+            let split = split.min(entries.len());
+            let mut headers = Vec::new();
+            for part in [&entries[..split], &entries[split..]] {
+                if !part.is_empty() {
+                    headers.push((name, part.join(separator)));
+                }
+            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+
+            let expected = if !peer_trusted {
+                peer
+            } else {
+                chain
+                    .iter()
+                    .rev()
+                    .find(|hop| !list.contains(**hop))
+                    .unwrap_or(&chain[0])
+                    .to_canonical()
+            };
+            proptest::prop_assert_eq!(list.client_ip(peer, &map(&headers)), expected);
+        }
+
+        /// Whatever a header holds, resolving never panics, and from an untrusted peer the
+        /// answer is the peer.
+        #[test]
+        fn arbitrary_headers_never_panic(value in "[ -~]{0,60}", forwarded: bool, peer_trusted: bool) {
+            let list = proxies("10.0.0.0/8");
+            let peer = ip(if peer_trusted { "10.0.0.1" } else { "203.0.113.200" });
+            let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
+            let got = list.client_ip(peer, &map(&[(name, value.as_str())]));
+            if !peer_trusted {
+                proptest::prop_assert_eq!(got, peer);
+            }
+        }
+    }
+
     #[test]
     fn lists_deserialize_from_a_sequence_or_a_string() {
         #[derive(Deserialize)]
