@@ -41,6 +41,11 @@ struct From {
 
 impl From {
     fn new(node: &InProcess, ip: &str) -> From {
+        From::to(node.url(), ip)
+    }
+
+    /// A client from `ip` of the server (or proxy) at `base`.
+    fn to(base: String, ip: &str) -> From {
         let http = reqwest::Client::builder()
             .local_address(ip.parse::<IpAddr>().unwrap())
             .timeout(Duration::from_secs(60))
@@ -48,7 +53,7 @@ impl From {
             .unwrap();
         From {
             http,
-            base: node.url(),
+            base,
             forwarding: None,
         }
     }
@@ -293,6 +298,49 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let tokens = Tokens::from_resp(&resp);
     let sessions = node.client().sessions(&tokens.access_token).await;
     assert_eq!(sessions.expect(StatusCode::OK).json()[0]["ip"], "127.0.0.2");
+}
+
+/// nginx in front of `node`, appending the client to `X-Forwarded-For` as the usual
+/// `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;` does.
+fn nginx_in_front(binary: &std::path::Path, node: &InProcess) -> crate::nginx::Nginx {
+    let upstream = node.url();
+    crate::nginx::Nginx::start_with(binary, |dir, front| {
+        let body = format!(
+            "    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass {upstream};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"
+        );
+        (crate::nginx::http_conf(dir, &body), Vec::new())
+    })
+}
+
+#[tokio::test]
+async fn behind_a_real_nginx_a_client_cannot_forge_its_address() {
+    let Some(binary) = crate::nginx::nginx_or_skip() else {
+        return;
+    };
+    let node = node_trusting(5, 2, "127.0.0.1").await;
+    let nginx = nginx_in_front(&binary, &node);
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    // The sprayer writes its neighbour's address into X-Forwarded-For; nginx appends the
+    // sprayer's own, and that is the one tokengate keys on.
+    let sprayer = From {
+        forwarding: Some(("x-forwarded-for", "127.0.0.3".to_owned())),
+        ..From::to(nginx.url(), "127.0.0.2")
+    };
+    spray(&sprayer, 2).await;
+    retry_after(&sprayer.signin(&email, PASSWORD).await);
+    let neighbour = From::to(nginx.url(), "127.0.0.3");
+    let resp = neighbour.signin(&email, PASSWORD).await;
+    let tokens = Tokens::from_resp(&resp);
+    let sessions = node.client().sessions(&tokens.access_token).await;
+    assert_eq!(sessions.expect(StatusCode::OK).json()[0]["ip"], "127.0.0.3");
 }
 
 #[tokio::test]
