@@ -11,14 +11,18 @@
 //! - [`extract`]: [`Principal`], [`Admin`] and [`Revoker`] extractors, credential lookup,
 //!   CSRF check.
 //! - [`error`]: the JSON error body and `WWW-Authenticate` challenge.
+//! - [`forwarded`]: the client's address behind trusted reverse proxies (`Forwarded`,
+//!   `X-Forwarded-For`).
 
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod gate;
 
 pub use error::{error_response, AuthError, ErrorBody, StaleRefusal};
 pub use extract::{
     credential, Admin, Credential, CredentialSource, Principal, Revoker, SESSION_COOKIE,
 };
+pub use forwarded::TrustedProxies;
 pub use gate::{AuthObserver, Gate, Staleness};
 pub use tokengate_core::{Freshness, StalenessPolicy};

@@ -68,6 +68,20 @@ pub enum Command {
     /// Gate mode's issuers (`[[issuers]]` in the configuration).
     #[command(subcommand)]
     Issuers(IssuersCommand),
+    /// Copy the SQLite database to FILE while a server keeps running on it (see
+    /// docs/operations.md for the restore procedure; on Postgres use pg_dump).
+    Backup(BackupArgs),
+}
+
+/// `tokengate backup --to FILE [--force]`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (created 0600: it holds the signing keys).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tokengate issuers ...`
@@ -96,7 +110,8 @@ pub enum UserCommand {
     },
 }
 
-/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E]`,
+/// `tokengate revoke --user E | --session ID | --jti JTI | --issued-before TIME [--user E |
+/// --sessions]`,
 /// or for a gate issuer `tokengate revoke --issuer NAME (--sub S | --sid S | --jti J [--exp T]
 /// | --issued-before TIME)`
 #[derive(Debug, Args)]
@@ -130,6 +145,10 @@ pub struct RevokeArgs {
     /// signing key was compromised: RFC 3339 (`2026-12-01T00:00:00Z`) or Unix seconds.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub issued_before: Option<Timestamp>,
+    /// With --issued-before (and no --user): also end every session created before TIME,
+    /// so their refresh tokens stop working too; after restoring a backup.
+    #[arg(long, requires = "issued_before", conflicts_with_all = ["user", "issuer"])]
+    pub sessions: bool,
 }
 
 /// A point in time given as RFC 3339 or as Unix seconds.
@@ -198,6 +217,7 @@ pub async fn run_admin(
     let mut recorded = Vec::new();
     match command {
         Command::Serve { .. } => anyhow::bail!("serve is not an admin command"),
+        Command::Backup(_) => anyhow::bail!("backup works on the database file, not the store"),
         Command::User(UserCommand::Create {
             email,
             admin: make_admin,
@@ -265,6 +285,38 @@ pub async fn run_admin(
     Ok(recorded)
 }
 
+/// `tokengate backup`: an online copy of the SQLite database (never of Postgres, whose own
+/// tools do it better). Prints the time the snapshot was taken at the earliest, which the
+/// restore procedure needs.
+pub async fn backup(config: &Config, args: BackupArgs) -> anyhow::Result<()> {
+    let url = config.database_url();
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "tokengate backup copies a SQLite database; this one is Postgres: back it up with \
+             pg_dump (or point-in-time recovery), see docs/operations.md"
+        );
+    }
+    let Some(db) = tokengate_store::SqliteStore::file_of_url(&url)? else {
+        anyhow::bail!("an in-memory database cannot be backed up");
+    };
+    let started = SystemClock.now();
+    let file = tokengate_store::backup::backup_sqlite(&db, &args.to, args.force).await?;
+    let at = time::OffsetDateTime::from_unix_timestamp(started.as_secs())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| started.to_string());
+    println!(
+        "backed up {} to {} ({} bytes); snapshot taken at {at} (Unix {started})",
+        db.display(),
+        file.path.display(),
+        file.bytes,
+    );
+    Ok(())
+}
+
 /// `tokengate revoke --issuer ...`: the revocation the gate issuer's endpoint would record.
 async fn revoke_at_issuer(
     admin: &Admin,
@@ -306,7 +358,11 @@ async fn revoke(
     if args.sub.is_some() || args.sid.is_some() || args.exp.is_some() {
         anyhow::bail!("--sub, --sid and --exp go with --issuer");
     }
-    if let Some(issued_before) = args.issued_before {
+    if let (Some(cutoff), true) = (args.issued_before, args.sessions) {
+        let (revocation, ended) = admin.revoke_everything_before(cutoff).await?;
+        println!("revoked every token issued before {cutoff} and ended {ended} session(s) created before it");
+        Ok(vec![revocation])
+    } else if let Some(issued_before) = args.issued_before {
         let user = match &args.user {
             Some(email) => Some(user_by_email(admin, email).await?),
             None => None,
@@ -515,6 +571,18 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["tokengate", "revoke"]).is_err());
+        assert!(parse(&["tokengate", "revoke", "--issued-before", "1", "--sessions"]).is_ok());
+        assert!(parse(&["tokengate", "revoke", "--sessions"]).is_err());
+        assert!(parse(&[
+            "tokengate",
+            "revoke",
+            "--user",
+            "a@example.com",
+            "--issued-before",
+            "1",
+            "--sessions"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use tokengate_axum::StalenessPolicy;
+use tokengate_axum::{StalenessPolicy, TrustedProxies};
 use tokengate_core::Algorithm;
 use tokengate_gate::IssuerConfig;
 
@@ -91,6 +91,10 @@ pub struct Config {
     /// Time a client has to send a request body once its head has arrived.
     #[serde(with = "duration")]
     pub body_timeout: Duration,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed (CIDRs
+    /// or addresses, IPv4 and IPv6); empty (the default): the headers are ignored and the
+    /// client is the TCP peer. See `tokengate_axum::forwarded` for the algorithm.
+    pub trusted_proxies: TrustedProxies,
     /// Gate mode: other issuers whose tokens are verified and revoked (`[[issuers]]`,
     /// from the file only; see docs/gate.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -128,6 +132,7 @@ impl std::fmt::Debug for Config {
             max_connections,
             header_timeout,
             body_timeout,
+            trusted_proxies,
             issuers,
         } = self;
         f.debug_struct("Config")
@@ -158,6 +163,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("body_timeout", body_timeout)
+            .field("trusted_proxies", &format_args!("[{trusted_proxies}]"))
             .field("issuers", issuers)
             .finish()
     }
@@ -228,6 +234,7 @@ impl Default for Config {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            trusted_proxies: TrustedProxies::default(),
             issuers: Vec::new(),
         }
     }
@@ -262,6 +269,7 @@ const KEYS: &[&str] = &[
     "max_connections",
     "header_timeout",
     "body_timeout",
+    "trusted_proxies",
 ];
 
 /// Values given as command-line flags; they beat the environment and the file.
@@ -510,6 +518,35 @@ mod tests {
             assert!(error.contains(why), "{bad}: {error}");
             assert!(!error.contains("hunter2"), "{error}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_a_file_list_or_an_env_string() {
+        let none = load(None, &[], Overrides::default()).unwrap();
+        assert!(none.trusted_proxies.is_empty());
+        let file = "trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]";
+        let from_file = load(Some(file), &[], Overrides::default()).unwrap();
+        assert_eq!(
+            from_file.trusted_proxies.to_string(),
+            "10.0.0.0/8, 2001:db8::/32, 192.0.2.1/32"
+        );
+        let env = [(
+            "TOKENGATE_TRUSTED_PROXIES",
+            "10.0.0.0/8, 2001:db8::/32 192.0.2.1",
+        )];
+        let from_env = load(None, &env, Overrides::default()).unwrap();
+        assert_eq!(from_env.trusted_proxies, from_file.trusted_proxies);
+        assert!(format!("{from_env:?}").contains("trusted_proxies: [10.0.0.0/8, "));
+        let error = load(
+            Some("trusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"]"),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.contains("\"proxy.internal\""), "{error}");
+        let env = [("TOKENGATE_TRUSTED_PROXIES", "10.0.0.1/8")];
+        let error = load(None, &env, Overrides::default()).unwrap_err();
+        assert!(error.contains("write 10.0.0.0/8"), "{error}");
     }
 
     #[test]

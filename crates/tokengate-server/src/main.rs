@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use tokengate_core::Revocation;
-use tokengate_server::cli::{run_admin, Cli, Command};
+use tokengate_server::cli::{backup, run_admin, Cli, Command};
 use tokengate_server::config::Config;
 use tokengate_server::{init_tracing, serve, server::open_store};
 use tokengate_store::RedisBus;
@@ -24,6 +24,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(config.log_format);
     match cli.command {
         Command::Serve { .. } => serve(config).await,
+        // Never through open_store: it would create (and migrate) a missing database.
+        Command::Backup(args) => backup(&config, args).await,
         command => {
             let store = open_store(&config).await?;
             let recorded = run_admin(command, &config, store).await?;

@@ -6,15 +6,16 @@
 //!   flood nor forge a log line), else a new random UUID (v4, from the thread-local CSPRNG:
 //!   no system call per request). It is echoed in the `x-request-id` response header
 //!   (unless the handler set one).
-//! - The request is served inside a span `request{method, path, request_id}` (the path
-//!   without its query string, which may carry credentials; no headers), so every line
-//!   logged while serving it names its id. The
+//! - The request is served inside a span `request{method, path, request_id, client}` (the
+//!   path without its query string, which may carry credentials; no headers; `client` the
+//!   address [`crate::client::client_ip`] resolves, the one throttles and sessions see), so
+//!   every line logged while serving it names its id and client. The
 //!   span is at INFO, except for the quiet routes the layer is built with
 //!   ([`RequestTraceLayer::new`]): those hot paths log nothing, so their span is at DEBUG
 //!   and, by default, costs nothing.
 //! - One line per request that ends in a server error (5xx), at ERROR, with the status and
-//!   the latency (and the request id, method and path as fields when the span is off),
-//!   except a 503 refusing a request while the revocation index is stale
+//!   the latency (and the request id, method, path and client as fields when the span is
+//!   off), except a 503 refusing a request while the revocation index is stale
 //!   ([`StaleRefusal`]): the outage is logged once when it starts and once when it ends,
 //!   not thousands of times a second; nor a 503 answering a store error
 //!   ([`StoreFailure`], logged where it is built, at most once per ten seconds);
@@ -35,16 +36,21 @@
 //! it could not name the failed request's method, path and id, as the line here does.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::http::{HeaderName, HeaderValue, Request, Response};
-use tokengate_axum::StaleRefusal;
+use tokengate_axum::{StaleRefusal, TrustedProxies};
 
 use crate::error::StoreFailure;
 use tower::{Layer, Service};
+use tracing::field::{display, Empty};
 use tracing::Span;
+
+use crate::client::client_ip;
 
 /// The request id header, read from requests and set on responses.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,16 +73,21 @@ pub fn is_acceptable_request_id(id: &[u8]) -> bool {
 pub type QuietRoutes = &'static [(&'static str, &'static str)];
 
 /// Layer: a request id and an INFO span for every request; see the module documentation.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestTraceLayer {
     quiet_routes: QuietRoutes,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl RequestTraceLayer {
     /// Serve `quiet_routes` (exact paths: the layer runs before routing) in a DEBUG span:
     /// only routes whose handlers log nothing, as their lines would lose the request id.
-    pub fn new(quiet_routes: QuietRoutes) -> Self {
-        RequestTraceLayer { quiet_routes }
+    /// The client is read through `proxies` (`trusted_proxies`).
+    pub fn new(quiet_routes: QuietRoutes, proxies: Arc<TrustedProxies>) -> Self {
+        RequestTraceLayer {
+            quiet_routes,
+            proxies,
+        }
     }
 }
 
@@ -87,15 +98,17 @@ impl<S> Layer<S> for RequestTraceLayer {
         RequestTrace {
             inner,
             quiet_routes: self.quiet_routes,
+            proxies: self.proxies.clone(),
         }
     }
 }
 
 /// The service of [`RequestTraceLayer`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RequestTrace<S> {
     inner: S,
     quiet_routes: QuietRoutes,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<S> RequestTrace<S> {
@@ -133,17 +146,23 @@ where
         let path = request.uri().path();
         let id = request_id.to_str().unwrap_or("-");
         let quiet_route = self.quiet_route(method, path);
+        let client = client_ip(&self.proxies, request.extensions(), request.headers());
         let span = if quiet_route.is_some() {
-            tracing::debug_span!("request", %method, %path, request_id = %id)
+            tracing::debug_span!("request", %method, %path, request_id = %id, client = Empty)
         } else {
-            tracing::info_span!("request", %method, %path, request_id = %id)
+            tracing::info_span!("request", %method, %path, request_id = %id, client = Empty)
         };
+        if let Some(client) = client {
+            // Recorded only into a live span: a quiet route's disabled span costs nothing.
+            span.record("client", display(client));
+        }
         let future = span.in_scope(|| self.inner.call(request));
         RequestTraceFuture {
             future,
             span,
             quiet_route,
             request_id: Some(request_id),
+            client,
             started,
         }
     }
@@ -158,6 +177,7 @@ pin_project_lite::pin_project! {
         // The method and path of a quiet route, for the failure line when its span is off.
         quiet_route: Option<&'static (&'static str, &'static str)>,
         request_id: Option<HeaderValue>,
+        client: Option<IpAddr>,
         started: Instant,
     }
 }
@@ -187,6 +207,7 @@ where
                     %method,
                     %path,
                     request_id = %this.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
+                    client = this.client.map(display),
                     status = status.as_u16(),
                     latency_ms = latency_ms(),
                     "request failed"
@@ -257,7 +278,11 @@ mod tests {
                 "/v1/auth/me",
                 get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
             );
-        RequestTraceLayer::new(&[("GET", "/v1/verify"), ("GET", "/v1/auth/me")]).layer(router)
+        RequestTraceLayer::new(
+            &[("GET", "/v1/verify"), ("GET", "/v1/auth/me")],
+            Arc::new("10.0.0.0/8".parse().unwrap()),
+        )
+        .layer(router)
     }
 
     async fn send(path: &str, sent_id: Option<&str>) -> axum::http::Response<Body> {
@@ -271,6 +296,21 @@ mod tests {
             .unwrap()
     }
 
+    /// `GET path` with request id `id`, from the TCP peer `peer`, with `X-Forwarded-For:
+    /// forwarded`.
+    fn forwarded(path: &str, id: &str, peer: &str, forwarded: &str) -> Request<Body> {
+        let mut request = Request::get(path)
+            .header(X_REQUEST_ID, id)
+            .header("x-forwarded-for", forwarded)
+            .body(Body::empty())
+            .unwrap();
+        let peer: std::net::SocketAddr = (peer.parse::<IpAddr>().unwrap(), 40_000).into();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    }
+
     async fn request_id(path: &str, sent_id: Option<&str>) -> String {
         // Spans are created here too: not while another test of this module captures logs.
         let _capture = crate::test_log::CAPTURE.lock().await;
@@ -281,8 +321,23 @@ mod tests {
             .to_owned()
     }
 
-    /// The text log lines written at `filter` while `requests` are served.
+    /// The text log lines written at `filter` while `GET PATH` requests with request ids
+    /// `(PATH, ID)` are served.
     async fn log_of(filter: &str, requests: &[(&str, &str)]) -> Vec<String> {
+        let requests = requests.iter().map(|(path, id)| {
+            Request::get(*path)
+                .header(X_REQUEST_ID, *id)
+                .body(Body::empty())
+                .unwrap()
+        });
+        log_of_requests(filter, requests).await
+    }
+
+    /// The text log lines written at `filter` while `requests` are served.
+    async fn log_of_requests(
+        filter: &str,
+        requests: impl IntoIterator<Item = Request<Body>>,
+    ) -> Vec<String> {
         let buffer = crate::test_log::LogBuffer::default();
         let subscriber = buffer
             .subscriber()
@@ -291,8 +346,8 @@ mod tests {
         let _capture = crate::test_log::CAPTURE.lock().await;
         let _default = tracing::subscriber::set_default(subscriber);
         tracing::callsite::rebuild_interest_cache();
-        for (path, id) in requests {
-            send(path, Some(id)).await;
+        for request in requests {
+            app().oneshot(request).await.unwrap();
         }
         buffer.text().lines().map(str::to_owned).collect()
     }
@@ -368,6 +423,38 @@ mod tests {
         assert!(
             log[1].contains("ERROR") && log[1].contains("request failed status=503"),
             "{log:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn lines_name_the_client_a_trusted_proxy_forwarded_and_only_that() {
+        let log = log_of_requests(
+            "info",
+            [
+                forwarded("/v1/auth/signin", "via-proxy", "10.0.0.2", "198.51.100.7"),
+                forwarded("/v1/auth/signin", "spoofed", "203.0.113.9", "198.51.100.8"),
+                forwarded("/v1/auth/me", "quiet", "10.0.0.2", "198.51.100.9, 10.0.0.3"),
+            ],
+        )
+        .await;
+        assert_eq!(log.len(), 5, "{log:?}");
+        for line in &log[..2] {
+            assert!(
+                line.contains("request_id=via-proxy client=198.51.100.7}"),
+                "{line}"
+            );
+        }
+        for line in &log[2..4] {
+            assert!(
+                line.contains("request_id=spoofed client=203.0.113.9}"),
+                "{line}"
+            );
+            assert!(!line.contains("198.51.100.8"), "{line}");
+        }
+        assert!(
+            log[4].contains("request_id=quiet client=198.51.100.9 status=503"),
+            "{}",
+            log[4]
         );
     }
 

@@ -304,6 +304,25 @@ impl Admin {
         Ok(revocation)
     }
 
+    /// Everything that existed before `cutoff` stops working: every access token issued
+    /// before it ([`revoke_issued_before`](Self::revoke_issued_before) for everyone), then
+    /// every session created before it, so their refresh tokens cannot mint new ones. For a
+    /// restore from a backup, whose database has forgotten the sign-outs made after it.
+    /// Returns the revocation and how many sessions were ended; retrying after a failure
+    /// is safe.
+    pub async fn revoke_everything_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<(Revocation, u64), IssuedBeforeError> {
+        let revocation = self.revoke_issued_before(None, cutoff).await?;
+        let ended = self
+            .store
+            .end_sessions_created_before(cutoff, self.now())
+            .await
+            .map_err(AdminError::from)?;
+        Ok((revocation, ended))
+    }
+
     /// Make a new key of the configured algorithm the signing key (see
     /// [`keyring::rotate`]); returns its `kid`.
     pub async fn rotate_key(&self) -> Result<String, KeyRingError> {

@@ -133,6 +133,14 @@ impl<S: Store + ?Sized> Store for BoundedStore<S> {
         .await
     }
 
+    async fn end_sessions_created_before(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64> {
+        self.bounded(
+            "ending the sessions created before a cutoff",
+            self.inner.end_sessions_created_before(cutoff, now),
+        )
+        .await
+    }
+
     async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RefreshOutcome> {
         self.bounded(
             "rotating a refresh token",

@@ -19,9 +19,12 @@
 //! - [`Store::record_revocations_once`] records the revocations a gate issuer's logout
 //!   signal asks for together with the signal's id, so that a replay is refused on every
 //!   node (the `seen_signals` table, purged like the rest).
+//! - [`backup`]: an online copy of the SQLite database that a running server does not
+//!   notice (`tokengate backup`).
 //! - With the `testsuite` feature, `testsuite` is the behaviour every implementation must
 //!   pass; each backend's tests run all of it.
 
+pub mod backup;
 mod bounded;
 pub mod error;
 pub mod model;

@@ -1081,6 +1081,21 @@ where
         finish(tx, body).await
     }
 
+    async fn end_sessions_created_before(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let body = sqlx::query(
+            "UPDATE sessions SET ended_at = $1 \
+             WHERE ended_at IS NULL AND created_at < $2 RETURNING id",
+        )
+        .bind(now.as_secs())
+        .bind(cutoff.as_secs())
+        .fetch_all(&mut *tx)
+        .await
+        .map(|ended| End::Commit(ended.len() as u64))
+        .map_err(map_err);
+        finish(tx, body).await
+    }
+
     async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RefreshOutcome> {
         let mut tx = DB::begin_write(&self.pool).await?;
         let body = DB::rotate_refresh_in(&mut tx, &rotation).await;

@@ -71,6 +71,15 @@ impl SqlStore<Sqlite> {
     /// options (`?mode=...`) are refused rather than silently ignored: the store always
     /// opens read-write and creates the file itself.
     pub async fn connect(url: &str) -> Result<SqliteStore> {
+        match Self::file_of_url(url)? {
+            Some(path) => Self::open(&path).await,
+            None => Self::open_in_memory().await,
+        }
+    }
+
+    /// The database file a `sqlite://PATH` (or `sqlite:PATH`) URL names; `None` for the
+    /// in-memory `sqlite::memory:`. Refused: other schemes, URL options, an empty path.
+    pub fn file_of_url(url: &str) -> Result<Option<PathBuf>> {
         let rest = url
             .strip_prefix("sqlite:")
             .ok_or_else(|| StoreError::Unavailable(format!("not a SQLite URL: {url:?}").into()))?;
@@ -81,14 +90,14 @@ impl SqlStore<Sqlite> {
         }
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path == ":memory:" {
-            return Self::open_in_memory().await;
+            return Ok(None);
         }
         if path.is_empty() {
             return Err(StoreError::Unavailable(
                 format!("SQLite URL without a path: {url:?}").into(),
             ));
         }
-        Self::open(&PathBuf::from(path)).await
+        Ok(Some(PathBuf::from(path)))
     }
 
     async fn open_in_memory() -> Result<SqliteStore> {

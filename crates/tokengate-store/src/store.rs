@@ -78,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Revocation>>;
 
+    /// End every live session, of every user, created before `cutoff` (`created_at <
+    /// cutoff`): their refresh tokens stop working. Records no revocation: the caller revokes
+    /// their access tokens with one `IssuedBefore` cutoff (after a restore from a backup, or
+    /// a compromise). Returns how many sessions it ended.
+    async fn end_sessions_created_before(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64>;
+
     /// Use a refresh token once (see [`RefreshOutcome`]). On success the presented token
     /// is marked used, the new one stored, and the session's `access_exp`/`refresh_exp`
     /// updated; on reuse the session is ended and its revocation recorded; one transaction.

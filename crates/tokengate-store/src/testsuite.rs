@@ -73,6 +73,7 @@ macro_rules! store_testsuite {
             live_sessions_exclude_ended_and_expired,
             end_session_records_a_session_revocation_once,
             end_user_sessions_keeps_the_current_one_and_spares_other_users,
+            end_sessions_created_before_ends_every_users_older_sessions_only,
             refresh_rotation_issues_a_new_token_and_refuses_the_old,
             refresh_reuse_ends_the_session_and_records_its_revocation,
             refresh_reuse_within_grace_rotates_again,
@@ -592,6 +593,53 @@ pub async fn end_session_records_a_session_revocation_once(store: &dyn Store) {
         None
     );
     assert_eq!(all_records(store).await.len(), 1);
+}
+
+/// The restore procedure's cutoff ends the sessions of every user created before it, and
+/// no other; their refresh tokens are refused as of an ended session. It records nothing.
+pub async fn end_sessions_created_before_ends_every_users_older_sessions_only(store: &dyn Store) {
+    let alice = user(store, "alice@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let old_a = session(store, alice.id, 10, 900, 1, 9_000).await;
+    let old_b = session(store, bob.id, 20, 900, 2, 9_000).await;
+    let at_cutoff = session(store, bob.id, 30, 900, 3, 9_000).await;
+    let ended = session(store, alice.id, 5, 900, 4, 9_000).await;
+    store.end_session(ended, at(6)).await.unwrap();
+    let before = all_records(store).await.len();
+
+    let count = store
+        .end_sessions_created_before(at(30), at(40))
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+    for sid in [old_a, old_b] {
+        assert_eq!(
+            store.session(sid).await.unwrap().unwrap().ended_at,
+            Some(at(40))
+        );
+    }
+    assert_eq!(
+        store.session(at_cutoff).await.unwrap().unwrap().ended_at,
+        None
+    );
+    assert_eq!(
+        store.session(ended).await.unwrap().unwrap().ended_at,
+        Some(at(6))
+    );
+    assert_eq!(all_records(store).await.len(), before);
+    let outcome = store.rotate_refresh(rotation(1, 101, 50)).await.unwrap();
+    assert!(
+        matches!(outcome, RefreshOutcome::SessionEnded),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        store
+            .end_sessions_created_before(at(30), at(60))
+            .await
+            .unwrap(),
+        0,
+        "ending again ends nothing"
+    );
 }
 
 /// Sign-out everywhere ends every live session of the user except `keep`, records one

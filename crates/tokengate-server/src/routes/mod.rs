@@ -8,7 +8,7 @@ pub mod interop;
 pub mod sessions;
 
 use std::convert::Infallible;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -181,6 +181,7 @@ pub fn router(
        + 'static {
     let (api, _document) = api().split_for_parts();
     let security_headers = SecurityHeaders::for_listen(state.config.listen);
+    let proxies = Arc::new(state.config.trusted_proxies.clone());
     let routes = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -188,7 +189,7 @@ pub fn router(
         .with_state(state);
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
-        .layer(RequestTraceLayer::new(QUIET_ROUTES))
+        .layer(RequestTraceLayer::new(QUIET_ROUTES, proxies))
         .layer(security_headers)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Unavailable("internal error; it has been logged".into()).into_response()

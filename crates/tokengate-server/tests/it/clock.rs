@@ -99,6 +99,14 @@ impl Store for FailingStore {
         self.write()?;
         self.inner.end_user_sessions(user_id, keep, now).await
     }
+    async fn end_sessions_created_before(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> tokengate_store::Result<u64> {
+        self.write()?;
+        self.inner.end_sessions_created_before(cutoff, now).await
+    }
     async fn rotate_refresh(
         &self,
         rotation: RefreshRotation,

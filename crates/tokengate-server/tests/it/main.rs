@@ -12,6 +12,7 @@ mod common;
 mod abuse;
 mod attacks;
 mod auth_flow;
+mod backup;
 mod cli;
 mod clock;
 mod cluster;

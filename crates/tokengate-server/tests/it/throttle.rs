@@ -8,31 +8,44 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{unique_email, Client, InProcess, Resp, PASSWORD};
+use common::{unique_email, Client, InProcess, Resp, Tokens, PASSWORD};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokengate_server::config::Config;
 
 /// A node with `per_account` failures per (email, IP) and `per_ip` per IP in 15 minutes.
 async fn node(per_account: u32, per_ip: u32) -> InProcess {
+    node_trusting(per_account, per_ip, "").await
+}
+
+/// [`node`], believing the forwarding headers of the proxies `trusted_proxies`.
+async fn node_trusting(per_account: u32, per_ip: u32, trusted_proxies: &str) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(InProcess::sqlite(dir.path()).await);
     let config = Config {
         signin_max_failures: per_account,
         signin_max_failures_per_ip: per_ip,
+        trusted_proxies: trusted_proxies.parse().unwrap(),
         ..InProcess::config(dir.path())
     };
     InProcess::start_on(dir, config, store).await
 }
 
-/// A client whose connections come from `ip` (any 127.0.0.0/8 address is loopback on Linux).
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is loopback on Linux),
+/// optionally sending a forwarding header as a proxy would.
 struct From {
     http: reqwest::Client,
     base: String,
+    forwarding: Option<(&'static str, String)>,
 }
 
 impl From {
     fn new(node: &InProcess, ip: &str) -> From {
+        From::to(node.url(), ip)
+    }
+
+    /// A client from `ip` of the server (or proxy) at `base`.
+    fn to(base: String, ip: &str) -> From {
         let http = reqwest::Client::builder()
             .local_address(ip.parse::<IpAddr>().unwrap())
             .timeout(Duration::from_secs(60))
@@ -40,18 +53,28 @@ impl From {
             .unwrap();
         From {
             http,
-            base: node.url(),
+            base,
+            forwarding: None,
+        }
+    }
+
+    /// A proxy at `ip` forwarding with `header: value` (`x-forwarded-for` or `forwarded`).
+    fn proxy(node: &InProcess, ip: &str, header: &'static str, value: &str) -> From {
+        From {
+            forwarding: Some((header, value.to_owned())),
+            ..From::new(node, ip)
         }
     }
 
     async fn signin(&self, email: &str, password: &str) -> Resp {
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}/v1/auth/signin", self.base))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
+            .json(&json!({"email": email, "password": password}));
+        if let Some((name, value)) = &self.forwarding {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
@@ -193,12 +216,7 @@ async fn the_per_ip_limit_spans_accounts() {
     let email = unique_email("ada");
     node.client().signup_ok(&email).await;
     let sprayer = From::new(&node, "127.0.0.1");
-    for n in 0..4 {
-        sprayer
-            .signin(&unique_email(&format!("spray{n}")), "Winter2026!")
-            .await
-            .expect(StatusCode::UNAUTHORIZED);
-    }
+    spray(&sprayer, 4).await;
     // Any account, even with its right password, from that IP: 429.
     retry_after(&sprayer.signin(&email, PASSWORD).await);
     // Another IP is not affected.
@@ -206,6 +224,123 @@ async fn the_per_ip_limit_spans_accounts() {
         .signin(&email, PASSWORD)
         .await
         .expect(StatusCode::OK);
+}
+
+/// Fail `times` sign-ins of fresh accounts through `client` (the per-IP limit's count).
+async fn spray(client: &From, times: usize) {
+    for n in 0..times {
+        client
+            .signin(&unique_email(&format!("spray{n}")), "Winter2026!")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_per_ip_limit_keys_on_the_forwarded_client() {
+    let node = node_trusting(5, 2, "127.0.0.1, 10.0.0.0/8").await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    // A client that wrote its own X-Forwarded-For entry: the proxy appended the real one.
+    let sprayer = From::proxy(
+        &node,
+        "127.0.0.1",
+        "x-forwarded-for",
+        "1.1.1.1, 198.51.100.1",
+    );
+    spray(&sprayer, 2).await;
+    retry_after(&sprayer.signin(&email, PASSWORD).await);
+    // The same address behind a second trusted hop, and in a Forwarded header: one client.
+    let again = From::proxy(
+        &node,
+        "127.0.0.1",
+        "forwarded",
+        "for=198.51.100.1, for=10.1.2.3",
+    );
+    retry_after(&again.signin(&email, PASSWORD).await);
+    // Another client behind the same proxy has its own count, and its session records
+    // its own address.
+    let neighbour = From::proxy(
+        &node,
+        "127.0.0.1",
+        "forwarded",
+        "for=\"[2001:db8::1]:4711\";proto=https",
+    );
+    let resp = neighbour.signin(&email, PASSWORD).await;
+    let tokens = Tokens::from_resp(&resp);
+    let sessions = node.client().sessions(&tokens.access_token).await;
+    let sessions = sessions.expect(StatusCode::OK).json();
+    let current = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap();
+    assert_eq!(current["ip"], "2001:db8::1", "{sessions}");
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let node = node_trusting(5, 2, "10.0.0.0/8").await;
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    let sprayer = From::proxy(&node, "127.0.0.1", "x-forwarded-for", "198.51.100.1");
+    spray(&sprayer, 2).await;
+    // Claiming another address changes nothing: the peer 127.0.0.1 is the client.
+    for (header, value) in [
+        ("x-forwarded-for", "198.51.100.2"),
+        ("forwarded", "for=198.51.100.3"),
+    ] {
+        let claimed = From::proxy(&node, "127.0.0.1", header, value);
+        retry_after(&claimed.signin(&email, PASSWORD).await);
+    }
+    let resp = From::new(&node, "127.0.0.2").signin(&email, PASSWORD).await;
+    let tokens = Tokens::from_resp(&resp);
+    let sessions = node.client().sessions(&tokens.access_token).await;
+    assert_eq!(sessions.expect(StatusCode::OK).json()[0]["ip"], "127.0.0.2");
+}
+
+/// nginx in front of `node`, appending the client to `X-Forwarded-For` as the usual
+/// `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;` does.
+fn nginx_in_front(binary: &std::path::Path, node: &InProcess) -> crate::nginx::Nginx {
+    let upstream = node.url();
+    crate::nginx::Nginx::start_with(binary, |dir, front| {
+        let body = format!(
+            "    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass {upstream};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"
+        );
+        (crate::nginx::http_conf(dir, &body), Vec::new())
+    })
+}
+
+#[tokio::test]
+async fn behind_a_real_nginx_a_client_cannot_forge_its_address() {
+    let Some(binary) = crate::nginx::nginx_or_skip() else {
+        return;
+    };
+    let node = node_trusting(5, 2, "127.0.0.1").await;
+    let nginx = nginx_in_front(&binary, &node);
+    let email = unique_email("ada");
+    node.client().signup_ok(&email).await;
+    // The sprayer writes its neighbour's address into X-Forwarded-For; nginx appends the
+    // sprayer's own, and that is the one tokengate keys on.
+    let sprayer = From {
+        forwarding: Some(("x-forwarded-for", "127.0.0.3".to_owned())),
+        ..From::to(nginx.url(), "127.0.0.2")
+    };
+    spray(&sprayer, 2).await;
+    retry_after(&sprayer.signin(&email, PASSWORD).await);
+    let neighbour = From::to(nginx.url(), "127.0.0.3");
+    let resp = neighbour.signin(&email, PASSWORD).await;
+    let tokens = Tokens::from_resp(&resp);
+    let sessions = node.client().sessions(&tokens.access_token).await;
+    assert_eq!(sessions.expect(StatusCode::OK).json()[0]["ip"], "127.0.0.3");
 }
 
 #[tokio::test]
