@@ -410,6 +410,40 @@ fn purge_keeps_an_entry_extended_by_a_later_apply() {
 }
 
 #[test]
+fn a_thread_that_grows_a_table_lets_go_of_the_tables_it_replaced() {
+    // This thread checks (and so caches the snapshot), then grows every token table, as
+    // the request that carries a bulk import does. Nothing checks afterwards: an idle node.
+    let index = RevocationIndex::new(Duration::from_secs(0));
+    assert_eq!(index.check(&fresh_claims(T0), at(T0)), Ok(()));
+    let replaced: Vec<std::sync::Weak<Table<PLAIN>>> = index
+        .snapshot
+        .load()
+        .tokens
+        .iter()
+        .map(Arc::downgrade)
+        .collect();
+    for _ in 0..SHARDS * 64 {
+        let rev = Revocation::Token {
+            jti: Uuid::new_v4(),
+            exp: at(T0 + 900),
+        };
+        index.apply(&rev, at(T0));
+    }
+    let alive = replaced.iter().filter(|t| t.upgrade().is_some()).count();
+    assert_eq!(alive, 0, "{alive} replaced tables are still held");
+    // The next check loads the current snapshot and still sees what was applied.
+    let revoked = claims(id(7), id(8), id(9), T0);
+    index.apply(
+        &Revocation::Token {
+            jti: id(7),
+            exp: at(T0 + 900),
+        },
+        at(T0),
+    );
+    assert_eq!(index.check(&revoked, at(T0)), Err(RevocationKind::Token));
+}
+
+#[test]
 fn subscribers_receive_applied_revocations() {
     let index = RevocationIndex::new(Duration::from_secs(30));
     let mut events = index.subscribe();
