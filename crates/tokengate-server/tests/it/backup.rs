@@ -86,14 +86,7 @@ async fn a_backup_taken_during_sign_outs_restores_the_revocations_made_before_it
     let restored = serve_on(&to);
     let client = restored.client();
     for signed_out in &before {
-        client
-            .me(&signed_out.access_token)
-            .await
-            .expect_invalid_token();
-        client
-            .refresh(&signed_out.refresh_token)
-            .await
-            .expect_error(StatusCode::UNAUTHORIZED);
+        client.assert_signed_out(signed_out).await;
     }
     client.me(&kept.access_token).await.expect(StatusCode::OK);
     // What the restore procedure is for: these were signed out after the backup, and the

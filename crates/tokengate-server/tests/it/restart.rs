@@ -23,14 +23,7 @@ async fn signed_out_token_is_refused_after_a_sigkill_and_restart() {
     server.restart();
     let client = server.client();
 
-    client
-        .me(&signed_out.access_token)
-        .await
-        .expect_invalid_token();
-    client
-        .refresh(&signed_out.refresh_token)
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED);
+    client.assert_signed_out(&signed_out).await;
 
     // The session that was not signed out still works: the keys were persisted.
     let me = client.me(&kept.access_token).await;

@@ -684,6 +684,15 @@ impl Client {
         Tokens::from_resp(&self.refresh(refresh_token).await)
     }
 
+    /// `tokens` are signed out: the access token is refused as revoked and the refresh
+    /// token with 401.
+    pub async fn assert_signed_out(&self, tokens: &Tokens) {
+        self.me(&tokens.access_token).await.expect_invalid_token();
+        self.refresh(&tokens.refresh_token)
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED);
+    }
+
     pub async fn password(&self, token: &str, current: &str, new: &str) -> Resp {
         let body = json!({"current_password": current, "new_password": new});
         self.post("/v1/auth/password", Some(token), Some(&body))
