@@ -81,7 +81,16 @@ enum WireMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sent_ms: Option<i64>,
     },
+    /// A batch too large to push one by one was recorded: read it from the store.
+    CatchUp {},
 }
+
+/// The most revocations [`RedisBus::publish`] pushes one by one. A larger batch (a bulk
+/// import) would flood every subscriber (Redis disconnects a subscriber whose output buffer
+/// passes 32 MiB, about 190 000 messages) and delay the heartbeats queued behind it: it
+/// is announced by one [`BusEvent::CatchUp`] instead, and every node reads it from the
+/// store.
+pub const PUSH_BATCH_LIMIT: usize = 1_000;
 
 /// A connection to the cluster's Redis: the channel that pushes each revocation to every
 /// node.
@@ -130,6 +139,11 @@ pub enum BusEvent {
     },
     /// The subscription broke; messages may be lost until the next `Connected`.
     Lost,
+    /// Some node recorded more revocations than the bus pushes one by one
+    /// ([`PUSH_BATCH_LIMIT`]): the receiver reads them from the store, and until a read
+    /// that started after this event has succeeded, the heartbeats coming back prove
+    /// nothing (as after `Connected`).
+    CatchUp,
 }
 
 /// Keeps a subscription's background task alive; dropping it stops the task and closes
@@ -228,19 +242,30 @@ impl RedisBus {
     }
 
     /// Publish each of `revocations` on the channel, all in one `MULTI` (so a batch reaches
-    /// the subscribers whole or not at all). Returns once Redis has executed it; any failure
-    /// is [`StoreError::Unavailable`]. The revocations must already be durable in the store:
-    /// Redis keeps nothing, and a node that misses a message reads it from the store.
+    /// the subscribers whole or not at all); a batch of more than [`PUSH_BATCH_LIMIT`] is
+    /// announced by one [`BusEvent::CatchUp`] instead. Returns once Redis has executed it;
+    /// any failure is [`StoreError::Unavailable`]. The revocations must already be durable
+    /// in the store: Redis keeps nothing, and a node that misses a message reads it from
+    /// the store.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<()> {
         if revocations.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for revocation in revocations {
-            let message = encode(&WireMessage::Revocation {
-                revocation: *revocation,
-            })?;
+        let messages = if revocations.len() > PUSH_BATCH_LIMIT {
+            vec![encode(&WireMessage::CatchUp {})?]
+        } else {
+            revocations
+                .iter()
+                .map(|revocation| {
+                    encode(&WireMessage::Revocation {
+                        revocation: *revocation,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        for message in messages {
             pipe.cmd("PUBLISH")
                 .arg(&self.names.channel)
                 .arg(message)
@@ -493,6 +518,7 @@ fn decode(payload: &[u8]) -> Option<BusEvent> {
             node_id,
             sent_ms: sent_ms.map(Millis::from_millis),
         }),
+        Ok(WireMessage::CatchUp {}) => Some(BusEvent::CatchUp),
         Err(e) => {
             // The length, not the payload: it is foreign input of any size.
             tracing::warn!(len = payload.len(), error = %e, "skipping a malformed bus message");

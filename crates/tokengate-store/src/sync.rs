@@ -22,6 +22,10 @@
 //!   [`ROUND_TRIP_PERIODS`] heartbeat periods (a Redis that hangs, a link that stops
 //!   forwarding bytes) and the receiver forces a reconnect.
 //!
+//! A batch larger than [`PUSH_BATCH_LIMIT`](crate::redis_bus::PUSH_BATCH_LIMIT) (a bulk
+//! import) is not pushed one by one: one catch-up notice makes every node read it from the
+//! store at once, and its heartbeats prove nothing until that read has succeeded.
+//!
 //! The residual risk: a node that cannot reach Redis still acknowledges a revocation once it
 //! is durable (after at most [`PUBLISH_TIMEOUT`] trying to publish it). A node whose bus
 //! works learns of it from its tail, within [`CLUSTER_TAIL_EVERY`] plus the read, not within
@@ -227,6 +231,15 @@ impl IndexSync {
                             // Never a proof from the future, whatever the message says.
                             self.freshness.mark_in_sync(Proof::Bus, sent.min(now));
                         }
+                    }
+                    Some(BusEvent::CatchUp) => {
+                        // A batch too large to push was recorded before this was sent: read
+                        // it from the store now. Until a read that starts after this moment
+                        // has succeeded, a heartbeat coming back proves nothing about it.
+                        if connected_at.is_some() {
+                            connected_at = Some(self.clock.now_ms());
+                        }
+                        shared.read_now.notify_one();
                     }
                     Some(BusEvent::Lost) => {
                         connected_at = None;

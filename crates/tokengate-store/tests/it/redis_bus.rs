@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokengate_core::{Millis, Revocation, Timestamp};
+use tokengate_store::redis_bus::PUSH_BATCH_LIMIT;
 use tokengate_store::{BusEvent, RedisBus, StoreError};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
@@ -232,6 +233,29 @@ async fn publish_reaches_a_subscriber_of_another_handle() {
     }
     // An empty batch publishes nothing and succeeds.
     node_a.publish(&[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_too_large_to_push_is_announced_by_one_catch_up() {
+    let Some((bus, _ns)) = shared_bus().await else {
+        return;
+    };
+    let (_subscription, mut rx) = bus.subscribe();
+    assert_eq!(next_event(&mut rx).await, BusEvent::Connected);
+    let exp = now().plus(Duration::from_secs(600));
+
+    let import: Vec<Revocation> = (0..=PUSH_BATCH_LIMIT).map(|_| token(exp)).collect();
+    bus.publish(&import).await.unwrap();
+    assert_eq!(next_event(&mut rx).await, BusEvent::CatchUp);
+    // Nothing else of the batch: the next event is the next publish.
+    assert_round_trip(&bus, &mut rx).await;
+
+    // At the limit, each is pushed.
+    let batch: Vec<Revocation> = (0..PUSH_BATCH_LIMIT).map(|_| token(exp)).collect();
+    bus.publish(&batch).await.unwrap();
+    for expected in &batch {
+        assert_eq!(next_event(&mut rx).await, BusEvent::Revocation(*expected));
+    }
 }
 
 /// Every key under the namespace on the shared Redis, with its type and size.

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 use tokengate_core::{
     Clock, Freshness, Proof, Revocation, RevocationIndex, StalenessPolicy, SystemClock,
 };
+use tokengate_store::redis_bus::PUSH_BATCH_LIMIT;
 use tokengate_store::{IndexSync, RedisBus, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -249,5 +250,49 @@ async fn a_node_whose_database_and_redis_both_hang_turns_stale_in_time_and_recov
     assert!(
         node.proving_by(Proof::Bus, RECOVERY).await,
         "bus proofs again"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_too_large_to_push_makes_the_bus_prove_nothing_until_the_store_is_read() {
+    let Some((store, database, _schema)) = postgres::proxied().await else {
+        return;
+    };
+    let Some((bus, _ns)) = super::redis_bus::shared_bus().await else {
+        return;
+    };
+    let other = bus.clone();
+    let store = Arc::new(store);
+    let node = Node::start(store.clone(), bus);
+    assert!(
+        node.proving_by(Proof::Bus, RECOVERY).await,
+        "bus proofs flow"
+    );
+
+    // Another node records a bulk import, then announces it: one catch-up notice, not one
+    // message per revocation.
+    let import: Vec<Revocation> = (0..=PUSH_BATCH_LIMIT).map(|_| token()).collect();
+    store
+        .record_revocations(&import, SystemClock.now())
+        .await
+        .unwrap();
+    database.freeze();
+    other.publish(&import).await.unwrap();
+    // Heartbeats still come back, but they cannot prove the import was seen: with the store
+    // unreadable the node turns stale (proofs were under a second old: 1 s of margin).
+    assert!(
+        within(MAX_STALENESS + Duration::from_secs(1), || node.is_stale()).await,
+        "stale: bus proof {:?} old, the import unread",
+        node.lag_of(Proof::Bus)
+    );
+
+    database.thaw();
+    assert!(
+        within(RECOVERY, || node.index.len() == import.len()).await,
+        "the import is read from the store after the heal"
+    );
+    assert!(
+        node.proving_by(Proof::Bus, RECOVERY).await,
+        "bus proofs again once the store was read"
     );
 }
