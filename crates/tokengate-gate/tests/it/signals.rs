@@ -106,6 +106,15 @@ impl Fixture {
             })
     }
 
+    /// `token` is refused because a revocation of `kind` covers it.
+    async fn assert_revoked(&self, token: &str, kind: RevocationKind) {
+        assert_eq!(
+            self.accepts(token).await,
+            Err(GateError::Revoked(kind)),
+            "{token}"
+        );
+    }
+
     /// A valid logout token's claims (sid `s-1`, sub `alice`), issued now.
     fn logout_claims(&self) -> Value {
         json!({
@@ -181,10 +190,7 @@ async fn a_logout_token_with_sid_ends_that_session_and_a_replay_is_refused() {
         f.signal(BACKCHANNEL, &logout).await.unwrap(),
         vec![SignalEvent::BackchannelLogout]
     );
-    assert_eq!(
-        f.accepts(&laptop).await,
-        Err(GateError::Revoked(RevocationKind::Session))
-    );
+    f.assert_revoked(&laptop, RevocationKind::Session).await;
     f.accepts(&phone)
         .await
         .expect("sid and sub: that session only, not the user");
@@ -218,10 +224,7 @@ async fn a_logout_token_with_sub_alone_ends_every_earlier_token_of_the_user() {
     let logout = sign(&f.key, f.logout_header(), without(f.logout_claims(), "sid"));
     f.signal(BACKCHANNEL, &logout).await.unwrap();
     for token in [&alice1, &alice2] {
-        assert_eq!(
-            f.accepts(token).await,
-            Err(GateError::Revoked(RevocationKind::User))
-        );
+        f.assert_revoked(token, RevocationKind::User).await;
     }
     f.accepts(&bob).await.unwrap();
 }
@@ -428,10 +431,7 @@ async fn each_security_event_revokes_what_it_says_about_its_subject() {
         f.signal(SSF, &set).await.unwrap(),
         vec![SignalEvent::SessionRevoked]
     );
-    assert_eq!(
-        f.accepts(&s1).await,
-        Err(GateError::Revoked(RevocationKind::Session))
-    );
+    f.assert_revoked(&s1, RevocationKind::Session).await;
     f.accepts(&s2).await.unwrap();
 
     // Each user-wide event, with its subject in each accepted place and format.
